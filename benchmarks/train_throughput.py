@@ -1,0 +1,196 @@
+"""Training throughput (samples/s) of ``ndvq.VQVAE`` against the reference ``nd_vq_vae.NDimVQVAE``.
+
+Both run a full training step on the same batches: forward, backward, ``Adam`` step (lr 3e-4, no
+gradient clipping in either) and the EMA codebook update that each does inside its forward. The
+architecture is the same: ``n_hiddens``, ``n_res_layers``, ``downsample``, ``embedding_dim``,
+``n_codes``, batch norm, and full self-attention with 2 heads and attention dropout 0.1 in every
+residual block. The reference has no switch for attention (it is always on, ``n_head=2``,
+``attn_type="full"``) and always reads 3 input channels, so the comparison is attention-on with
+3-channel inputs; ndvq runs with ``attn_type="full", n_head=2, attn_dropout=0.1``.
+
+The reference's ``training_step`` is called outside a Lightning ``Trainer`` (its ``self.log`` calls
+are then no-ops and it has no logger, so its every-100-steps extra forward for sample images never
+runs: the comparison is of the model step alone, which favours the reference).
+
+Run alone: ``python -m benchmarks.train_throughput [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from benchmarks.common import interleaved_medians, markdown_table, real_batch, set_threads
+
+__all__ = ["Arch", "make_ndvq_step", "make_reference_step", "compare", "ndvq_throughput",
+           "reference_available", "DEFAULT_ARCHS"]
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One benchmark configuration (both models are built from it).
+
+    Attributes:
+        n_dims: spatial dimensions (1, 2, 3).
+        size: input side length (each spatial axis).
+        batch: samples per step.
+        n_codes: codebook size.
+        n_hiddens: hidden channels. Default 64.
+        n_res_layers: attention residual blocks in encoder and decoder. Default 2.
+        downsample: downsampling factor per axis (same on every axis). Default 4.
+        embedding_dim: code vector size. Default 64.
+    """
+
+    n_dims: int
+    size: int
+    batch: int
+    n_codes: int
+    n_hiddens: int = 64
+    n_res_layers: int = 2
+    downsample: int = 4
+    embedding_dim: int = 64
+
+    @property
+    def vectors_per_step(self) -> int:
+        """Latent vectors quantized per step (batch x latent positions)."""
+        return self.batch * (self.size // self.downsample) ** self.n_dims
+
+    def label(self) -> str:
+        shape = "x".join([str(self.size)] * self.n_dims)
+        return f"{self.n_dims}D {shape}, batch {self.batch}"
+
+
+# 1D: 3 x 1024 series (256 latent positions), 2D: 32x32 RGB patches (8x8), 3D: 16^3 clips (4^3).
+DEFAULT_ARCHS = {1: Arch(1, 1024, 32, 512), 2: Arch(2, 32, 32, 512), 3: Arch(3, 16, 8, 512)}
+
+StepFn = Callable[[], None]
+
+
+def _batches(arch: Arch, n: int = 4) -> list[torch.Tensor]:
+    return [real_batch(arch.n_dims, arch.batch, arch.size, seed=i) for i in range(n)]
+
+
+def reference_available() -> bool:
+    """True when the reference package (``nd_vq_vae``) can be imported."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import nd_vq_vae  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means "not installed here"
+        return False
+    return True
+
+
+def make_reference_step(arch: Arch, batches: list[torch.Tensor], seed: int = 0) -> StepFn:
+    """A closure doing one full training step of the reference ``NDimVQVAE``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from nd_vq_vae import NDimVQVAE
+
+    torch.manual_seed(seed)
+    model = NDimVQVAE(
+        embedding_dim=arch.embedding_dim, n_codes=arch.n_codes, n_dims=arch.n_dims,
+        downsample=[arch.downsample] * arch.n_dims, n_hiddens=arch.n_hiddens,
+        n_res_layers=arch.n_res_layers, codebook_beta=0.25, input_shape=[arch.size] * arch.n_dims,
+    ).train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    state = {"i": 0}
+
+    def step() -> None:
+        x = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # self.log outside a Trainer warns every call
+            loss = model.training_step({"data": x}, state["i"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def build_ndvq(arch: Arch, **overrides) -> torch.nn.Module:
+    """``ndvq.VQVAE`` at the same architecture as the reference (attention: full, 2 heads, dropout 0.1)."""
+    from ndvq import VQVAE
+
+    kwargs = dict(
+        n_dims=arch.n_dims, in_channels=3, n_hiddens=arch.n_hiddens, n_res_layers=arch.n_res_layers,
+        downsample=(arch.downsample,) * arch.n_dims, embedding_dim=arch.embedding_dim,
+        n_codes=arch.n_codes, codebook_beta=0.25, n_head=2, attn_type="full", attn_dropout=0.1,
+        norm="batch",
+    )
+    kwargs.update(overrides)
+    return VQVAE(**kwargs)
+
+
+def make_ndvq_step(arch: Arch, batches: list[torch.Tensor], seed: int = 0, compile: bool = False,
+                   **overrides) -> StepFn:
+    """A closure doing one full training step of ``ndvq.VQVAE`` (the same step as the reference's).
+
+    ``compile=True`` wraps the model in ``torch.compile`` (as ``train.compile=true`` does).
+    """
+    torch.manual_seed(seed)
+    model = build_ndvq(arch, **overrides).train()
+    params = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    opt = torch.optim.Adam(params, lr=3e-4)
+    fwd = torch.compile(model) if compile else model
+    state = {"i": 0}
+
+    def step() -> None:
+        x = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        out = fwd(x)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+
+    return step
+
+
+def compare(arch: Arch, warmup: int = 3, rounds: int = 5, calls_per_round: int = 2,
+            with_reference: bool = True) -> dict:
+    """Samples/s of ndvq and (when installed) the reference, timed in interleaved rounds.
+
+    Returns a dict with the architecture's fields, ``ndvq`` and ``reference`` (samples/s; NaN
+    when the reference is not installed) and ``ratio`` (ndvq / reference).
+    """
+    batches = _batches(arch)
+    fns = {"ndvq": make_ndvq_step(arch, batches)}
+    if with_reference and reference_available():
+        fns["reference"] = make_reference_step(arch, batches)
+    sec = interleaved_medians(fns, warmup=warmup, rounds=rounds, calls_per_round=calls_per_round)
+    ndvq = arch.batch / sec["ndvq"]
+    ref = arch.batch / sec["reference"] if "reference" in sec else float("nan")
+    return {**asdict(arch), "ndvq": ndvq, "reference": ref, "ratio": ndvq / ref}
+
+
+def ndvq_throughput(arch: Arch, warmup: int = 3, repeats: int = 7, **overrides) -> float:
+    """Samples/s of ndvq alone (median of ``repeats`` timed steps after ``warmup``)."""
+    fns = {"ndvq": make_ndvq_step(arch, _batches(arch), **overrides)}
+    return arch.batch / interleaved_medians(fns, warmup=warmup, rounds=repeats)["ndvq"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, few steps")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    codes = (64, 256) if args.quick else (512, 4096, 16384)
+    rows = []
+    for n_dims, base in DEFAULT_ARCHS.items():
+        arch = replace(base, n_hiddens=16, batch=4) if args.quick else base
+        for k in codes:
+            r = compare(replace(arch, n_codes=k), warmup=1 if args.quick else 3,
+                        rounds=2 if args.quick else 5)
+            rows.append([replace(arch, n_codes=k).label(), k, r["reference"], r["ndvq"], r["ratio"]])
+            print(markdown_table(["input", "n_codes", "reference", "ndvq", "ratio"], rows[-1:]), flush=True)
+    print(markdown_table(["input", "n_codes", "reference samples/s", "ndvq samples/s", "ndvq / reference"], rows))
+
+
+if __name__ == "__main__":
+    main()

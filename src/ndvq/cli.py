@@ -1,0 +1,177 @@
+"""The ``ndvq`` command line: parses arguments and dispatches; the work happens elsewhere.
+
+    ndvq train [-c CONFIG] [--resume RUN] [--print-config] [key=value ...]
+    ndvq eval RUN_OR_CKPT [--data DIR] [--split val] [--out metrics.json] [data.key=value ...]
+    ndvq encode RUN_OR_CKPT [--data DIR] --out codes.npz [data.key=value ...]
+    ndvq decode RUN_OR_CKPT CODES.npz --out DIR
+    ndvq doctor | report | tune ...   (added by ndvq.diagnostics.commands)
+
+Bad input (missing data, unreadable config, unknown key, bad value, incompatible checkpoint, a
+missing run) prints one line ``ndvq: error: ...`` and exits with code 2; set ``NDVQ_DEBUG=1`` to
+see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+_OVERRIDES_HELP = ("key=value overrides applied on top of the config, e.g. model.n_codes=1024 "
+                   "train.learning_rate=3e-4 model.downsample=[4,4] (values are YAML)")
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a model (no arguments: the default model on the built-in sample images)",
+        description="Train a VQ-VAE / hierarchical VQ-VAE / KL-VAE. Without -c, the built-in default "
+                    "(configs/default.yaml: a small VQ-VAE on built-in real images, a few minutes on 2 CPU "
+                    "cores) is used. Outputs go to runs/<name>/: config.yaml, metrics.jsonl, tb/, "
+                    "checkpoints/ (last + best-N) and samples/.",
+        epilog="examples:\n  ndvq train\n  ndvq train -c configs/image/folder.yaml data.root=photos/ "
+               "model.n_codes=1024\n  ndvq train -c my.yaml train.devices=2          # DDP on 2 devices\n"
+               "  ndvq train --resume runs/my-run train.max_steps=5000\n  ndvq train --print-config > my.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", type=Path, help="YAML, TOML or JSON config file (a medical vae_config.json "
+                   "is detected and converted); default: the built-in default run")
+    p.add_argument("--resume", metavar="RUN", type=Path, help="continue runs/<name> (or a .ckpt) exactly where it "
+                   "stopped; its config.yaml is the base config unless -c is given")
+    p.add_argument("--print-config", action="store_true", help="print the fully resolved config as YAML and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=_OVERRIDES_HELP)
+    p.set_defaults(func=_cmd_train)
+
+
+def _model_parser(sub, name: str, help: str, description: str):
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("run", type=Path, metavar="RUN_OR_CKPT", help="run directory (uses checkpoints/last.ckpt) or a .ckpt file")
+    return p
+
+
+def _data_args(p, split_default: str) -> None:
+    p.add_argument("--data", type=Path, help="data folder (data.root); default: the run's own data config")
+    p.add_argument("--split", choices=["train", "val", "all"], help=f"which split (default: {split_default})")
+    p.add_argument("--batch-size", type=int, default=8, help="items per forward pass (default: 8)")
+    p.add_argument("overrides", nargs="*", metavar="data.key=value", help="data overrides, e.g. data.kind=image data.channels=1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ndvq", description="ndvq: VQ-VAE and KL-VAE autoencoders for 1D/2D/3D data (audio, series, images, "
+                                 "video, volumes). Run `ndvq <command> --help` for each command.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    sub.required = True
+    _train_parser(sub)
+    p = _model_parser(sub, "eval", "PSNR, SSIM, MSE/MAE, codebook usage, perplexity and bit rate over a split",
+                      "Evaluate a trained model over a whole split: PSNR, SSIM (2D/3D), MSE, MAE, the model's "
+                      "losses, codebook usage and perplexity, bits per input element of the code stream (fixed "
+                      "length and entropy). Prints a table and writes JSON.")
+    _data_args(p, "'all' with --data, else 'val'")
+    p.add_argument("--out", type=Path, help="JSON file (default: <run>/eval_<split>.json)")
+    p.set_defaults(func=_cmd_eval)
+    p = _model_parser(sub, "encode", "write the integer codes of every item to an .npz",
+                      "Encode every item of a split to integer codes (KL-VAE: latent means) for a downstream "
+                      "prior. The .npz holds codes, file names, input and latent shapes; see docs/training.md.")
+    _data_args(p, "all")
+    p.add_argument("--out", type=Path, required=True, help="output .npz file")
+    p.set_defaults(func=_cmd_encode)
+    p = _model_parser(sub, "decode", "turn an encoded .npz back into files",
+                      "Decode an `ndvq encode` file into files in the modality's own format (PNG, GIF/MP4, "
+                      "WAV, NIfTI, CSV/NPY).")
+    p.add_argument("codes", type=Path, help="the .npz written by `ndvq encode`")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(func=_cmd_decode)
+    try:  # doctor / report / tune
+        from ndvq.diagnostics.commands import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def _cmd_train(args) -> int:
+    from ndvq.config import ConfigError, config_to_yaml, load_config
+
+    base = None
+    if args.resume is not None:
+        from ndvq.train.checkpoint import find_checkpoint
+
+        ckpt = find_checkpoint(args.resume)
+        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        if args.config is None:
+            if not (run_dir / "config.yaml").is_file():
+                raise ConfigError(f"{run_dir} has no config.yaml; pass the run's config with -c")
+            base = run_dir / "config.yaml"
+    cfg = load_config(args.config or base, args.overrides)
+    if args.print_config:
+        print(config_to_yaml(cfg), end="")
+        return 0
+    from ndvq.train.loop import train
+
+    result = train(cfg, resume=args.resume)
+    return 130 if result.stopped == "interrupted" else 0
+
+
+def _cmd_eval(args) -> int:
+    from ndvq.train.inference import evaluate, format_table
+
+    res = evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, out=args.out,
+                   overrides=args.overrides)
+    print(format_table(res))
+    return 0
+
+
+def _cmd_encode(args) -> int:
+    from ndvq.train.inference import encode
+
+    out = encode(args.run, args.out, data=args.data, split=args.split or "all", batch_size=args.batch_size,
+                 overrides=args.overrides)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_decode(args) -> int:
+    from ndvq.train.inference import decode
+
+    files = decode(args.run, args.codes, args.out)
+    print(f"wrote {len(files)} file(s) to {args.out}")
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if text else type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ndvq`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if os.environ.get("NDVQ_DEBUG"):
+        return args.func(args) or 0
+    from ndvq.train.loop import NonFiniteLossError
+
+    try:
+        return args.func(args) or 0
+    except NonFiniteLossError as e:
+        print(f"ndvq: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ndvq: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError) as e:
+        print(f"ndvq: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a failure inside a spawned DDP worker arrives wrapped; show its last line
+        if type(e).__name__ == "ProcessRaisedException":
+            last = [ln for ln in str(e).strip().splitlines() if ln.strip()][-1]
+            print(f"ndvq: error: {last.strip()}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

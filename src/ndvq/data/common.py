@@ -1,0 +1,366 @@
+"""Shared pieces of the datasets: file discovery, splits, crops/padding and the base class.
+
+Every dataset in :mod:`ndvq.data` derives from :class:`FileDataset`, which gives it
+
+* ``dataset[i] -> {"data": FloatTensor[C, *S], "index": i}``; a file that fails while an item is
+  loaded is replaced by the next loadable item with a warning naming the file (never a crash
+  mid-epoch) and is listed in ``dataset.skipped``;
+* ``summary()`` (files found, items, item shape, value range), ``item_info(i)``, ``data_range``,
+  ``modality``, ``n_dims``, ``channels``.
+
+Folder layouts understood by :func:`split_files` (image, video, audio, series, volume):
+
+* ``root/train/**`` + ``root/test/**`` (or ``root/val/**``): the split folders are used as they are;
+* ``root/**`` plus ``val_dir``: all of ``root`` is the train split, ``val_dir`` the val split;
+* ``root/**`` alone: the sorted files are shuffled with ``split_seed`` and the first
+  ``train_split`` fraction is the train split, the rest the val split.
+
+``split="all"`` gives every file (train + val).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "FileDataset",
+    "find_files",
+    "split_files",
+    "check_split",
+    "warn_skip",
+    "cache_dir",
+    "center_crop",
+    "random_crop",
+    "pad_to",
+    "pad_to_multiple",
+    "crop_box",
+    "format_range",
+    "resize",
+    "fit_and_crop",
+    "augment_nd",
+]
+
+log = logging.getLogger("ndvq.data")
+
+SPLITS = ("train", "val", "all")
+_VAL_NAMES = ("test", "val", "valid", "validation")
+
+
+def check_split(split: str) -> str:
+    """``split`` must be ``"train" | "val" | "all"``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split
+
+
+def cache_dir() -> Path:
+    """The ndvq cache folder: ``$NDVQ_CACHE`` or ``~/.cache/ndvq`` (created)."""
+    root = Path(os.environ.get("NDVQ_CACHE") or Path.home() / ".cache" / "ndvq").expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def warn_skip(path, err: BaseException | str, what: str = "file") -> None:
+    """Warn (``warnings.warn`` and the ``ndvq.data`` logger) that ``path`` is skipped."""
+    msg = f"ndvq.data: skipping unreadable {what} {str(path)!r}: {type(err).__name__ + ': ' if isinstance(err, BaseException) else ''}{err}"
+    log.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def _norm_exts(extensions: Sequence[str]) -> tuple[str, ...]:
+    return tuple("." + e.lower().lstrip(".") for e in extensions)
+
+
+def _has_ext(p: Path, exts: tuple[str, ...]) -> bool:
+    name = p.name.lower()
+    return any(name.endswith(e) for e in exts)
+
+
+def find_files(root: str | Path, extensions: Sequence[str], subfolders: Sequence[str] | None = None) -> list[Path]:
+    """Sorted files under ``root`` (recursively) whose name ends with one of ``extensions``.
+
+    Args:
+        root: the folder searched; a missing folder is a ``FileNotFoundError``.
+        extensions: e.g. ``["png", ".jpg"]`` (case-insensitive; ``"nii.gz"`` works).
+        subfolders: only these sub-folders of ``root`` (each must exist). Default None: all of ``root``.
+
+    Hidden files and folders (``.name``) are ignored.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {str(root)!r} does not exist" if not root.exists()
+                                else f"data root {str(root)!r} is a file, expected a folder")
+    exts = _norm_exts(extensions)
+    bases = [root]
+    if subfolders:
+        bases = [root / s for s in subfolders]
+        missing = [s for s, b in zip(subfolders, bases) if not b.is_dir()]
+        if missing:
+            present = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise FileNotFoundError(f"subfolder(s) {missing} not found in {str(root)!r}; found {present}")
+    out = []
+    for base in bases:
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            out += [Path(dirpath) / f for f in filenames if not f.startswith(".") and _has_ext(Path(f), exts)]
+    return sorted(set(out))
+
+
+def split_files(root: str | Path, split: str, extensions: Sequence[str], val_dir: str | Path | None = None,
+                train_split: float = 0.9, split_seed: int = 0,
+                subfolders: Sequence[str] | None = None) -> tuple[list[Path], str]:
+    """The files of ``split`` and a short description of the layout used (see the module docstring).
+
+    Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` when no file with one of
+    ``extensions`` is found (naming the folder and the extensions).
+    """
+    check_split(split)
+    if root is None:
+        raise ValueError("data.root is not set: pass the data folder (e.g. data.root=path/to/files)")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        find_files(root, extensions)  # raises the missing-folder error
+    exts = list(_norm_exts(extensions))
+
+    def found(folder, subs=subfolders):
+        files = find_files(folder, exts, subs)
+        if not files:
+            where = f"{str(folder)!r}" + (f" (subfolders {list(subs)})" if subs else "")
+            raise ValueError(f"no files with extensions {exts} found in {where}")
+        return files
+
+    train_dir = root / "train"
+    val_named = next((root / n for n in _VAL_NAMES if (root / n).is_dir()), None)
+    if train_dir.is_dir() and val_named is not None and val_dir is None:
+        layout = f"{train_dir.name}/ + {val_named.name}/ folders"
+        train = found(train_dir) if split != "val" else []
+        val = found(val_named) if split != "train" else []
+    elif val_dir is not None:
+        layout = f"root + val_dir {str(val_dir)!r}"
+        train = found(root) if split != "val" else []
+        val = found(Path(val_dir).expanduser(), None) if split != "train" else []
+    else:
+        files = found(root)
+        order = list(range(len(files)))
+        random.Random(split_seed).shuffle(order)
+        n_train = len(files) if train_split >= 1 else min(max(1, round(train_split * len(files))), len(files) - 1)
+        if len(files) == 1:
+            n_train = 1
+        layout = f"one folder split {n_train}/{len(files) - n_train} (train_split={train_split}, split_seed={split_seed})"
+        train = sorted(files[j] for j in order[:n_train])
+        val = sorted(files[j] for j in order[n_train:])
+    files = {"train": train, "val": val, "all": train + val}[split]
+    return files, layout
+
+
+def crop_box(size: Sequence[int], target: Sequence[int], random_: bool,
+             generator: torch.Generator | None = None) -> tuple[int, ...]:
+    """Start offsets of a ``target``-sized window inside ``size`` (0 where ``target >= size``)."""
+    starts = []
+    for s, t in zip(size, target):
+        room = max(int(s) - int(t), 0)
+        if random_ and room:
+            starts.append(int(torch.randint(0, room + 1, (1,), generator=generator)))
+        else:
+            starts.append(room // 2)
+    return tuple(starts)
+
+
+def pad_to(x: torch.Tensor, target: Sequence[int], value: float | None = None) -> torch.Tensor:
+    """Pad the trailing ``len(target)`` axes of ``x`` at the end up to ``target`` (never crops).
+
+    ``value`` defaults to the minimum of ``x`` (the background of normalised data).
+    """
+    n = len(target)
+    extra = [max(int(t) - int(s), 0) for s, t in zip(x.shape[-n:], target)]
+    if not any(extra):
+        return x
+    pads = []
+    for e in reversed(extra):  # F.pad wants the last axis first: (left, right) pairs
+        pads += [0, e]
+    fill = float(x.min()) if value is None and x.numel() else (value or 0.0)
+    return F.pad(x, pads, value=fill)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: Sequence[int] | int | None, value: float | None = None) -> torch.Tensor:
+    """Pad the spatial axes of ``x [C, *S]`` at the end so each is a multiple of ``multiple``."""
+    if multiple is None:
+        return x
+    spatial = x.shape[1:]
+    mult = [multiple] * len(spatial) if isinstance(multiple, int) else list(multiple)
+    if len(mult) != len(spatial):
+        raise ValueError(f"pad_multiple needs {len(spatial)} entries for items of shape {list(x.shape)}, got {mult}")
+    return pad_to(x, [math.ceil(s / m) * m for s, m in zip(spatial, mult)], value)
+
+
+def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Centre window of the trailing ``len(size)`` axes (padded first when smaller)."""
+    return _crop(x, size, False, None)
+
+
+def random_crop(x: torch.Tensor, size: Sequence[int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random window of the trailing ``len(size)`` axes (padded first when smaller)."""
+    return _crop(x, size, True, generator)
+
+
+def _crop(x, size, random_, generator):
+    x = pad_to(x, size)
+    n = len(size)
+    starts = crop_box(x.shape[-n:], size, random_, generator)
+    idx = (Ellipsis,) + tuple(slice(s, s + int(t)) for s, t in zip(starts, size))
+    return x[idx]
+
+
+def format_range(lo: float, hi: float) -> str:
+    return f"[{lo:.3g}, {hi:.3g}]"
+
+
+class FileDataset(torch.utils.data.Dataset):
+    """Base of the file-backed datasets (see the module docstring).
+
+    Subclasses set ``modality``, ``n_dims``, ``channels``, ``files`` (usable files),
+    ``skipped`` (``[(path, reason)]``), ``layout`` and implement ``__len__``, ``_load(i)`` (a
+    ``[C, *S]`` float tensor; may raise for an unreadable file), ``_path(i)`` and ``item_info(i)``.
+    """
+
+    modality: str = ""
+    n_dims: int = 0
+    channels: int = 0
+    data_range: float | None = 2.0
+    value_range_text: str = "[-1, 1]"
+    max_replacements: int = 32
+
+    def __init__(self) -> None:
+        self.files: list[Path] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.layout = ""
+        self.split = "train"
+        self._bad: set[str] = set()
+
+    # ------------------------------------------------------------------ items
+    def _load(self, i: int) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _path(self, i: int) -> Path | None:
+        return None
+
+    def item_info(self, i: int) -> dict:
+        p = self._path(i)
+        return {"path": str(p)} if p is not None else {}
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for a dataset of {n} items")
+        i = i % n
+        j = i
+        for _ in range(min(self.max_replacements, n)):
+            path = self._path(j)
+            if path is None or str(path) not in self._bad:
+                try:
+                    x = self._load(j)
+                    return {"data": x.float().contiguous(), "index": i}
+                except Exception as e:  # noqa: BLE001 - any decoder error of one file: skip it, keep training
+                    if path is None:
+                        raise
+                    self._bad.add(str(path))
+                    self.skipped.append((str(path), f"{type(e).__name__}: {e}"))
+                    warn_skip(path, e)
+            j = (j + 1) % n
+        raise RuntimeError(f"{self.max_replacements} consecutive items from index {i} failed to load; "
+                           f"last files: {[s[0] for s in self.skipped[-3:]]}")
+
+    # ------------------------------------------------------------------ summary
+    def _shape_text(self) -> str:
+        try:
+            x = self[0]["data"]
+        except Exception as e:  # noqa: BLE001 - the summary must not crash
+            return f"first item unreadable ({type(e).__name__})"
+        return f"item shape {list(x.shape)} (observed {format_range(float(x.min()), float(x.max()))} in item 0)"
+
+    def summary(self) -> str:
+        """One paragraph: files found, items, item shape, value range, skipped files."""
+        skipped = f"; {len(self.skipped)} file(s) skipped: {[s[0] for s in self.skipped[:3]]}" if self.skipped else ""
+        return (f"{self.modality} dataset ({self.split} split, {self.layout}): {len(self.files)} file(s), "
+                f"{len(self)} item(s), {self._shape_text()}; values in {self.value_range_text}{skipped}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.summary()})"
+
+    def _check_files(self, root) -> None:
+        if not self.files:
+            bad = f"; all {len(self.skipped)} file(s) were unreadable: {[s[0] for s in self.skipped[:5]]}" if self.skipped else ""
+            raise ValueError(f"no usable {self.modality} files in {str(root)!r} for the {self.split!r} split{bad}")
+
+
+def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize ``x [C, *S]`` (or ``[N, C, *S]``) to spatial ``size`` (bilinear with antialiasing in 2D,
+    trilinear in 3D, linear in 1D)."""
+    batched = x.ndim == len(size) + 2
+    y = x if batched else x[None]
+    size = [int(s) for s in size]
+    if list(y.shape[2:]) != size:
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+        y = F.interpolate(y, size=size, mode=mode, align_corners=False, antialias=(mode == "bilinear"))
+    return y if batched else y[0]
+
+
+def fit_and_crop(x: torch.Tensor, target: Sequence[int], mode: str, random_: bool,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """``x [..., C, H, W]`` to ``target`` spatial size.
+
+    ``mode``: ``"resize"`` (exactly ``target``, aspect not kept), ``"center"`` / ``"random"`` (scale so
+    the image covers ``target``, keeping the aspect, then a centre / random crop; random only when
+    ``random_``), ``"none"`` (unchanged).
+    """
+    if mode == "none":
+        return x
+    if mode == "resize":
+        return resize(x, target)
+    n = len(target)
+    size = x.shape[-n:]
+    scale = max(t / s for t, s in zip(target, size))
+    x = resize(x, [max(int(t), round(s * scale)) for s, t in zip(size, target)])
+    return _crop(x, target, random_ and mode == "random", generator)
+
+
+def augment_nd(x: torch.Tensor, n_dims: int, generator: torch.Generator | None = None,
+               flip_axes: Sequence[int] | None = None, max_rotate: float = 10.0, max_scale: float = 0.1,
+               max_shift: float = 0.05) -> torch.Tensor:
+    """Random flips and a small affine transform of ``x [C, *S]`` (torch only).
+
+    Args:
+        x: the item, ``n_dims`` spatial axes.
+        n_dims: 1, 2 or 3.
+        generator: torch RNG. Default None (global RNG; DataLoader workers are seeded per worker).
+        flip_axes: spatial axes that may be flipped (p=0.5 each). Default None: all.
+        max_rotate: degrees of in-plane rotation (last two axes; 2D/3D). Default 10.
+        max_scale: relative zoom range +-. Default 0.1.
+        max_shift: shift as a fraction of the size +-. Default 0.05.
+    """
+    def u(lo, hi):
+        return float(torch.empty(()).uniform_(lo, hi, generator=generator))
+
+    for a in (range(n_dims) if flip_axes is None else flip_axes):
+        if u(0, 1) < 0.5:
+            x = x.flip(1 + a)
+    if n_dims == 1 or (max_rotate == 0 and max_scale == 0 and max_shift == 0):
+        return x
+    theta = torch.eye(n_dims, n_dims + 1)
+    ang = math.radians(u(-max_rotate, max_rotate))
+    rot = torch.eye(n_dims)
+    c, s = math.cos(ang), math.sin(ang)
+    rot[-2:, -2:] = torch.tensor([[c, -s], [s, c]])
+    theta[:, :n_dims] = rot / u(1 - max_scale, 1 + max_scale)
+    theta[:, n_dims] = torch.tensor([u(-2 * max_shift, 2 * max_shift) for _ in range(n_dims)])
+    grid = F.affine_grid(theta[None], [1, *x.shape], align_corners=False)  # [1, *S, n_dims]
+    return F.grid_sample(x[None], grid, mode="bilinear", padding_mode="reflection", align_corners=False)[0]

@@ -1,0 +1,264 @@
+"""Time series (1D): NPY / NPZ arrays and CSV / TSV / TXT tables; columns are channels.
+
+A file holds one series ``[T, C]`` (NPY / CSV; a 1-D array is one channel) or several (NPZ: one
+per array). Each series is cut into windows of ``segment_length`` steps every ``hop_length``
+steps. Items are ``[C, segment_length]`` floats, z-scored per channel with the mean and standard
+deviation of the *train split* (``standardize=True``): the train split computes them and saves
+them to ``<stats_dir>/data_stats.json``; the val / all splits load that file when it exists (else
+they compute the train split's statistics from the same folder). Missing values (NaN) become 0
+after standardisation (the channel mean). CSV columns that are not numbers (e.g. timestamps) are
+dropped; a header row gives the channel names.
+
+Example:
+    >>> ds = SeriesFolder("logs/", segment_length=256, stats_dir="runs/x")  # doctest: +SKIP
+    >>> ds[0]["data"].shape                                                 # doctest: +SKIP
+    torch.Size([6, 256])
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ndvq.data.common import FileDataset, pad_to_multiple, split_files, warn_skip
+
+__all__ = ["SeriesFolder", "read_series", "SERIES_EXTENSIONS", "STATS_FILE"]
+
+SERIES_EXTENSIONS = ("npy", "npz", "csv", "tsv", "txt")
+STATS_FILE = "data_stats.json"
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return s.strip().lower() in ("", "nan", "na", "null")
+
+
+def _read_table(path: Path) -> tuple[np.ndarray, list[str]]:
+    text = path.read_text(errors="strict")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise ValueError("empty table")
+    if path.suffix.lower() == ".tsv":
+        delim = "\t"
+    else:
+        try:
+            delim = csv.Sniffer().sniff(lines[0] + "\n" + (lines[1] if len(lines) > 1 else ""), ",;\t ").delimiter
+        except csv.Error:
+            delim = ","
+    rows = list(csv.reader(lines, delimiter=delim, skipinitialspace=True))
+    header = rows[0] if not all(_is_number(v) for v in rows[0]) else None
+    body = rows[1:] if header else rows
+    if not body:
+        raise ValueError("table has a header but no rows")
+    width = len(body[0])
+    numeric = [j for j in range(width) if all(_is_number(r[j]) for r in body[: min(len(body), 50)] if j < len(r))]
+    if not numeric:
+        raise ValueError(f"no numeric columns (first row: {body[0][:5]})")
+    out = np.full((len(body), len(numeric)), np.nan, np.float32)
+    for i, r in enumerate(body):
+        if len(r) != width:
+            raise ValueError(f"row {i + 1 + bool(header)} has {len(r)} fields, expected {width}")
+        for jj, j in enumerate(numeric):
+            v = r[j].strip()
+            out[i, jj] = float(v) if v and v.lower() not in ("nan", "na", "null") else np.nan
+    names = [header[j] for j in numeric] if header else [f"ch{j}" for j in range(len(numeric))]
+    return out, names
+
+
+def _as_tc(a: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiub":
+        raise ValueError(f"{what} has dtype {a.dtype}, expected numbers")
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[0] < 1:
+        raise ValueError(f"{what} must be [T] or [T, C] (time first, columns = channels), got shape {a.shape}")
+    return a.astype(np.float32)
+
+
+def read_series(path: str | Path) -> list[tuple[str, np.ndarray, list[str]]]:
+    """``[(name, float32 [T, C], channel names), ...]`` from one file (several for NPZ)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        a = _as_tc(np.load(path, allow_pickle=False), "array")
+        return [("", a, [f"ch{j}" for j in range(a.shape[1])])]
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            out = []
+            for k in z.files:
+                a = _as_tc(z[k], f"array {k!r}")
+                out.append((k, a, [f"ch{j}" for j in range(a.shape[1])]))
+        if not out:
+            raise ValueError("NPZ file holds no arrays")
+        return out
+    a, names = _read_table(path)
+    return [("", a, names)]
+
+
+class SeriesFolder(FileDataset):
+    """Windows of multichannel time series from a folder.
+
+    Args:
+        root: data folder (layouts in :mod:`ndvq.data.common`).
+        split: ``"train" | "val" | "all"``. Default ``"train"``.
+        val_dir, train_split, split_seed, subfolders: as for images. Defaults None, 0.9, 0, None.
+        extensions: Default ``npy npz csv tsv txt``.
+        channels: keep the first ``channels`` columns. Default None: all (every file must have as
+            many as the first; others are skipped with a warning).
+        segment_length: time steps per window. Default 16384 (set it to your data, e.g. 256).
+        hop_length: steps between window starts. Default None: ``segment_length``.
+        standardize: per-channel z-score with train-split statistics. Default True.
+        stats_dir: folder of ``data_stats.json`` (saved by the train split, loaded by the others).
+            Default None: computed in memory only.
+        pad_multiple: pad windows to a multiple of this (eval/encode). Default None.
+
+    A series shorter than one window gives one window padded with 0 (the mean); with
+    ``pad_multiple`` set the trailing partial window of every series is kept.
+    """
+
+    modality, n_dims = "series", 1
+
+    def __init__(self, root, split: str = "train", val_dir=None, train_split: float = 0.9, split_seed: int = 0,
+                 subfolders: Sequence[str] | None = None, extensions: Sequence[str] | None = None,
+                 channels: int | None = None, segment_length: int = 16384, hop_length: int | None = None,
+                 standardize: bool = True, stats_dir=None, pad_multiple: Sequence[int] | None = None):
+        super().__init__()
+        if int(segment_length) < 1:
+            raise ValueError(f"segment_length must be >= 1, got {segment_length}")
+        self.split, self.standardize = split, bool(standardize)
+        self.segment_length = int(segment_length)
+        self.hop_length = int(hop_length or segment_length)
+        self.pad_multiple = tuple(pad_multiple) if pad_multiple is not None else None
+        self.stats_dir = Path(stats_dir) if stats_dir is not None else None
+        self._opts = dict(val_dir=val_dir, train_split=train_split, split_seed=split_seed, subfolders=subfolders,
+                          extensions=extensions or SERIES_EXTENSIONS)
+        files, self.layout = split_files(root, split, self._opts["extensions"], val_dir, train_split, split_seed,
+                                         subfolders)
+        self.series, self.names, self.columns = self._read_all(files, channels)
+        self._check_files(root)
+        self.channels = self.series[0][1].shape[1]
+        self.stats = self._statistics(root, channels)
+        self.windows: list[tuple[int, int]] = []
+        for k, (_, a) in enumerate(self.series):
+            n = a.shape[0]
+            starts = list(range(0, max(n - self.segment_length, 0) + 1, self.hop_length))
+            if self.pad_multiple is not None and n > starts[-1] + self.segment_length:
+                starts.append(starts[-1] + self.hop_length)
+            self.windows += [(k, s) for s in starts]
+        mean, std = np.asarray(self.stats["mean"], np.float32), np.asarray(self.stats["std"], np.float32)
+        self._mean, self._std = mean, std
+        if self.standardize:
+            lo = (np.asarray(self.stats["min"]) - mean) / std
+            hi = (np.asarray(self.stats["max"]) - mean) / std
+            self.value_range_text = "z-scored per channel (train-split mean/std)"
+        else:
+            lo, hi = np.asarray(self.stats["min"]), np.asarray(self.stats["max"])
+            self.value_range_text = "as stored"
+        self.data_range = float(max(np.max(hi - lo), 1e-6))
+
+    # ------------------------------------------------------------------ reading
+    def _read_all(self, files, channels, quiet: bool = False):
+        series, names, columns = [], [], None
+        for f in files:
+            try:
+                parts = read_series(f)
+                width = channels or (series[0][1].shape[1] if series else parts[0][1].shape[1])
+                for _, a, _ in parts:
+                    if a.shape[1] < width or (channels is None and a.shape[1] != width):
+                        raise ValueError(f"has {a.shape[1]} channel(s), expected {width} (as the first file)")
+            except Exception as e:  # noqa: BLE001 - an unreadable file is skipped, never fatal
+                if not quiet:
+                    self.skipped.append((str(f), f"{type(e).__name__}: {e}"))
+                    warn_skip(f, e)
+                continue
+            if not quiet:
+                self.files.append(f)
+            for key, a, cols in parts:
+                series.append((f, a[:, :width]))
+                names.append(key)
+                columns = columns or cols[:width]
+        return series, names, columns
+
+    def _statistics(self, root, channels) -> dict:
+        path = self.stats_dir / STATS_FILE if self.stats_dir is not None else None
+        if self.split != "train" and path is not None and path.is_file():
+            stats = json.loads(path.read_text())
+            if len(stats.get("mean", [])) != self.channels:
+                raise ValueError(f"{path} holds statistics for {len(stats.get('mean', []))} channel(s) but the data "
+                                 f"has {self.channels}")
+            return stats
+        if self.split == "train":
+            source = self.series
+        else:
+            train_files, _ = split_files(root, "train", **self._opts)
+            source = self._read_all(train_files, channels, quiet=True)[0] or self.series
+        stats = _compute_stats([a for _, a in source])
+        stats["files"] = len({str(f) for f, _ in source})
+        if self.split == "train" and path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({**stats, "columns": self.columns, "root": str(root)}, indent=1))
+            os.replace(tmp, path)
+        return stats
+
+    # ------------------------------------------------------------------ items
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def _path(self, i: int) -> Path:
+        return self.series[self.windows[i][0]][0]
+
+    def item_info(self, i: int) -> dict:
+        """``{"path", "key" (NPZ array), "start", "columns", "mean", "std", "standardized"}``."""
+        k, start = self.windows[i]
+        return {"path": str(self.series[k][0]), "key": self.names[k], "start": start, "columns": self.columns,
+                "mean": self._mean.tolist(), "std": self._std.tolist(), "standardized": self.standardize}
+
+    def _load(self, i: int) -> torch.Tensor:
+        k, start = self.windows[i]
+        a = np.asarray(self.series[k][1][start: start + self.segment_length], np.float32)  # [T, C]
+        if self.standardize:
+            a = (a - self._mean) / self._std
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        x = torch.from_numpy(np.ascontiguousarray(a.T))  # [T, C] -> [C, T]
+        if x.shape[1] < self.segment_length:
+            x = torch.nn.functional.pad(x, (0, self.segment_length - x.shape[1]))
+        return pad_to_multiple(x, self.pad_multiple, value=0.0)
+
+
+def _compute_stats(arrays: list[np.ndarray]) -> dict:
+    """Per-channel mean / std / min / max over all time steps of ``arrays`` (NaN ignored)."""
+    c = arrays[0].shape[1]
+    n = np.zeros(c)
+    s = np.zeros(c)
+    ss = np.zeros(c)
+    lo = np.full(c, np.inf)
+    hi = np.full(c, -np.inf)
+    for a in arrays:
+        a = np.asarray(a, np.float64)
+        ok = np.isfinite(a)
+        n += ok.sum(0)
+        s += np.where(ok, a, 0).sum(0)
+        ss += np.where(ok, a * a, 0).sum(0)
+        if ok.any():
+            lo = np.minimum(lo, np.where(ok, a, np.inf).min(0))
+            hi = np.maximum(hi, np.where(ok, a, -np.inf).max(0))
+    n = np.maximum(n, 1)
+    mean = s / n
+    std = np.sqrt(np.maximum(ss / n - mean**2, 0))
+    std = np.where(std > 1e-8 * np.maximum(np.abs(mean), 1), std, 1.0)
+    lo = np.where(np.isfinite(lo), lo, 0)
+    hi = np.where(np.isfinite(hi), hi, 0)
+    return {"mean": mean.tolist(), "std": std.tolist(), "min": lo.tolist(), "max": hi.tolist(),
+            "count": n.astype(int).tolist(), "method": "per-channel z-score over all time steps of the train split"}
+

@@ -1,0 +1,828 @@
+"""The doctor's rules and the one table of thresholds they use.
+
+Every rule is a function ``rule(view, th) -> Finding | None`` that reads a :class:`RunView`
+(the run's metrics as arrays plus its resolved config) and the :class:`Thresholds`. Rules
+only look at numbers that ``metrics.jsonl`` already holds (names in docs/design.md), so they
+work on a running run, a finished run and inside the training loop at every validation.
+
+All numbers a rule compares against live in :class:`Thresholds` (one field each, with its
+meaning in ``metadata["doc"]``); ``thresholds_table()`` renders them as the Markdown table in
+docs/tuning.md. Fixes are ``key=value`` overrides for ``ndvq train`` whose keys exist in
+:class:`ndvq.config.Config` (tests validate every fix the rules can emit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+__all__ = [
+    "SEVERITIES",
+    "Finding",
+    "Thresholds",
+    "Series",
+    "RunView",
+    "RULES",
+    "thresholds_table",
+    "fmt_kv",
+]
+
+SEVERITIES = ("critical", "warning", "info", "ok")
+"""Severity order, most important first. ``critical`` findings are printed by the training loop."""
+
+
+@dataclass
+class Finding:
+    """One diagnosis.
+
+    Args:
+        severity: one of :data:`SEVERITIES` (``"critical"``, ``"warning"``, ``"info"``, ``"ok"``).
+        title: short name of the problem, e.g. ``"Codebook collapse"``.
+        observed: what the metrics show, with numbers and steps.
+        cause: the likely cause.
+        fixes: ranked ``key=value`` overrides for ``ndvq train`` (try one at a time), may be empty.
+        rule: id of the rule that produced it (e.g. ``"collapse"``).
+    """
+
+    severity: str
+    title: str
+    observed: str
+    cause: str
+    fixes: list[str] = field(default_factory=list)
+    rule: str = ""
+
+    @property
+    def severe(self) -> bool:
+        """True for findings the training loop should print as a warning (``critical``)."""
+        return self.severity == "critical"
+
+    def to_dict(self) -> dict:
+        return {
+            "severity": self.severity,
+            "rule": self.rule,
+            "title": self.title,
+            "observed": self.observed,
+            "cause": self.cause,
+            "fixes": list(self.fixes),
+        }
+
+
+def _t(default: float, doc: str):
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every threshold the doctor uses. Change one with ``Thresholds(collapse_ratio=0.01)``."""
+
+    min_records: int = _t(5, "train records needed before any rule but non-finite/out-of-memory runs")
+    warmup_fraction: float = _t(0.2, "first fraction of logged steps (at least train.warmup_steps) ignored by codebook, stability and trend rules")
+    window_fraction: float = _t(0.25, "the 'recent' window: last fraction of logged steps")
+    collapse_ratio: float = _t(0.02, "critical: recent perplexity below this fraction of n_codes (codebook collapse)")
+    collapse_perplexity: float = _t(2.5, "critical: recent perplexity below this absolute value is collapse whatever n_codes is")
+    low_perplexity_ratio: float = _t(0.10, "warning: recent perplexity below this fraction of n_codes")
+    high_perplexity_ratio: float = _t(0.90, "info: recent perplexity above this fraction of n_codes (codebook saturated)")
+    dead_growth: float = _t(0.10, "warning: dead codes grew by more than this fraction of n_codes after warm-up ...")
+    dead_fraction: float = _t(0.25, "... and end above this fraction of n_codes")
+    commitment_high: float = _t(1.0, "warning: codebook_beta*commitment_loss / recon_loss (recent medians) above this")
+    commitment_rise: float = _t(3.0, "warning: commitment loss rose this many times above its post-warm-up minimum ...")
+    commitment_rise_share: float = _t(0.25, "... while codebook_beta*commitment / recon is above this")
+    commitment_low: float = _t(1e-3, "warning: codebook_beta*commitment_loss / recon_loss below this (too weak)")
+    commitment_cv: float = _t(0.5, "warning: std/median of the recent commitment loss above this (unstable)")
+    spike_factor: float = _t(3.0, "a train loss above this multiple of the running median of the records before it is a spike")
+    spike_count: int = _t(3, "warning: at least this many spikes after warm-up (instability)")
+    divergence_factor: float = _t(1.5, "critical: smoothed recent train loss above this multiple of its post-warm-up minimum (diverging)")
+    blowup_factor: float = _t(1000.0, "critical: the train loss peaked above this multiple of its recent median ...")
+    blowup_abs: float = _t(100.0, "... and above this absolute value (sane losses on data scaled to [-1, 1] or z-scored stay far below)")
+    psnr_trivial: float = _t(6.0, "critical: recent val PSNR (dB) below this is worse than predicting zeros for data in [-1, 1] (training blew up)")
+    plateau: float = _t(0.02, "a loss is flat when it improved by less than this fraction across the recent window")
+    still_improving: float = _t(0.10, "a loss is still falling fast when it improved by more than this fraction across the recent window")
+    psnr_low: float = _t(20.0, "validation PSNR (dB) below this counts as a high reconstruction loss")
+    not_learned: float = _t(0.5, "without PSNR: recent recon loss above this fraction of the first logged one counts as high")
+    overfit_val_rise: float = _t(0.05, "overfitting: val recon rose by more than this fraction above its minimum ...")
+    overfit_train_drop: float = _t(0.05, "... while train recon fell by more than this fraction over the same steps")
+    overfit_flat_train_drop: float = _t(0.10, "overfitting (flat variant): train recon fell by more than this over the last half of validations while val moved less than `plateau`")
+    gap_ratio: float = _t(1.5, "warning: recent val recon above this multiple of recent train recon")
+    lr_constant: float = _t(1.01, "the LR counts as never decayed when max/min of the logged lr after warm-up is below this")
+    nonfinite_critical: float = _t(0.01, "critical: non-finite steps above this fraction of steps (or a non-finite logged loss)")
+    kl_share_high: float = _t(0.1, "KL-VAE blurry: kl_weight*kl_loss / recon_loss above this means the KL weight dominates")
+    blurry_psnr: float = _t(25.0, "KL-VAE blurry: validation PSNR (dB) below this while recon is flat")
+    kl_share_low: float = _t(1e-4, "KL-VAE unstructured latent: kl_weight*kl_loss / recon_loss below this ...")
+    kl_growth: float = _t(10.0, "... while kl_loss grew this many times above its post-warm-up minimum")
+
+
+def thresholds_table(th: Thresholds | None = None) -> str:
+    """The thresholds as a Markdown table (name, value, meaning)."""
+    th = th or Thresholds()
+    rows = ["| threshold | value | meaning |", "|---|---|---|"]
+    for f in fields(th):
+        rows.append(f"| `{f.name}` | {getattr(th, f.name):g} | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- metrics view
+
+
+@dataclass
+class Series:
+    """One split's records as arrays: ``steps [N]`` and ``values[name] [N]`` (NaN where absent)."""
+
+    steps: np.ndarray
+    values: dict[str, np.ndarray]
+    bad: dict[str, np.ndarray] = field(default_factory=dict)
+    """``bad[name]``: True where the record had ``name`` but its value was NaN/inf/null."""
+
+    @staticmethod
+    def from_records(records: Sequence[dict]) -> Series:
+        recs = sorted((r for r in records if isinstance(r.get("step"), (int, float))), key=lambda r: r["step"])
+        steps = np.array([float(r["step"]) for r in recs], dtype=float)
+        names = {k for r in recs for k, v in r.items() if k not in ("step", "epoch", "split", "time")}
+        values, bad = {}, {}
+        for k in names:
+            col = np.array([_as_float(r.get(k)) for r in recs], dtype=float)
+            present = np.array([k in r for r in recs], dtype=bool)
+            values[k] = col
+            bad[k] = present & ~np.isfinite(col)
+        return Series(steps, values, bad)
+
+    def nonfinite_steps(self, name: str) -> np.ndarray:
+        """Steps where ``name`` was logged with a non-finite value."""
+        return self.steps[self.bad[name]] if name in self.bad else np.empty(0)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def has(self, name: str) -> bool:
+        return name in self.values and bool(np.isfinite(self.values[name]).any())
+
+    def get(self, name: str, start: float = -math.inf, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of ``name`` from step ``start`` on (finite values only by default)."""
+        if name not in self.values:
+            return np.empty(0), np.empty(0)
+        v = self.values[name]
+        keep = self.steps >= start
+        if finite:
+            keep &= np.isfinite(v)
+        return self.steps[keep], v[keep]
+
+
+def _as_float(v) -> float:
+    if isinstance(v, bool) or v is None:
+        return math.nan
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
+@dataclass
+class RunView:
+    """What the rules read: the run's train/val series, its config and derived facts.
+
+    Args:
+        train: train split series.
+        val: val split series.
+        config: resolved config as a plain nested dict (``Config.model_dump(mode="json")``).
+        errors: error texts seen in the run (crash logs; ``{"split": "error", "error": ...}`` records).
+        th: thresholds in use.
+    """
+
+    train: Series
+    val: Series
+    config: dict
+    errors: list[str]
+    th: Thresholds
+
+    def cfg(self, dotted: str, default=None):
+        node = self.config
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return default if node is None else node
+
+    @property
+    def is_kl(self) -> bool:
+        return self.cfg("model.kind") == "klvae"
+
+    @property
+    def qkind(self) -> str:
+        return self.cfg("model.quantizer.kind", "vq")
+
+    @property
+    def n_codes(self) -> int:
+        """Codes per codebook that perplexity/usage refer to (FSQ/LFQ: the implicit codebook size)."""
+        levels = self.cfg("model.quantizer.levels", [8, 5, 5, 5])
+        if self.qkind == "fsq":
+            return int(np.prod(levels))
+        if self.qkind == "lfq":
+            return int(2 ** len(levels))
+        return int(self.cfg("model.n_codes", 512))
+
+    @property
+    def last_step(self) -> float:
+        ends = [s.steps[-1] for s in (self.train, self.val) if len(s)]
+        return max(ends) if ends else 0.0
+
+    @property
+    def first_step(self) -> float:
+        starts = [s.steps[0] for s in (self.train, self.val) if len(s)]
+        return min(starts) if starts else 0.0
+
+    @property
+    def warm_end(self) -> float:
+        """First step after warm-up."""
+        span = self.last_step - self.first_step
+        return max(self.first_step + self.th.warmup_fraction * span, float(self.cfg("train.warmup_steps", 0)))
+
+    @property
+    def recent_start(self) -> float:
+        span = self.last_step - self.first_step
+        return max(self.last_step - self.th.window_fraction * span, self.warm_end)
+
+    def recent(self, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Values of ``name`` in the recent window; falls back to the last 3 records when the window is empty."""
+        s = self.train if split == "train" else self.val
+        st, v = s.get(name, self.recent_start)
+        if len(v) < 2:
+            st, v = s.get(name)
+            st, v = st[-3:], v[-3:]
+        return st, v
+
+    def recent_median(self, split: str, name: str) -> float:
+        _, v = self.recent(split, name)
+        return float(np.median(v)) if len(v) else math.nan
+
+    def improvement(self, split: str, name: str) -> tuple[float, float, float, float, float]:
+        """Relative drop of ``name`` across the recent window: ``(drop, first, last, step0, step1)``.
+
+        ``first``/``last`` are medians of the first and last third of the window (robust to noise).
+        """
+        st, v = self.recent(split, name)
+        if len(v) < 2:
+            return math.nan, math.nan, math.nan, math.nan, math.nan
+        k = max(1, len(v) // 3)
+        a, b = float(np.median(v[:k])), float(np.median(v[-k:]))
+        drop = (a - b) / abs(a) if a else 0.0
+        return drop, a, b, float(st[0]), float(st[-1])
+
+    @property
+    def recon_name(self) -> str:
+        return "recon_loss" if self.train.has("recon_loss") or self.val.has("recon_loss") else "loss"
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def fmt_num(x: float) -> str:
+    """Compact number: 3 significant digits, no trailing noise."""
+    if x is None or not math.isfinite(x):
+        return str(x)
+    if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-3):
+        return f"{x:.3g}"
+    return f"{x:.4g}" if abs(x) >= 1 else f"{x:.3g}"
+
+
+def fmt_kv(key: str, value) -> str:
+    """``key=value`` in the override syntax ``ndvq train`` accepts (YAML scalars and flow lists)."""
+    if isinstance(value, bool):
+        v = "true" if value else "false"
+    elif isinstance(value, float):
+        v = f"{value:.3g}"
+        if "e" not in v and "." not in v:
+            v += ".0"
+    elif isinstance(value, (list, tuple)):
+        v = "[" + ",".join(fmt_kv("", x)[1:] for x in value) + "]"
+    elif value is None:
+        v = "null"
+    else:
+        v = str(value)
+    return f"{key}={v}"
+
+
+def _steps(a: float, b: float) -> str:
+    return f"steps {int(a)}-{int(b)}"
+
+
+def _over(view: RunView, st: np.ndarray) -> str:
+    if not len(st):
+        return ""
+    return f"over {_steps(st[0], st[-1])} ({len(st)} records)"
+
+
+def _smooth(v: np.ndarray) -> np.ndarray:
+    """Running median over ``max(3, N//20)`` records (centred)."""
+    k = max(3, len(v) // 20)
+    if len(v) < k:
+        return v.copy()
+    pad = np.pad(v, (k // 2, k - 1 - k // 2), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(pad, k)
+    return np.median(windows, axis=1)
+
+
+# ----------------------------------------------------------------------------- fix builders
+
+
+def _lower_lr(view: RunView, factor: float = 3.0) -> str:
+    return fmt_kv("train.learning_rate", float(view.cfg("train.learning_rate", 3e-4)) / factor)
+
+
+def _bigger_batch(view: RunView) -> str:
+    return fmt_kv("train.batch_size", int(view.cfg("train.batch_size", 32)) * 2)
+
+
+def _capacity_fixes(view: RunView) -> list[str]:
+    if view.is_kl:
+        ch = list(view.cfg("model.klvae.channels", [64, 128, 256]))
+        return [
+            fmt_kv("model.klvae.channels", [c * 2 for c in ch]),
+            fmt_kv("model.klvae.num_res_blocks", int(view.cfg("model.klvae.num_res_blocks", 2)) + 1),
+            fmt_kv("model.klvae.latent_channels", int(view.cfg("model.klvae.latent_channels", 4)) * 2),
+        ]
+    out = [fmt_kv("model.n_hiddens", int(view.cfg("model.n_hiddens", 128)) * 2),
+           fmt_kv("model.n_res_layers", int(view.cfg("model.n_res_layers", 2)) + 1)]
+    ds = list(view.cfg("model.downsample", [4, 4]))
+    if max(ds) > 1:
+        out.append(fmt_kv("model.downsample", [max(1, d // 2) for d in ds]))
+    return out
+
+
+def _codebook_rescue_fixes(view: RunView) -> list[str]:
+    """Ranked fixes for a collapsing VQ codebook (one change at a time)."""
+    q, out = view.qkind, []
+    if q == "fsq":
+        levels = list(view.cfg("model.quantizer.levels", [8, 5, 5, 5]))
+        return [fmt_kv("model.quantizer.levels", [max(2, lv // 2) for lv in levels]), _lower_lr(view)]
+    if q == "lfq":
+        w = float(view.cfg("model.quantizer.lfq_entropy_weight", 0.1))
+        return [fmt_kv("model.quantizer.lfq_entropy_weight", max(0.1, w * 3)), _lower_lr(view)]
+    if view.cfg("model.quantizer.restart", "batch") == "none":
+        out.append(fmt_kv("model.quantizer.restart", "batch"))
+    if view.cfg("model.quantizer.init", "kmeans") == "random":
+        out.append(fmt_kv("model.quantizer.init", "kmeans"))
+    if view.cfg("model.quantizer.update", "ema") == "gradient" and q in ("vq", "residual", "grouped"):
+        out.append(fmt_kv("model.quantizer.update", "ema"))
+    dim = int(view.cfg("model.embedding_dim", 64))
+    if view.cfg("model.quantizer.codebook_dim") is None and dim > 8:
+        out.append(fmt_kv("model.quantizer.codebook_dim", 8))
+    if view.cfg("model.quantizer.restart", "batch") == "batch":
+        out.append(fmt_kv("model.quantizer.restart", "replay"))
+    if float(view.cfg("model.quantizer.entropy_weight", 0.0)) == 0.0:
+        out.append(fmt_kv("model.quantizer.entropy_weight", 0.1))
+    n = view.n_codes
+    if n >= 64:
+        out.append(fmt_kv("model.n_codes", n // 4))
+    out.append(fmt_kv("model.quantizer.kind", "fsq"))
+    return out
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+def rule_out_of_memory(view: RunView, th: Thresholds) -> Finding | None:
+    hits = [e for e in view.errors if "out of memory" in e.lower() or "outofmemory" in e.lower()]
+    if not hits:
+        return None
+    bs = int(view.cfg("train.batch_size", 32))
+    fixes = [fmt_kv("train.batch_size", max(1, bs // 2))]
+    if view.is_kl:
+        ch = list(view.cfg("model.klvae.channels", [64, 128, 256]))
+        fixes.append(fmt_kv("model.klvae.channels", [max(view.cfg("model.klvae.norm_num_groups", 32), c // 2) for c in ch]))
+    else:
+        fixes.append(fmt_kv("model.n_hiddens", max(2, int(view.cfg("model.n_hiddens", 128)) // 2)))
+    patch = view.cfg("data.patch_size") or view.cfg("data.resolution")
+    if patch:
+        fixes.append(fmt_kv("data.patch_size" if view.cfg("data.patch_size") else "data.resolution", [max(8, p // 2) for p in patch]))
+    if view.is_kl:
+        levels = view.cfg("model.klvae.attention_levels", [])
+        if any(levels):
+            fixes.append(fmt_kv("model.klvae.attention_levels", [False] * len(levels)))
+        fixes += [fmt_kv("model.klvae.with_encoder_nonlocal_attn", False), fmt_kv("model.klvae.with_decoder_nonlocal_attn", False)]
+    elif int(view.cfg("model.n_head", 2)):
+        fixes.append(fmt_kv("model.n_head", 0))
+    if view.cfg("train.precision", "32") in ("32", "32-true"):
+        fixes.append(fmt_kv("train.precision", "bf16-mixed"))
+    return Finding(
+        "critical", "Out of memory",
+        f"the run stopped with an out-of-memory error at step {int(view.last_step)}: {hits[-1].strip()[:160]}",
+        "activations of one batch do not fit in device memory; memory grows with batch size, channel widths, "
+        "patch size and attention (in that order of ease to change)",
+        fixes, "out_of_memory")
+
+
+def rule_nonfinite(view: RunView, th: Thresholds) -> Finding | None:
+    tr = view.train
+    count, step_of = 0.0, None
+    if tr.has("nonfinite_steps"):
+        st, v = tr.get("nonfinite_steps")
+        count = float(v.max())
+        nz = st[v > 0]
+        step_of = nz[0] if len(nz) else None
+    bad_loss = sorted({int(s) for split in (view.train, view.val) for name in ("loss", "recon_loss")
+                       for s in split.nonfinite_steps(name)})
+    if count <= 0 and not bad_loss:
+        return None
+    total = max(1.0, view.last_step - view.first_step + 1)
+    frac = count / total
+    severe = bool(bad_loss) or frac > th.nonfinite_critical
+    parts = []
+    if count > 0:
+        parts.append(f"{int(count)} non-finite training steps (loss or gradient NaN/inf, step skipped) "
+                     f"= {100 * frac:.3g}% of {int(total)} steps, first logged at step {int(step_of if step_of is not None else view.last_step)}")
+    if bad_loss:
+        parts.append(f"a logged loss is NaN/inf at step(s) {', '.join(str(int(s)) for s in bad_loss[:5])}")
+    fixes = [_lower_lr(view, 10.0 if severe else 3.0)]
+    if view.is_kl:
+        fixes.append(fmt_kv("loss.kl_weight", float(view.cfg("loss.kl_weight", 1e-6)) / 10))
+    clip = view.cfg("train.grad_clip")
+    fixes.append(fmt_kv("train.grad_clip", 0.5 if clip is None else min(0.5, float(clip) / 2)))
+    if view.cfg("train.precision", "32") == "16-mixed":
+        fixes.append(fmt_kv("train.precision", "bf16-mixed"))
+    if int(view.cfg("train.warmup_steps", 0)) == 0:
+        fixes.append(fmt_kv("train.warmup_steps", 500))
+    cause = ("the learning rate (or the KL weight) is too high for this model: activations or the KL term overflow"
+             if view.is_kl else
+             "updates too large for the loss surface (learning rate too high, no warm-up) or fp16 overflow")
+    return Finding("critical" if severe else "warning", "Non-finite steps (NaN/inf)", "; ".join(parts), cause, fixes, "nonfinite")
+
+
+def rule_collapse(view: RunView, th: Thresholds) -> Finding | None:
+    if view.is_kl or not view.train.has("perplexity") or len(view.train) < th.min_records:
+        return None
+    st, p = view.recent("train", "perplexity")
+    if view.warm_end >= view.last_step or not len(p):
+        return None
+    perp, n = float(np.median(p)), view.n_codes
+    ratio = perp / n
+    if ratio >= th.collapse_ratio and perp >= th.collapse_perplexity:
+        return None
+    extra = ""
+    if view.train.has("window_usage"):
+        u = view.recent_median("train", "window_usage")
+        extra = f"; window usage {100 * u:.3g}% of codes"
+    return Finding(
+        "critical", "Codebook collapse",
+        f"perplexity {perp:.3g} of {n} codes ({100 * ratio:.3g}%) {_over(view, st)}{extra}",
+        "the encoder maps almost everything onto a handful of codes; the rest of the codebook never gets "
+        "updated (dead codes), typically from a large codebook with a high-dimensional nearest-neighbour "
+        "lookup and no dead-code restarts",
+        _codebook_rescue_fixes(view), "collapse")
+
+
+def rule_divergence(view: RunView, th: Thresholds) -> Finding | None:
+    """Instability: loss spikes or a loss that climbs back up after warm-up."""
+    if len(view.train) < th.min_records:
+        return None
+    st, v = view.train.get("loss", view.warm_end)
+    if len(v) < th.min_records:
+        return None
+    sm = _smooth(v)
+    i_min = int(np.argmin(sm))
+    rs = view.recent_start
+    diverged = st[i_min] < rs and sm[-1] > th.divergence_factor * sm[i_min] and sm[i_min] > 0
+    # spikes: v[i] > spike_factor * median(v[i-k:i])
+    k = max(3, len(v) // 20)
+    spikes = []
+    for i in range(k, len(v)):
+        ref = float(np.median(v[i - k:i]))
+        if ref > 0 and v[i] > th.spike_factor * ref:
+            spikes.append(int(st[i]))
+    _, allv = view.train.get("loss")
+    recent = view.recent_median("train", "loss")
+    i_peak = int(np.argmax(allv))
+    blowup = bool(allv[i_peak] > th.blowup_factor * recent and allv[i_peak] > th.blowup_abs)
+    psnr = view.recent_median("val", "psnr") if view.val.has("psnr") else math.nan
+    trivial = psnr < th.psnr_trivial
+    if not (diverged or blowup or trivial) and len(spikes) < th.spike_count:
+        return None
+    parts = []
+    if blowup:
+        peak_step = int(view.train.get("loss")[0][i_peak])
+        parts.append(f"train loss exploded to {fmt_num(float(allv[i_peak]))} at step {peak_step} "
+                     f"({allv[i_peak] / recent:.2g}x its recent median {fmt_num(recent)})")
+    if trivial:
+        parts.append(f"val PSNR {psnr:.3g} dB over the recent validations: worse than predicting zeros")
+    if diverged:
+        parts.append(f"train loss fell to {fmt_num(sm[i_min])} at step {int(st[i_min])} and climbed back to "
+                     f"{fmt_num(sm[-1])} by step {int(st[-1])} ({sm[-1] / sm[i_min]:.2g}x, smoothed)")
+    if spikes:
+        parts.append(f"{len(spikes)} loss spikes above {th.spike_factor:g}x the running median after warm-up "
+                     f"(steps {', '.join(map(str, spikes[:6]))}{', ...' if len(spikes) > 6 else ''})")
+    fixes = [_lower_lr(view), _bigger_batch(view)]
+    clip = view.cfg("train.grad_clip")
+    if clip is None or float(clip) > 0.5:
+        fixes.append(fmt_kv("train.grad_clip", 0.5))
+    if int(view.cfg("train.warmup_steps", 0)) == 0:
+        fixes.append(fmt_kv("train.warmup_steps", 500))
+    return Finding("critical" if diverged or blowup or trivial else "warning", "Training is unstable", "; ".join(parts),
+                   "the learning rate is too high for this batch size (noisy, oversized updates)", fixes, "instability")
+
+
+def rule_dead_codes(view: RunView, th: Thresholds) -> Finding | None:
+    if view.is_kl or not view.train.has("dead_codes") or len(view.train) < th.min_records:
+        return None
+    st, v = view.train.get("dead_codes", view.warm_end)
+    if len(v) < 2:
+        return None
+    n = view.n_codes
+    k = max(1, len(v) // 5)
+    start, end = float(np.median(v[:k])), float(np.median(v[-k:]))
+    if (end - start) <= th.dead_growth * n or end <= th.dead_fraction * n:
+        return None
+    fixes = []
+    if view.cfg("model.quantizer.restart", "batch") == "none":
+        fixes.append(fmt_kv("model.quantizer.restart", "batch"))
+    elif view.cfg("model.quantizer.restart", "batch") == "batch":
+        fixes.append(fmt_kv("model.quantizer.restart", "replay"))
+    thr = float(view.cfg("model.quantizer.restart_threshold", 1.0))
+    fixes.append(fmt_kv("model.quantizer.restart_threshold", max(thr * 2, 0.5)))
+    fixes.append(fmt_kv("model.ema_decay", 0.95 if float(view.cfg("model.ema_decay", 0.99)) > 0.95 else 0.9))
+    if n >= 64:
+        fixes.append(fmt_kv("model.n_codes", n // 2))
+    return Finding(
+        "warning", "Dead codes are growing",
+        f"dead codes grew from {start:.0f} to {end:.0f} of {n} ({100 * end / n:.3g}%) between steps {int(st[0])} and {int(st[-1])}",
+        "codes that stop being chosen drift away from the encoder outputs and are not being replaced fast enough",
+        fixes, "dead_codes")
+
+
+def rule_commitment(view: RunView, th: Thresholds) -> Finding | None:
+    if view.is_kl or view.qkind == "fsq" or not view.train.has("commitment_loss") or len(view.train) < th.min_records:
+        return None
+    beta = float(view.cfg("model.codebook_beta", 0.25))
+    st, c = view.recent("train", "commitment_loss")
+    recon = view.recent_median("train", view.recon_name)
+    if not len(c) or not math.isfinite(recon) or recon <= 0:
+        return None
+    cm = float(np.median(c))
+    share = beta * cm / recon
+    _, post = view.train.get("commitment_loss", view.warm_end)
+    cmin = float(post.min()) if len(post) else cm
+    rising = cmin > 0 and cm > th.commitment_rise * cmin and share > th.commitment_rise_share
+    if share > th.commitment_high or rising:
+        obs = f"codebook_beta*commitment = {beta:g}*{fmt_num(cm)} = {fmt_num(beta * cm)} vs recon loss {fmt_num(recon)} ({share:.2g}x) {_over(view, st)}"
+        if rising:
+            obs += f"; commitment rose {cm / cmin:.2g}x above its minimum {fmt_num(cmin)}"
+        return Finding("warning", "Commitment loss too high", obs,
+                       "the encoder is pulled towards the codebook harder than it is pushed to reconstruct "
+                       "(codebook_beta too high), or encoder outputs move faster than the codebook follows",
+                       [fmt_kv("model.codebook_beta", beta / 2), fmt_kv("model.codebook_beta", beta / 4), _lower_lr(view, 2.0)],
+                       "commitment_high")
+    cv = float(np.std(c) / cm) if cm > 0 else 0.0
+    if share < th.commitment_low or (cv > th.commitment_cv and len(c) >= th.min_records):
+        what = (f"codebook_beta*commitment = {fmt_num(beta * cm)} is {share:.2g}x the recon loss {fmt_num(recon)}"
+                if share < th.commitment_low else
+                f"commitment loss fluctuates: std/median {cv:.2g} (median {fmt_num(cm)})")
+        return Finding("warning", "Commitment loss too low or unstable", f"{what} {_over(view, st)}",
+                       "encoder outputs are barely tied to the codebook, so they wander and code assignments keep changing",
+                       [fmt_kv("model.codebook_beta", min(2.0, max(beta * 2, 0.1))), fmt_kv("model.codebook_beta", min(4.0, max(beta * 4, 0.25)))],
+                       "commitment_low")
+    return None
+
+
+def rule_perplexity(view: RunView, th: Thresholds) -> Finding | None:
+    if view.is_kl or not view.train.has("perplexity") or len(view.train) < th.min_records:
+        return None
+    split = "val" if view.val.has("perplexity") else "train"
+    st, p = view.recent(split, "perplexity")
+    if not len(p):
+        return None
+    perp, n = float(np.median(p)), view.n_codes
+    ratio = perp / n
+    dim = int(view.cfg("model.embedding_dim", 64))
+    if ratio < th.low_perplexity_ratio:
+        fixes = []
+        if dim > 4:
+            fixes.append(fmt_kv("model.embedding_dim", dim // 2))
+        if view.qkind not in ("fsq", "lfq"):
+            if view.cfg("model.quantizer.codebook_dim") is None and dim > 8:
+                fixes.append(fmt_kv("model.quantizer.codebook_dim", 8))
+            fixes.append(fmt_kv("model.n_codes", n * 2))
+        else:
+            fixes += _codebook_rescue_fixes(view)[:1]
+        return Finding("warning", "Low perplexity",
+                       f"{split} perplexity {perp:.3g} of {n} codes ({100 * ratio:.3g}%) {_over(view, st)}",
+                       "few codes carry the information: the nearest-neighbour lookup in a high-dimensional "
+                       "embedding space leaves most codes unused (checklist: more codes or a smaller embedding_dim)",
+                       fixes, "low_perplexity")
+    if ratio > th.high_perplexity_ratio:
+        fixes = [fmt_kv("model.embedding_dim", dim * 2)]
+        if view.qkind not in ("fsq", "lfq") and n >= 8:
+            fixes.insert(0, fmt_kv("model.n_codes", n // 2))
+        return Finding("info", "Perplexity close to n_codes",
+                       f"{split} perplexity {perp:.3g} of {n} codes ({100 * ratio:.3g}%) {_over(view, st)}",
+                       "every code is used about equally: the codebook is saturated. Fewer codes give the same "
+                       "usage with a smaller vocabulary (checklist: fewer codes or a larger embedding_dim)",
+                       fixes, "high_perplexity")
+    return None
+
+
+def _recon_is_high(view: RunView, th: Thresholds) -> tuple[bool, str]:
+    if view.val.has("psnr"):
+        psnr = view.recent_median("val", "psnr")
+        return psnr < th.psnr_low, f"val PSNR {psnr:.3g} dB"
+    _, v = view.train.get(view.recon_name)
+    if not len(v):
+        return False, ""
+    first, now = float(np.median(v[:3])), view.recent_median("train", view.recon_name)
+    return (first > 0 and now > th.not_learned * first), f"recon loss at {100 * now / first:.3g}% of its first value {fmt_num(first)}"
+
+
+def rule_recon_flat(view: RunView, th: Thresholds) -> Finding | None:
+    if len(view.train) < th.min_records or view.is_kl:
+        return None
+    name = view.recon_name
+    drop, a, b, s0, s1 = view.improvement("train", name)
+    if not math.isfinite(drop) or drop >= th.plateau:
+        return None
+    high, how = _recon_is_high(view, th)
+    if not high:
+        return None
+    lr = float(view.cfg("train.learning_rate", 3e-4))
+    fixes = _capacity_fixes(view)[:2] + [fmt_kv("train.learning_rate", lr * 3), _lower_lr(view)] + _capacity_fixes(view)[2:]
+    return Finding("warning", "Reconstruction loss high and flat",
+                   f"train {name} went from {fmt_num(a)} to {fmt_num(b)} ({-100 * drop:+.3g}%) between steps {int(s0)} and {int(s1)}; {how}",
+                   "the model has stopped learning at a poor fit: too little capacity (width, depth, too much "
+                   "downsampling) or a learning rate that is too low or too high",
+                   fixes, "recon_flat")
+
+
+def rule_overfitting(view: RunView, th: Thresholds) -> Finding | None:
+    name = view.recon_name
+    vst, vv = view.val.get(name, view.warm_end)
+    tst, tv = view.train.get(name)
+    if len(vv) < 3 or len(tv) < th.min_records:
+        return None
+
+    def train_at(step: float) -> float:
+        near = np.abs(tst - step) <= max(1.0, 0.02 * (view.last_step - view.first_step))
+        return float(np.median(tv[near])) if near.any() else float(np.interp(step, tst, tv))
+
+    i_min = int(np.argmin(vv))
+    fixes = [fmt_kv("model.dropout", 0.1) if float(view.cfg("model.dropout", 0.0)) < 0.1 else fmt_kv("model.dropout", min(0.5, float(view.cfg("model.dropout")) * 2))]
+    if not view.cfg("data.augment", False):
+        fixes.append(fmt_kv("data.augment", True))
+    fixes.append(fmt_kv("train.weight_decay", max(1e-4, float(view.cfg("train.weight_decay", 0.0)) * 10)))
+    fixes.append(fmt_kv("train.max_steps", max(1, int(vst[i_min]))))
+    cause = "the model memorises the training set instead of learning features that transfer (too little data for its size or too long training)"
+    if i_min < len(vv) - 1:
+        rise = vv[-1] / vv[i_min] - 1
+        t0, t1 = train_at(vst[i_min]), train_at(vst[-1])
+        tdrop = (t0 - t1) / t0 if t0 else 0.0
+        if rise > th.overfit_val_rise and tdrop > th.overfit_train_drop:
+            return Finding("warning", "Overfitting",
+                           f"val {name} rose from {fmt_num(vv[i_min])} at step {int(vst[i_min])} to {fmt_num(vv[-1])} at step {int(vst[-1])} "
+                           f"({100 * rise:+.3g}%) while train {name} fell {100 * tdrop:.3g}% ({fmt_num(t0)} -> {fmt_num(t1)})",
+                           cause + "; the best checkpoint is the one before validation turned", fixes, "overfitting")
+    h = len(vv) // 2
+    v0, v1 = float(np.median(vv[h - 1:h + 1])), float(vv[-1])
+    t0, t1 = train_at(vst[h]), train_at(vst[-1])
+    tdrop = (t0 - t1) / t0 if t0 else 0.0
+    if v0 and abs(v1 - v0) / v0 < th.plateau and tdrop > th.overfit_flat_train_drop:
+        return Finding("warning", "Overfitting (validation flat while training improves)",
+                       f"val {name} stayed at {fmt_num(v0)} -> {fmt_num(v1)} between steps {int(vst[h])} and {int(vst[-1])} "
+                       f"while train {name} fell {100 * tdrop:.3g}% ({fmt_num(t0)} -> {fmt_num(t1)})",
+                       cause, fixes, "overfitting")
+    return None
+
+
+def rule_gap(view: RunView, th: Thresholds) -> Finding | None:
+    name = view.recon_name
+    if not view.val.has(name) or len(view.train) < th.min_records:
+        return None
+    vst, vv = view.recent("val", name)
+    t = view.recent_median("train", name)
+    v = float(np.median(vv)) if len(vv) else math.nan
+    if not (math.isfinite(v) and math.isfinite(t)) or t <= 0 or v <= th.gap_ratio * t:
+        return None
+    fixes = [_bigger_batch(view)]
+    if not view.cfg("data.augment", False):
+        fixes.append(fmt_kv("data.augment", True))
+    fixes.append(fmt_kv("model.dropout", 0.1))
+    if view.cfg("model.norm", "batch") == "batch" and not view.is_kl:
+        fixes.append(fmt_kv("model.norm", "group"))
+    return Finding("warning", "Validation loss far above training loss",
+                   f"val {name} {fmt_num(v)} is {v / t:.2g}x train {name} {fmt_num(t)} {_over(view, vst)}",
+                   "the validation data differ from what a batch shows the model (small batches, little "
+                   "variety, batch-norm statistics from small batches)", fixes, "val_gap")
+
+
+def rule_slow(view: RunView, th: Thresholds) -> Finding | None:
+    if len(view.train) < th.min_records:
+        return None
+    name = view.recon_name
+    drop, a, b, s0, s1 = view.improvement("train", name)
+    if not math.isfinite(drop) or drop <= th.still_improving:
+        return None
+    lr = float(view.cfg("train.learning_rate", 3e-4))
+    ms = view.cfg("train.max_steps")
+    fixes = []
+    if lr < 1e-3:
+        fixes.append(fmt_kv("train.learning_rate", min(1e-3, lr * 3)))
+    if ms:
+        fixes.append(fmt_kv("train.max_steps", int(ms) * 2))
+    if int(view.cfg("train.warmup_steps", 0)) > 0.1 * (ms or 1e9):
+        fixes.append(fmt_kv("train.warmup_steps", int(0.05 * ms)))
+    return Finding("info", "Slow convergence: still improving at the end",
+                   f"train {name} fell {100 * drop:.3g}% within the last window ({fmt_num(a)} -> {fmt_num(b)}, steps {int(s0)}-{int(s1)})",
+                   "the learning rate is low for this model or the run is shorter than it needs", fixes, "slow")
+
+
+def rule_lr_constant(view: RunView, th: Thresholds) -> Finding | None:
+    if len(view.train) < th.min_records or not view.train.has("lr"):
+        return None
+    _, lr = view.train.get("lr", view.warm_end)
+    if len(lr) < 2 or lr.min() <= 0 or lr.max() / lr.min() >= th.lr_constant:
+        return None
+    drop, a, b, s0, s1 = view.improvement("train", view.recon_name)
+    if not math.isfinite(drop) or drop >= th.plateau:
+        return None
+    return Finding("info", "Learning rate never decayed",
+                   f"lr stayed at {fmt_num(float(lr[-1]))} from step {int(view.warm_end)} to {int(view.last_step)} while the loss "
+                   f"flattened ({-100 * drop:+.3g}% over steps {int(s0)}-{int(s1)})",
+                   "a constant learning rate keeps the weights bouncing around the minimum; decaying it lets "
+                   "the loss settle lower", [fmt_kv("train.lr_schedule", "cosine"), _lower_lr(view)], "lr_constant")
+
+
+def rule_kl_blurry(view: RunView, th: Thresholds) -> Finding | None:
+    if not view.is_kl or len(view.train) < th.min_records:
+        return None
+    name = view.recon_name
+    drop, a, b, s0, s1 = view.improvement("train", name)
+    if not math.isfinite(drop) or drop >= th.plateau:
+        return None
+    kw = float(view.cfg("loss.kl_weight", 1e-6))
+    recon = view.recent_median("train", name)
+    kl = view.recent_median("train", "kl_loss")
+    share = kw * kl / recon if math.isfinite(kl) and recon > 0 else 0.0
+    psnr = view.recent_median("val", "psnr") if view.val.has("psnr") else math.nan
+    pw = float(view.cfg("loss.perceptual_weight", 0.0))
+    if share <= th.kl_share_high and not (math.isfinite(psnr) and psnr < th.blurry_psnr):
+        return None
+    fixes = []
+    if share > th.kl_share_high:
+        fixes.append(fmt_kv("loss.kl_weight", kw / 10))
+    if pw == 0:
+        fixes.append(fmt_kv("loss.perceptual_weight", 1.0))
+    fixes += _capacity_fixes(view)[:1]
+    if share <= th.kl_share_high:
+        fixes.append(fmt_kv("loss.kl_weight", kw / 10))
+    obs = f"train {name} flat at {fmt_num(b)} ({-100 * drop:+.3g}% over steps {int(s0)}-{int(s1)})"
+    if math.isfinite(psnr):
+        obs += f", val PSNR {psnr:.3g} dB"
+    obs += f"; kl_weight*kl_loss = {fmt_num(kw * kl) if math.isfinite(kl) else 'n/a'} ({share:.2g}x recon)"
+    cause = ("the KL term dominates and squeezes detail out of the latent (KL weight too high)" if share > th.kl_share_high
+             else "pixel losses alone average over detail (perceptual weight too low)" if pw == 0
+             else "the model is too small for the detail in the data")
+    return Finding("warning", "Blurry reconstructions (KL-VAE)", obs, cause, fixes, "kl_blurry")
+
+
+def rule_kl_unstructured(view: RunView, th: Thresholds) -> Finding | None:
+    if not view.is_kl or not view.train.has("kl_loss") or len(view.train) < th.min_records:
+        return None
+    st, kl = view.train.get("kl_loss", view.warm_end)
+    if len(kl) < 2 or kl.min() <= 0:
+        return None
+    kw = float(view.cfg("loss.kl_weight", 1e-6))
+    recon = view.recent_median("train", view.recon_name)
+    now = float(np.median(kl[-max(1, len(kl) // 5):]))
+    grow = now / float(kl.min())
+    share = kw * now / recon if recon > 0 else math.inf
+    if grow < th.kl_growth or share >= th.kl_share_low:
+        return None
+    std = ""
+    if view.train.has("latent_std"):
+        _, ls = view.train.get("latent_std")
+        std = f"; std of the latent means went from {fmt_num(float(ls[0]))} to {fmt_num(view.recent_median('train', 'latent_std'))}"
+    return Finding("warning", "Unstructured latent space (KL-VAE)",
+                   f"kl_loss grew {grow:.3g}x from {fmt_num(float(kl.min()))} to {fmt_num(now)} (steps {int(st[0])}-{int(st[-1])}); "
+                   f"kl_weight*kl is only {share:.2g}x the recon loss{std}",
+                   "the KL weight is too low to keep the latent close to N(0, 1): latents spread out and lose "
+                   "structure, which hurts a diffusion model trained on them", [fmt_kv("loss.kl_weight", kw * 10), fmt_kv("loss.kl_weight", kw * 100)],
+                   "kl_unstructured")
+
+
+RULES: list[Callable[[RunView, Thresholds], Finding | None]] = [
+    rule_out_of_memory,
+    rule_nonfinite,
+    rule_divergence,
+    rule_collapse,
+    rule_dead_codes,
+    rule_commitment,
+    rule_perplexity,
+    rule_kl_blurry,
+    rule_recon_flat,
+    rule_overfitting,
+    rule_gap,
+    rule_kl_unstructured,
+    rule_slow,
+    rule_lr_constant,
+]
+"""All rules in priority order (ties within a severity keep this order)."""

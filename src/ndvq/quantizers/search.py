@@ -1,0 +1,235 @@
+"""Chunked nearest-code search, k-means and rank-synchronised sampling for codebooks.
+
+The search never materialises the full ``N x K`` distance matrix: rows of ``x`` are processed
+in chunks of ``chunk_rows`` so peak extra memory is ``chunk_rows * K`` floats, whatever ``N``.
+Distances are computed in fp32 with autocast disabled, so bf16/fp16 training still picks the
+true nearest code. Only ``||c||^2 - 2 x.c`` is formed (``||x||^2`` does not change the argmin).
+
+Everything here is free of host syncs (no ``.item()``, no branches on tensor values), so it
+traces into a single ``torch.compile`` graph.
+
+Example:
+    >>> import torch
+    >>> from ndvq.quantizers.search import nearest_codes
+    >>> codebook = torch.randn(512, 16)
+    >>> x = codebook[torch.tensor([3, 7, 7])] + 1e-3
+    >>> nearest_codes(x, codebook).tolist()
+    [3, 7, 7]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from .base import is_distributed
+
+__all__ = [
+    "default_chunk_rows",
+    "nearest_codes",
+    "soft_code_distribution",
+    "sync_rows_",
+    "sample_rows",
+    "lloyd_update",
+    "kmeans_seed",
+]
+
+#: Elements of one distance chunk (``chunk_rows * K``): 2**24 floats = 64 MiB.
+CHUNK_ELEMENTS = 2**24
+
+
+def default_chunk_rows(n_codes: int, max_rows: int = 16384, min_rows: int = 64) -> int:
+    """Rows per distance chunk so one chunk holds about ``CHUNK_ELEMENTS`` floats.
+
+    Args:
+        n_codes: codebook size ``K``.
+        max_rows: upper bound on rows per chunk. Default 16384.
+        min_rows: lower bound on rows per chunk. Default 64.
+    """
+    return int(max(min_rows, min(max_rows, CHUNK_ELEMENTS // max(1, n_codes))))
+
+
+def _scores(x: torch.Tensor, codebook: torch.Tensor, code_bias: torch.Tensor) -> torch.Tensor:
+    """``||c||^2 + bias - 2 x.c`` for one chunk: ``[n, D] x [K, D] -> [n, K]`` (fp32)."""
+    return torch.addmm(code_bias, x, codebook.t(), beta=1.0, alpha=-2.0)
+
+
+def _code_bias(codebook: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``||c||^2`` per code, ``+inf`` for masked-out (inactive) codes: ``[K]``."""
+    bias = codebook.pow(2).sum(dim=-1)
+    if mask is not None:
+        bias = torch.where(mask, bias, torch.full_like(bias, float("inf")))
+    return bias
+
+
+def nearest_codes(
+    x: torch.Tensor,
+    codebook: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    chunk_rows: int | None = None,
+    temperature: float = 0.0,
+    return_distance: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Index of the nearest code for every row of ``x`` (squared Euclidean distance).
+
+    Args:
+        x: ``[N, D]`` vectors (any float dtype; searched in fp32).
+        codebook: ``[K, D]`` codes.
+        mask: optional ``[K]`` bool, ``False`` codes are never chosen. Default None (all codes).
+        chunk_rows: rows per chunk; default :func:`default_chunk_rows` of ``K``.
+        temperature: if > 0, sample ``c ~ softmax(-d(x, c) / temperature)`` per row (Gumbel-max)
+            instead of taking the argmin. Default 0.0.
+
+        return_distance: also return the squared distance to the chosen code. Default False.
+
+    Returns:
+        ``[N]`` ``torch.long`` indices (and ``[N]`` fp32 squared distances if ``return_distance``).
+    """
+    if x.ndim != 2 or codebook.ndim != 2 or x.shape[1] != codebook.shape[1]:
+        raise ValueError(f"expected x [N, D] and codebook [K, D], got {tuple(x.shape)} and {tuple(codebook.shape)}")
+    rows = chunk_rows or default_chunk_rows(codebook.shape[0])
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.detach().float()
+        codebook = codebook.detach().float()
+        bias = _code_bias(codebook, mask)
+        out, dist_out = [], []
+        for chunk in x.split(rows):  # [rows, D] each; peak extra memory rows * K
+            d = _scores(chunk, codebook, bias)  # [rows, K]
+            if temperature > 0:
+                u = torch.rand_like(d).clamp_(1e-10, 1.0)
+                d = d / temperature - (-u.log()).log().neg()  # argmin(d/T - gumbel) ~ softmax(-d/T)
+            if return_distance:
+                best, idx = d.min(dim=1)
+                dist_out.append(best + chunk.pow(2).sum(dim=1))
+                out.append(idx)
+            else:
+                out.append(d.argmin(dim=1))
+        idx = torch.cat(out) if len(out) != 1 else out[0]
+        if return_distance:
+            return idx, torch.cat(dist_out).clamp_min(0)
+        return idx
+
+
+def soft_code_distribution(
+    x: torch.Tensor,
+    codebook: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """Differentiable batch code distribution ``mean_n softmax(-d(x_n, c) / temperature)``: ``[K]``.
+
+    Gradients flow to ``x`` (and to ``codebook`` if it requires grad). Computed chunk by chunk,
+    but autograd keeps each chunk's ``[rows, K]`` softmax for the backward pass, so memory is
+    ``N x K`` when this is used in training (only with ``entropy_weight > 0``).
+
+    Args:
+        x: ``[N, D]`` vectors.
+        codebook: ``[K, D]`` codes.
+        temperature: softmax temperature on squared distances. Default 1.0.
+        mask: optional ``[K]`` bool of active codes. Default None.
+        chunk_rows: rows per chunk; default :func:`default_chunk_rows`.
+    """
+    rows = chunk_rows or default_chunk_rows(codebook.shape[0])
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        codebook = codebook.float()
+        bias = _code_bias(codebook, mask)
+        total = x.new_zeros(codebook.shape[0])
+        for chunk in x.split(rows):
+            logits = -_scores(chunk, codebook, bias) / temperature  # [rows, K]
+            total = total + logits.softmax(dim=-1).sum(dim=0)
+        return total / max(1, x.shape[0])
+
+
+def sync_rows_(rows: torch.Tensor, training: bool) -> torch.Tensor:
+    """Make a ``[K, ...]`` tensor identical on every rank, mixing rows from all ranks.
+
+    Rank ``r`` keeps rows ``k`` with ``k % world == r`` and zeroes the rest, then one fixed-size
+    ``all_reduce`` (sum) assembles the result. A no-op outside training or without a process group.
+    """
+    if training and is_distributed():
+        world, rank = dist.get_world_size(), dist.get_rank()
+        keep = (torch.arange(rows.shape[0], device=rows.device) % world) == rank
+        rows.mul_(keep.view(-1, *([1] * (rows.ndim - 1))).to(rows.dtype))
+        dist.all_reduce(rows)
+    return rows
+
+
+def sample_rows(x: torch.Tensor, n: int, offset: torch.Tensor | int = 0) -> torch.Tensor:
+    """``n`` random rows of ``x [N, D]`` (with replacement; works for ``N < n``), detached fp32.
+
+    ``offset`` (int or long tensor) shifts the random draw so repeated calls in one step
+    pick different rows without host syncs.
+    """
+    idx = torch.randint(0, x.shape[0], (n,), device=x.device)
+    idx = torch.remainder(idx + offset, x.shape[0])
+    return x.detach().float().index_select(0, idx)  # [n, D]
+
+
+def lloyd_update(
+    x: torch.Tensor,
+    centroids: torch.Tensor,
+    prior_sum: torch.Tensor,
+    prior_count: torch.Tensor,
+    prior_weight: torch.Tensor,
+    reseed: torch.Tensor,
+    training: bool,
+    chunk_rows: int | None = None,
+    cosine: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Lloyd (k-means) iteration on ``x``, merged with statistics of earlier batches.
+
+    New centroid = ``(prior_weight * prior_sum + batch_sum) / (prior_weight * prior_count + batch_count)``;
+    clusters that are empty everywhere are re-seeded from ``reseed``. Batch statistics are
+    all-reduced (fixed size) so every rank computes the same centroids.
+
+    Args:
+        x: ``[N, D]`` fp32 vectors of the current batch.
+        centroids: ``[K, D]`` current centroids.
+        prior_sum: ``[K, D]`` per-batch mean of sums from earlier init batches.
+        prior_count: ``[K]`` per-batch mean of counts from earlier init batches.
+        prior_weight: scalar tensor, number of earlier init batches.
+        reseed: ``[K, D]`` replacement rows for empty clusters (identical on all ranks).
+        training: whether collectives may run.
+        chunk_rows: search chunk rows. Default None (automatic).
+        cosine: l2-normalise the new centroids. Default False.
+
+    Returns:
+        ``(centroids [K, D], batch_sum [K, D], batch_count [K])``.
+    """
+    k = centroids.shape[0]
+    idx = nearest_codes(x, centroids, chunk_rows=chunk_rows)
+    stats = x.new_zeros(k, x.shape[1] + 1)  # [K, 1 + D]: count, sum
+    stats[:, 0].index_add_(0, idx, torch.ones_like(idx, dtype=x.dtype))
+    stats[:, 1:].index_add_(0, idx, x)
+    if training and is_distributed():
+        dist.all_reduce(stats)
+    count, total = stats[:, 0], stats[:, 1:]
+    num = prior_weight * prior_sum + total
+    den = prior_weight * prior_count + count
+    new = num / den.clamp_min(1e-12).unsqueeze(1)
+    new = torch.where((den > 0).unsqueeze(1), new, reseed)
+    if cosine:
+        new = torch.nn.functional.normalize(new, dim=-1)
+    return new, total, count
+
+
+def kmeans_seed(x: torch.Tensor, k: int, rounds: int = 8, chunk_rows: int | None = None) -> torch.Tensor:
+    """k-means++-style seeds in a few rounds: ``[N, D] -> [K, D]`` (local to this rank).
+
+    Round 0 takes ``K / rounds`` random rows; each later round adds ``K / rounds`` rows sampled with
+    probability proportional to the squared distance to the nearest seed so far (D^2 sampling).
+    Costs ``rounds - 1`` chunked searches; avoids the merged-cluster local minima of random seeds.
+    """
+    seeds = sample_rows(x, k)  # [K, D]
+    slot = torch.arange(k, device=x.device)
+    for r in range(1, rounds):
+        lo, hi = r * k // rounds, (r + 1) * k // rounds
+        if hi <= lo:
+            continue
+        _, d = nearest_codes(x, seeds, mask=slot < lo, chunk_rows=chunk_rows, return_distance=True)
+        pick = torch.multinomial(d + 1e-12, k, replacement=True)  # [K] rows, D^2-weighted
+        take = ((slot >= lo) & (slot < hi)).unsqueeze(1)
+        seeds = torch.where(take, x.detach().float().index_select(0, pick), seeds)
+    return seeds

@@ -1,0 +1,238 @@
+"""Using a trained model: ``ndvq eval``, ``ndvq encode`` and ``ndvq decode``.
+
+A model is rebuilt from its checkpoint alone (``model_class`` + ``model_args``), loaded with
+``torch.load(weights_only=True)``. Items of different sizes (whole images or volumes) are batched
+when consecutive items share a shape.
+
+Example:
+    >>> metrics = evaluate("runs/my-run")                       # doctest: +SKIP
+    >>> encode("runs/my-run", "codes.npz", data="photos/")      # doctest: +SKIP
+    >>> decode("runs/my-run", "codes.npz", "decoded/")          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ndvq import builders
+from ndvq.config import Config, apply_overrides, config_to_dict, parse_overrides, validate_config
+from ndvq.diagnostics import metrics as M
+from ndvq.train.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+
+__all__ = ["load_model", "evaluate", "encode", "decode", "format_table"]
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, Config, Path]:
+    """``(model in eval mode, its config, checkpoint path)`` from a run dir or a ``.ckpt`` file.
+    The constructor kwargs are kept as ``model.ndvq_model_args``."""
+    ckpt_path = find_checkpoint(path)
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = validate_config(ckpt["config"])
+    try:
+        model = builders.model_from_args(ckpt["model_class"], ckpt["model_args"])
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {str(ckpt_path)!r} is incompatible with this ndvq: "
+                              f"{' '.join(str(e).split())[:300]}") from None
+    model.ndvq_model_args = ckpt["model_args"]
+    return model.eval().to(_device()), cfg, ckpt_path
+
+
+def _run_dir(ckpt_path: Path) -> Path:
+    return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+
+
+def _data_cfg(cfg: Config, data: str | Path | None, overrides: list[str]) -> Config:
+    """The run's config with ``data.root`` (and any ``data.*=...`` overrides) replaced."""
+    d = config_to_dict(cfg)
+    if data is not None:
+        if not Path(data).exists():
+            raise FileNotFoundError(f"data folder {str(data)!r} does not exist")
+        d["data"].update(root=str(data), val_dir=None)
+        if d["data"]["kind"] == "samples":
+            raise ValueError("this model was trained on the built-in samples; pass data.kind=<image|video|audio|"
+                             "series|volume> together with --data")
+    return validate_config(apply_overrides(d, parse_overrides(overrides)))
+
+
+def _batches(ds, batch_size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Consecutive items of equal shape, up to ``batch_size`` at a time."""
+    idx, items = [], []
+    for i in range(len(ds)):
+        x = ds[i]["data"]
+        if items and (x.shape != items[0].shape or len(items) == batch_size):
+            yield idx, torch.stack(items)
+            idx, items = [], []
+        idx.append(i)
+        items.append(x)
+    if items:
+        yield idx, torch.stack(items)
+
+
+@torch.no_grad()
+def evaluate(path: str | Path, data: str | Path | None = None, split: str | None = None, batch_size: int = 8,
+             out: str | Path | None = None, overrides: list[str] = ()) -> dict[str, float]:
+    """Metrics of a trained model over a whole split, written as JSON.
+
+    Args:
+        path: run directory or checkpoint.
+        data: a data folder (default None: the run's own data config).
+        split: ``"train" | "val" | "all"``; default ``"all"`` with ``data``, else ``"val"``.
+        batch_size: items per forward pass. Default 8.
+        out: JSON file. Default ``<run>/eval_<split>.json``.
+        overrides: ``data.*=value`` overrides.
+
+    Returns:
+        ``{"n_items", "mse", "mae", "psnr", "ssim", "recon_loss", "usage", "perplexity",
+        "bits_per_element", "entropy_bits_per_element", ...}`` (SSIM for 2D/3D; code metrics for VQ).
+    """
+    model, cfg, ckpt_path = load_model(path)
+    cfg = _data_cfg(cfg, data, list(overrides))
+    split = split or ("all" if data is not None else "val")
+    ds = builders.build_dataset(cfg, split, stats_dir=_run_dir(ckpt_path), pad=True)
+    builders.check_data_matches_model(cfg, ds)
+    rng = getattr(ds, "data_range", None)
+    sums: dict[str, float] = {}
+    counts, n, bits, elements, n_codes = None, 0, 0.0, 0, 0
+    margs = model.ndvq_model_args
+    for _, x in _batches(ds, batch_size):
+        x = x.to(_device())
+        o = model(x)
+        y = o.reconstruction.float()
+        per_item = {"mse": M.mse(x, y), "mae": M.mae(x, y), "psnr": M.psnr(x, y, rng)}
+        s = M.ssim(x, y, rng)
+        if s is not None:
+            per_item["ssim"] = s
+        for k, v in o.scalars().items():
+            if k not in ("perplexity", "usage"):
+                per_item[k] = v.float().expand(len(x))
+        for k, v in per_item.items():
+            sums[k] = sums.get(k, 0.0) + float(v.sum())
+        c = builders.counts_of(o)
+        if c is not None:
+            counts = c.double() if counts is None else counts + c.double()
+            levels = builders.encode_batch(model, cfg.model.kind, x)
+            for j, lv in enumerate(levels):
+                bits += lv.numel() * builders.bits_per_code(margs, j, len(levels))
+                n_codes += lv.numel()
+        elements += x.numel()
+        n += len(x)
+    res = {"n_items": n, "split": split, **{k: v / n for k, v in sums.items()}}
+    if counts is not None:
+        from ndvq.quantizers.base import usage_from_counts
+
+        ppl, usage = usage_from_counts(counts)
+        h = M.entropy_bits(counts)
+        res.update(usage=float(usage), perplexity=float(ppl), bits_per_element=bits / elements,
+                   entropy_bits_per_element=h * n_codes / elements)
+    out = Path(out) if out is not None else _run_dir(ckpt_path) / f"eval_{split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    res["json"] = str(out)
+    return res
+
+
+def format_table(res: dict) -> str:
+    """Two-column text table of :func:`evaluate`'s result."""
+    rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in res.items() if k != "json"]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows) + f"\n(written to {res.get('json')})"
+
+
+def _json_info(info) -> str:
+    def default(o):
+        return o.tolist() if hasattr(o, "tolist") else str(o)
+
+    return json.dumps(info or {}, default=default)
+
+
+@torch.no_grad()
+def encode(path: str | Path, out: str | Path, data: str | Path | None = None, split: str = "all",
+           batch_size: int = 8, overrides: list[str] = ()) -> Path:
+    """Write the codes of every item to ``out`` (``.npz``).
+
+    Keys: ``codes`` (one level) or ``codes_0``, ``codes_1`` (hierarchical: top, bottom), stacked
+    ``[N, *latent(, G)]`` when all items share a shape, else one array per item
+    (``codes_item000012``...); KL-VAE models store the posterior mean as ``latents``. Plus
+    ``names``, ``input_shapes [N, 1 + n_dims]``, ``latent_shapes [N, n_dims]``, ``infos`` (JSON per
+    item), ``modality``, ``model_class``.
+    """
+    model, cfg, ckpt_path = load_model(path)
+    cfg = _data_cfg(cfg, data, list(overrides))
+    ds = builders.build_dataset(cfg, split, stats_dir=_run_dir(ckpt_path), pad=True)
+    builders.check_data_matches_model(cfg, ds)
+    kind = cfg.model.kind
+    per_level: list[list[np.ndarray]] = []
+    names, in_shapes, lat_shapes, infos = [], [], [], []
+    for idx, x in _batches(ds, batch_size):
+        levels = builders.encode_batch(model, kind, x.to(_device()))
+        per_level = per_level or [[] for _ in levels]
+        for j, lv in enumerate(levels):
+            per_level[j] += list(lv.cpu().numpy())
+        for i in idx:
+            info = ds.item_info(i) if hasattr(ds, "item_info") else {}
+            names.append(str((info or {}).get("path", i)))
+            infos.append(_json_info(info))
+        in_shapes += [list(x.shape[1:])] * len(idx)
+        lat_shapes += [list(levels[-1].shape[2:] if kind == "klvae" else levels[-1].shape[1:1 + cfg.model.n_dims])] * len(idx)
+    key = "latents" if kind == "klvae" else "codes"
+    arrays: dict[str, np.ndarray] = {}
+    for j, items in enumerate(per_level):
+        name = key if len(per_level) == 1 else f"{key}_{j}"
+        if len({a.shape for a in items}) == 1:
+            arrays[name] = np.stack(items)
+        else:
+            arrays.update({f"{name}_item{i:06d}": a for i, a in enumerate(items)})
+    if kind == "klvae":  # suggested latent-diffusion scale factor: 1 / std of all latent means
+        from ndvq.networks.klvae import latent_scale_factor
+
+        means = torch.cat([torch.from_numpy(a).flatten() for a in per_level[0]])
+        arrays["scale_factor"] = np.array(latent_scale_factor(means), dtype=np.float64)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays, names=np.array(names), infos=np.array(infos),
+                        input_shapes=np.array(in_shapes), latent_shapes=np.array(lat_shapes),
+                        modality=np.array(ds.modality), model_class=np.array(type(model).__name__),
+                        n_levels=np.array(len(per_level)))
+    return out
+
+
+@torch.no_grad()
+def decode(path: str | Path, codes: str | Path, out: str | Path) -> list[Path]:
+    """Turn an ``ndvq encode`` file back into files in the modality's own format under ``out``."""
+    from ndvq.data import write_item
+
+    model, cfg, _ = load_model(path)
+    if not Path(codes).is_file():
+        raise FileNotFoundError(f"codes file {str(codes)!r} does not exist")
+    try:
+        z = np.load(codes, allow_pickle=False)
+        n_levels, names, modality = int(z["n_levels"]), list(z["names"]), str(z["modality"])
+        if str(z["model_class"]) != type(model).__name__:
+            raise ValueError(f"{codes} was encoded by a {z['model_class']}, the checkpoint holds a {type(model).__name__}")
+    except (KeyError, OSError) as e:
+        raise ValueError(f"{str(codes)!r} is not an ndvq codes file: {e}") from None
+    key = "latents" if cfg.model.kind == "klvae" else "codes"
+    level_keys = [key] if n_levels == 1 else [f"{key}_{j}" for j in range(n_levels)]
+    out_dir = Path(out)
+    written: list[Path] = []
+    for i, name in enumerate(names):
+        levels = [torch.from_numpy(z[k][i] if k in z else z[f"{k}_item{i:06d}"])[None].to(_device()) for k in level_keys]
+        recon = builders.decode_codes(model, cfg.model.kind, levels)[0].float().cpu()
+        shape = [int(s) for s in z["input_shapes"][i]]
+        recon = recon[(slice(None),) + tuple(slice(0, s) for s in shape[1:])]  # undo padding to the downsampling
+        info = json.loads(str(z["infos"][i]))
+        if "affine" in info:
+            info["affine"] = np.asarray(info["affine"])
+        stem = f"{i:06d}_{Path(name).stem}" if not name.isdigit() else f"{i:06d}"
+        written += write_item(modality, recon if modality == "series" else recon.clamp(-1, 1), out_dir / stem, info=info)
+    return written

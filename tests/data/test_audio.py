@@ -1,0 +1,68 @@
+"""Audio folders: formats, resampling, windows, mono/multichannel, normalisation, bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datafiles import corrupt, write_audio
+
+from ndvq.data import create_dataset
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "ogg"])
+def test_formats_windows_and_range(tmp_path, ext):
+    write_audio(tmp_path / f"a.{ext}", seconds=1.0, rate=8000, amp=0.3)
+    ds = create_dataset("audio", "all", root=tmp_path, segment_length=1000, hop_length=500)
+    assert len(ds) == (8000 - 1000) // 500 + 1 and ds.n_dims == 1 and ds.channels == 1
+    x = ds[3]["data"]
+    assert x.shape == (1, 1000)
+    assert float(x.abs().max()) == pytest.approx(1.0, abs=1e-4)  # peak-normalised
+    assert ds.item_info(3) == {"path": str(tmp_path / f"a.{ext}"), "sample_rate": 8000, "start": 1500,
+                               "source_rate": 8000}
+
+
+def test_resampling_keeps_the_tone(tmp_path):
+    write_audio(tmp_path / "a.wav", seconds=1.0, rate=8000)
+    ds = create_dataset("audio", "all", root=tmp_path, sample_rate=16000, segment_length=4000, normalize="none")
+    assert len(ds) == 4 and ds.item_info(0)["sample_rate"] == 16000
+    x = ds[1]["data"][0].numpy()
+    spec = np.abs(np.fft.rfft(x))
+    freq = np.fft.rfftfreq(x.size, 1 / 16000)[spec.argmax()]
+    assert freq == pytest.approx(440, abs=5)
+    assert float(np.abs(x).max()) == pytest.approx(0.5, abs=0.02)  # amplitude kept
+
+
+def test_mono_and_multichannel(tmp_path):
+    write_audio(tmp_path / "st.wav", seconds=0.5, rate=8000, channels=2)
+    mono = create_dataset("audio", "all", root=tmp_path, segment_length=1000)
+    assert mono[0]["data"].shape == (1, 1000)
+    stereo = create_dataset("audio", "all", root=tmp_path, segment_length=1000, mono=False)
+    assert stereo.channels == 2 and stereo[0]["data"].shape == (2, 1000)
+
+
+def test_rms_normalisation_and_short_file(tmp_path):
+    write_audio(tmp_path / "a.wav", seconds=0.1, rate=8000, amp=0.01)
+    ds = create_dataset("audio", "all", root=tmp_path, segment_length=400, normalize="rms")
+    rms = float(ds[0]["data"].pow(2).mean().sqrt())
+    assert rms == pytest.approx(0.1, rel=0.02)
+    short = create_dataset("audio", "all", root=tmp_path, segment_length=2000)
+    assert len(short) == 1 and torch.all(short[0]["data"][:, 800:] == 0)  # zero-padded
+
+
+def test_pad_multiple_covers_the_tail(tmp_path):
+    write_audio(tmp_path / "a.wav", seconds=0.25, rate=8000)  # 2000 samples
+    train = create_dataset("audio", "train", root=tmp_path, segment_length=768, train_split=1.0)
+    whole = create_dataset("audio", "all", root=tmp_path, segment_length=768, pad_multiple=(256,))
+    assert len(train) == 2 and len(whole) == 3
+
+
+def test_corrupt_audio_skipped_and_empty_error(tmp_path):
+    write_audio(tmp_path / "a.wav")
+    corrupt(tmp_path / "b.wav")
+    with pytest.warns(RuntimeWarning, match="b.wav"):
+        ds = create_dataset("audio", "all", root=tmp_path, segment_length=1000)
+    assert len(ds.files) == 1 and ds.skipped[0][0].endswith("b.wav")
+    (tmp_path / "e").mkdir()
+    with pytest.raises(ValueError, match=r"\.wav.*\.flac"):
+        create_dataset("audio", "train", root=tmp_path / "e")

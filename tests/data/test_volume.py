@@ -1,0 +1,99 @@
+"""Volumes: NIfTI / NPY, patches, padded whole volumes, intensity options, affine through write_item."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from datafiles import corrupt, write_nifti
+
+from ndvq.data import create_dataset, write_item
+
+
+@pytest.fixture
+def vols(tmp_path):
+    d = tmp_path / "vols"
+    write_nifti(d / "a.nii.gz", shape=(12, 10, 8), seed=0)
+    write_nifti(d / "b.nii", shape=(9, 11, 13), seed=1)
+    np.save(d / "c.npy", np.random.default_rng(2).normal(100, 20, (10, 10, 10)).astype(np.float32))
+    return d
+
+
+def test_random_patches_for_training(vols):
+    ds = create_dataset("volume", "train", root=vols, patch_size=[8, 8, 8], patches_per_item=2, train_split=1.0)
+    assert len(ds) == 6 and ds.n_dims == 3 and ds.channels == 1 and ds.modality == "volume"
+    x = torch.stack([ds[i]["data"] for i in range(len(ds))])
+    assert x.shape == (6, 1, 8, 8, 8) and float(x.min()) >= -1 and float(x.max()) <= 1
+    torch.manual_seed(0)
+    a = ds[0]["data"]
+    torch.manual_seed(1)
+    assert not torch.equal(a, ds[0]["data"])  # a new random patch
+
+
+def test_val_centre_patch_and_whole_padded(vols):
+    val = create_dataset("volume", "all", root=vols, patch_size=[8, 8, 8])
+    assert torch.equal(val[1]["data"], val[1]["data"]) and val[1]["data"].shape == (1, 8, 8, 8)
+    whole = create_dataset("volume", "all", root=vols, patch_size=[8, 8, 8], pad_multiple=(4, 4, 4))
+    shapes = {tuple(whole[i]["data"].shape) for i in range(3)}
+    assert shapes == {(1, 12, 12, 8), (1, 12, 12, 16), (1, 12, 12, 12)}
+    with pytest.raises(ValueError, match="different shapes"):
+        create_dataset("volume", "all", root=vols)
+
+
+def test_intensity_options(tmp_path):
+    v = np.linspace(-2000, 2000, 10 * 10 * 10, dtype=np.float32).reshape(10, 10, 10)
+    nib.save(nib.Nifti1Image(v, np.eye(4)), str(tmp_path / "ct.nii.gz"))
+    ct = create_dataset("volume", "all", root=tmp_path, intensity="ct", ct_window=(-1000, 1000))[0]["data"]
+    ref = torch.from_numpy(np.clip(v / 1000, -1, 1))[None]
+    assert torch.allclose(ct, ref, atol=1e-5)
+    pc = create_dataset("volume", "all", root=tmp_path, intensity="percentile", percentiles=(10, 90))[0]["data"]
+    assert float(pc.min()) == -1 and float(pc.max()) == 1
+    assert (pc == -1).float().mean() == pytest.approx(0.1, abs=0.01)
+    z = create_dataset("volume", "all", root=tmp_path, intensity="zscore")[0]["data"]
+    fg = v[v > v.min()]
+    assert float(z.flatten()[500]) == pytest.approx((v.flatten()[500] - fg.mean()) / fg.std() / 5, abs=1e-4)
+    with pytest.raises(ValueError, match="intensity"):
+        create_dataset("volume", "all", root=tmp_path, intensity="minmax")
+
+
+def test_affine_and_intensities_preserved_through_write_item(tmp_path):
+    aff = np.array([[0.8, 0, 0, -30.0], [0, 0.9, 0, 12.0], [0, 0, 2.5, 5.0], [0, 0, 0, 1]])
+    write_nifti(tmp_path / "in" / "scan.nii.gz", shape=(16, 12, 8), affine=aff)
+    ds = create_dataset("volume", "all", root=tmp_path / "in", pad_multiple=(8, 8, 8), intensity="ct",
+                        ct_window=(0, 200))
+    x = ds[0]["data"]
+    assert x.shape == (1, 16, 16, 8)
+    info = ds.item_info(0)
+    assert np.allclose(info["affine"], aff)
+    out = write_item("volume", x[:, :16, :12, :8], tmp_path / "out" / "scan", info)
+    assert out[0].name == "scan.nii.gz"
+    img = nib.load(str(out[0]))
+    assert np.allclose(img.affine, aff) and img.shape == (16, 12, 8)
+    orig = nib.load(str(tmp_path / "in" / "scan.nii.gz")).get_fdata()
+    assert np.allclose(img.get_fdata(), np.clip(orig, 0, 200), atol=1e-3)  # original units restored
+
+
+def test_centre_patch_affine_is_shifted(tmp_path):
+    write_nifti(tmp_path / "a.nii", shape=(12, 12, 12), affine=np.diag([2.0, 2.0, 2.0, 1.0]))
+    ds = create_dataset("volume", "all", root=tmp_path, patch_size=[8, 8, 8])
+    info = ds.item_info(0)
+    assert info["offset"] == [2, 2, 2] and np.allclose(info["affine"][:3, 3], [4, 4, 4])
+
+
+def test_multichannel_nifti_and_npy(tmp_path):
+    nib.save(nib.Nifti1Image(np.random.rand(6, 6, 6, 2).astype(np.float32), np.eye(4)), str(tmp_path / "m.nii.gz"))
+    ds = create_dataset("volume", "all", root=tmp_path)
+    assert ds.channels == 2 and ds[0]["data"].shape == (2, 6, 6, 6)
+    d = tmp_path / "n"
+    d.mkdir()
+    np.save(d / "x.npy", np.random.rand(3, 5, 6, 7).astype(np.float32))
+    ds = create_dataset("volume", "all", root=d)
+    assert ds.channels == 3 and ds[0]["data"].shape == (3, 5, 6, 7)
+
+
+def test_corrupt_volume_skipped(vols):
+    corrupt(vols / "bad.nii.gz")
+    with pytest.warns(RuntimeWarning, match="bad.nii.gz"):
+        ds = create_dataset("volume", "all", root=vols, patch_size=[4, 4, 4])
+    assert len(ds) == 3 and len(ds.skipped) == 1

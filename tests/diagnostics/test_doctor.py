@@ -1,0 +1,200 @@
+"""The doctor on synthetic metrics logs: one pathology each, top finding asserted."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import fields
+
+import pytest
+from diag_synthetic import SCENARIOS, base_config, scenario, write_run
+
+from ndvq.config import load_config
+from ndvq.diagnostics.doctor import (
+    diagnose,
+    diagnose_run,
+    findings_to_json,
+    format_findings,
+    read_metrics,
+    warning_lines,
+)
+from ndvq.diagnostics.rules import SEVERITIES, Thresholds, thresholds_table
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_top_finding(name):
+    records, config = scenario(name)
+    findings = diagnose(records, config)
+    assert findings[0].rule == SCENARIOS[name], format_findings(findings)
+    ranks = [SEVERITIES.index(f.severity) for f in findings]
+    assert ranks == sorted(ranks)
+    if name != "healthy":
+        assert findings[0].fixes, "a problem finding must suggest fixes"
+        assert any(ch.isdigit() for ch in findings[0].observed), "observed must carry numbers"
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_top_finding_other_noise(name, seed):
+    records, config = scenario(name, seed=seed)
+    assert diagnose(records, config)[0].rule == SCENARIOS[name]
+
+
+def test_healthy_has_no_problem_findings():
+    findings = diagnose(*scenario("healthy"))
+    assert [f.severity for f in findings] == ["ok"]
+    assert "perplexity" in findings[0].observed and "best val loss" in findings[0].observed
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_every_fix_is_a_valid_train_override(name):
+    """Every suggested key=value parses and validates against ndvq.config.Config."""
+    records, config = scenario(name)
+    findings = diagnose(records, config)
+    for f in findings:
+        for fix in f.fixes:
+            cfg = load_config(None, [fix], base=config)  # raises ConfigError on unknown key / bad value
+            key, _, value = fix.partition("=")
+            node = cfg
+            for part in key.split("."):
+                node = getattr(node, part)
+            assert node is not None, fix
+
+
+@pytest.mark.parametrize("quantizer", [
+    {"quantizer.kind": "fsq"}, {"quantizer.kind": "lfq"},
+    {"quantizer.restart": "none", "quantizer.init": "random", "quantizer.update": "gradient"},
+    {"quantizer.kind": "residual"},
+])
+def test_collapse_fixes_per_quantizer_kind_validate(quantizer):
+    records, _ = scenario("collapse")
+    config = base_config(model=quantizer)
+    findings = diagnose(records, config)
+    for f in findings:
+        for fix in f.fixes:
+            load_config(None, [fix], base=config)
+    if quantizer.get("quantizer.restart") == "none":
+        top = findings[0].fixes
+        assert top[0] == "model.quantizer.restart=batch" and "model.quantizer.init=kmeans" in top
+
+
+def test_oom_fixes_follow_the_guide_order():
+    records, _ = scenario("oom")
+    config = base_config(model={"kind": "klvae", "klvae.attention_levels": [False, True, True]},
+                         data={"patch_size": [256, 256]})
+    fixes = diagnose(records, config)[0].fixes
+    keys = [f.split("=")[0] for f in fixes]
+    assert keys[:4] == ["train.batch_size", "model.klvae.channels", "data.patch_size", "model.klvae.attention_levels"]
+    for fix in fixes:
+        load_config(None, [fix], base=config)
+
+
+def test_nan_kl_suggests_lower_lr_and_kl_weight():
+    records, _ = scenario("nonfinite")
+    config = base_config(model={"kind": "klvae"}, loss={"kl_weight": 1e-4})
+    f = diagnose(records, config)[0]
+    assert f.rule == "nonfinite" and f.severity == "critical"
+    assert f.fixes[0].startswith("train.learning_rate=") and f.fixes[1] == "loss.kl_weight=1e-05"
+
+
+def test_observed_names_numbers_and_steps():
+    f = diagnose(*scenario("collapse"))[0]
+    assert "of 512 codes" in f.observed and "steps 1500-2000" in f.observed
+
+
+def test_too_early():
+    records, config = scenario("healthy")
+    f = diagnose(records[:3], config)
+    assert [x.rule for x in f] == ["too_early"]
+    assert diagnose([], config)[0].rule == "too_early"
+
+
+def test_collapse_not_reported_during_warmup():
+    """The first warmup_fraction of the run is ignored by codebook rules (k-means init / restarts settle)."""
+    records, config = scenario("collapse")
+    early = [r for r in records if r.get("step", 0) <= 300]  # still in the first part of the curve
+    config["train"]["warmup_steps"] = 1000
+    assert "collapse" not in [f.rule for f in diagnose(early, config)]
+
+
+def test_thresholds_are_used():
+    records, config = scenario("collapse")
+    assert diagnose(records, config)[0].rule == "collapse"
+    lenient = Thresholds(collapse_ratio=1e-4, collapse_perplexity=1.0, dead_growth=1.0, low_perplexity_ratio=1e-4)
+    assert "collapse" not in [f.rule for f in diagnose(records, config, lenient)]
+
+
+def test_thresholds_table_documents_every_field():
+    table = thresholds_table()
+    for f in fields(Thresholds):
+        assert f.metadata["doc"], f.name
+        assert f"`{f.name}`" in table
+
+
+def test_config_object_and_dict_agree():
+    from ndvq.config import Config
+
+    records, config = scenario("overfitting")
+    a = diagnose(records, config)
+    b = diagnose(records, Config.model_validate(config))
+    assert [f.rule for f in a] == [f.rule for f in b]
+    with pytest.raises(TypeError, match="config must be a dict"):
+        diagnose(records, 3)
+
+
+def test_warning_lines_only_for_severe():
+    assert warning_lines(*scenario("healthy")) == []
+    lines = warning_lines(*scenario("collapse"))
+    assert len(lines) == 1 and "Codebook collapse" in lines[0] and "try model." in lines[0]
+
+
+def test_fast_enough_for_every_validation():
+    """50k steps logged every 10 steps (5000 train + 500 val records): well under 0.2 s."""
+    records, config = scenario("healthy")
+    big = []
+    for k in range(25):
+        for r in records:
+            big.append(dict(r, step=r["step"] + k * 2001))
+    t0 = time.perf_counter()
+    diagnose(big, config)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_running_run_with_truncated_last_line(tmp_path):
+    records, config = scenario("collapse")
+    run = write_run(tmp_path, "r", records[: len(records) // 2], config, truncate_last=True)
+    assert len(read_metrics(run / "metrics.jsonl")) == len([r for r in records[: len(records) // 2]]) - 1
+    findings = diagnose_run(run)
+    assert findings[0].rule in ("collapse", "low_perplexity")
+
+
+def test_nan_written_as_string_is_nonfinite():
+    """The logger writes non-finite floats as strings ("nan") so each line stays valid JSON."""
+    records, config = scenario("healthy")
+    records = [dict(r) for r in records]
+    records[150]["loss"] = "nan"
+    f = diagnose(records, config)[0]
+    assert f.rule == "nonfinite" and str(records[150]["step"]) in f.observed
+
+
+def test_oom_from_log_file(tmp_path):
+    records, config = scenario("oom")
+    run = write_run(tmp_path, "oom", records, config)
+    assert diagnose_run(run)[0].rule == "out_of_memory"
+
+
+def test_json_output(tmp_path):
+    records, config = scenario("instability")
+    run = write_run(tmp_path, "x", records, config)
+    data = json.loads(findings_to_json(diagnose_run(run), run))
+    assert data["run"] == str(run)
+    top = data["findings"][0]
+    assert top["rule"] == "instability" and set(top) == {"severity", "rule", "title", "observed", "cause", "fixes"}
+
+
+def test_run_dir_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        diagnose_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no metrics.jsonl"):
+        diagnose_run(tmp_path / "empty")

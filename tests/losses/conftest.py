@@ -1,0 +1,56 @@
+"""Fixtures for the loss tests: a tiny randomly initialised VGG16-layout weights file (never real weights)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ndvq.losses.perceptual import LAYOUTS
+
+TINY_VGG_WIDTHS = [4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]
+
+
+def tiny_state_dict(arch: str = "vgg16", widths: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """A torchvision-named state dict (``features.<i>.weight/bias`` + a ``classifier`` entry) with small widths."""
+    g = torch.Generator().manual_seed(0)
+    layers = LAYOUTS[arch]["layers"]
+    convs = [i for i, item in enumerate(layers) if item[0] == "conv"]
+    widths = widths or ([4] * len(convs) if arch == "alexnet" else TINY_VGG_WIDTHS)
+    sd, c_in = {}, 3
+    for i, w in zip(convs, widths):
+        k = layers[i][1]
+        sd[f"features.{i}.weight"] = torch.randn(w, c_in, k, k, generator=g) * (2.0 / (c_in * k * k)) ** 0.5
+        sd[f"features.{i}.bias"] = torch.zeros(w)
+        c_in = w
+    sd["classifier.0.weight"] = torch.zeros(2, 2)  # ignored, as in torchvision's checkpoint
+    return sd
+
+
+@pytest.fixture
+def isolated_weights_env(tmp_path, monkeypatch):
+    """No perceptual weights anywhere: empty TORCH_HOME, no $NDVQ_PERCEPTUAL_WEIGHTS."""
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.delenv("NDVQ_PERCEPTUAL_WEIGHTS", raising=False)
+    return home
+
+
+@pytest.fixture
+def tiny_vgg(tmp_path, isolated_weights_env):
+    """Path of a tiny VGG16-layout weights file saved with torch.save."""
+    path = tmp_path / "tiny_vgg16.pth"
+    torch.save(tiny_state_dict("vgg16"), path)
+    return path
+
+
+@pytest.fixture
+def make_weights(tmp_path, isolated_weights_env):
+    """``make_weights(arch="vgg16", name="w.pth", widths=None) -> Path`` writes a tiny state dict."""
+
+    def make(arch: str = "vgg16", name: str = "w.pth", widths: list[int] | None = None, path=None):
+        path = path or tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(tiny_state_dict(arch, widths), path)
+        return path
+
+    return make

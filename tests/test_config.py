@@ -1,0 +1,126 @@
+"""Config loading: files (YAML/TOML/JSON), key=value overrides, one-line errors with suggestions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ndvq.config import (
+    QUICKSTART,
+    Config,
+    ConfigError,
+    all_keys,
+    config_to_yaml,
+    load_config,
+    parse_overrides,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_overrides_parse_yaml_values():
+    cfg = load_config(None, ["model.n_codes=1024", "train.learning_rate=3e-4", "model.downsample=[2,2]",
+                             "train.grad_clip=null", "data.crop=random", "model.quantizer.cosine=true"])
+    assert cfg.model.n_codes == 1024 and cfg.train.learning_rate == pytest.approx(3e-4)
+    assert cfg.model.downsample == [2, 2] and cfg.train.grad_clip is None
+    assert cfg.data.crop == "random" and cfg.model.quantizer.cosine is True
+
+
+@pytest.mark.parametrize("override, key, suggestion", [
+    ("train.learnin_rate=1e-3", "train.learning_rate", "train.learning_rate"),
+    ("train.n_codes=64", "train.n_codes", "model.n_codes"),          # right name, wrong section
+    ("n_codes=64", "n_codes", "model.n_codes"),                        # no section
+    ("model.quantizer.levls=[8,8]", "model.quantizer.levls", "model.quantizer.levels"),
+    ("modle.n_codes=64", "modle.n_codes", "model.n_codes"),
+])
+def test_unknown_key_names_key_and_suggests(override, key, suggestion):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    msg = str(e.value)
+    assert f"'{key}'" in msg and f"did you mean '{suggestion}'" in msg and "\n" not in msg
+
+
+def test_unknown_key_in_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  n_code: 64\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.n_code'; did you mean 'model.n_codes'"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("override, pieces", [
+    ("train.learning_rate=5", ["train.learning_rate=5", "0 < value <= 1"]),
+    ("train.batch_size=0", ["train.batch_size=0", "1 <= value"]),
+    ("train.batch_size=abc", ["train.batch_size='abc'", "valid integer"]),
+    ("train.lr_schedule=linear", ["train.lr_schedule='linear'", "'constant', 'cosine' or 'cyclic'"]),
+    ("model.quantizer.quantizer_dropout=1.5", ["model.quantizer.quantizer_dropout=1.5", "0 <= value <= 1"]),
+    ("model.downsample=[3,3]", ["model.downsample", "powers of two"]),
+])
+def test_bad_value_names_key_and_range(override, pieces):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    msg = str(e.value)
+    assert "\n" not in msg
+    for piece in pieces:
+        assert piece in msg, msg
+
+
+def test_override_without_equals_is_an_error():
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["train.max_steps"])
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".toml", ".json"])
+def test_file_formats_agree(tmp_path, suffix):
+    data = {"model": {"n_codes": 64, "downsample": [2, 2]}, "train": {"learning_rate": 0.002, "max_steps": 7}}
+    p = tmp_path / f"c{suffix}"
+    if suffix == ".yaml":
+        p.write_text(yaml.safe_dump(data))
+    elif suffix == ".json":
+        p.write_text(json.dumps(data))
+    else:
+        p.write_text("[model]\nn_codes = 64\ndownsample = [2, 2]\n[train]\nlearning_rate = 0.002\nmax_steps = 7\n")
+    cfg = load_config(p, ["train.max_steps=9"])
+    assert (cfg.model.n_codes, cfg.model.downsample, cfg.train.learning_rate, cfg.train.max_steps) == (64, [2, 2], 0.002, 9)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("model: [unclosed", "cannot read config"),
+    ("- a\n- b\n", "must hold a mapping"),
+])
+def test_unreadable_config(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(p)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_default_yaml_is_the_builtin_default():
+    assert load_config(ROOT / "configs" / "default.yaml") == load_config(None) == Config.model_validate(QUICKSTART)
+
+
+def test_resolved_yaml_round_trips(tmp_path):
+    cfg = load_config(None, ["model.kind=hierarchical", "data.root=/tmp/x", "train.precision=bf16-mixed"])
+    p = tmp_path / "config.yaml"
+    p.write_text(config_to_yaml(cfg))
+    assert load_config(p) == cfg
+    assert set(all_keys()) >= {"model.quantizer.kind", "train.learning_rate", "data.root", "run.name"}
+
+
+def test_example_configs_load():
+    files = [p for p in (ROOT / "configs").rglob("*") if p.suffix in (".yaml", ".yml", ".toml")]
+    assert files
+    for p in files:
+        load_config(p)
+
+
+def test_docs_key_table_matches_schema():
+    from ndvq.config import schema_markdown
+
+    text = (ROOT / "docs" / "training.md").read_text()
+    table = text.split("<!-- KEYS:BEGIN -->\n")[1].split("<!-- KEYS:END -->")[0].strip()
+    assert table == schema_markdown().strip(), "regenerate the key table in docs/training.md from schema_markdown()"
