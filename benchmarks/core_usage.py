@@ -23,7 +23,9 @@ runs in a separate virtual environment that has ``nd_vq_vae`` installed (found a
 dependency.
 
 Run: ``python benchmarks/core_usage.py`` (``--steps 1000 --n-codes 512`` by default;
-``--quick`` for a 50-step smoke run).
+``--quick`` for a 50-step smoke run; ``--no-reference --quantizer '{"entropy_weight": 0.1}'`` or
+``--ndvq-args '{"recon_loss_factor": 16.67}'`` to try ndvq variants; ``--seed`` changes patches,
+batch order and initialisation).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _build(which: str, a: dict):
 
         model = VQVAE(n_dims=2, in_channels=3, n_hiddens=a["n_hiddens"], n_res_layers=a["n_res_layers"],
                       downsample=(4, 4), embedding_dim=a["embedding_dim"], n_codes=a["n_codes"],
-                      codebook_beta=a["beta"])
+                      codebook_beta=a["beta"], quantizer=a["quantizer"], **a["ndvq_args"])
         model.validate_inputs = False  # the training loop's setting (no host sync per step)
 
         def step_loss(x):
@@ -125,7 +127,7 @@ def worker(which: str, data_path: str, out_path: str) -> None:
         opt.step()
         usages.append(float(usage))
         if (step + 1) % max(1, order.shape[0] // 10) == 0:
-            print(f"[{which}] step {step + 1}/{order.shape[0]} loss {float(loss):.4f} "
+            print(f"[{which}] step {step + 1}/{order.shape[0]} loss {float(loss.detach()):.4f} "
                   f"batch usage {float(usage):.3f}", file=sys.stderr, flush=True)
     train_time = time.perf_counter() - t0
     model.eval()
@@ -172,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-patches", type=int, default=8192)
     p.add_argument("--test-patches", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quantizer", type=json.loads, default=None,
+                   help='ndvq quantizer options as JSON, e.g. \'{"entropy_weight": 0.1}\' (default: ndvq defaults)')
+    p.add_argument("--ndvq-args", type=json.loads, default={},
+                   help='further ndvq.VQVAE arguments as JSON, e.g. \'{"recon_loss_factor": 16.7}\'')
     p.add_argument("--reference-python", default=None, help="interpreter with nd_vq_vae installed")
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--quick", action="store_true", help="50 steps, for a smoke test")
@@ -190,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
         args.steps = 50
     size = 32
     cfg = dict(n_codes=args.n_codes, n_hiddens=args.n_hiddens, n_res_layers=args.n_res_layers,
-               embedding_dim=args.embedding_dim, beta=args.beta, lr=args.lr, seed=args.seed, size=size)
+               embedding_dim=args.embedding_dim, beta=args.beta, lr=args.lr, seed=args.seed, size=size,
+               quantizer=args.quantizer, ndvq_args=args.ndvq_args)
     train = make_patches(TRAIN_IMAGES, args.train_patches, size, args.seed)
     test = make_patches(TEST_IMAGES, args.test_patches, size, args.seed + 1)
     g = torch.Generator().manual_seed(args.seed)
@@ -222,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.test_patches} held-out test from {', '.join(TEST_IMAGES)}")
     print(f"{args.steps} steps, batch {args.batch}, Adam lr {args.lr}, n_codes {args.n_codes}, "
           f"n_hiddens {args.n_hiddens}, n_res_layers {args.n_res_layers}, embedding_dim {args.embedding_dim}, "
-          f"beta {args.beta}, downsample 4x4, torch {torch.__version__}, 1 thread each\n")
+          f"beta {args.beta}, ndvq quantizer {args.quantizer or 'default'}, ndvq args {args.ndvq_args}, downsample 4x4, torch {torch.__version__}, 1 thread each\n")
     print("| model | test usage | test perplexity | test PSNR (dB) | train batch usage (last 100) | s/step |")
     print("|---|---|---|---|---|---|")
     for which, r in results.items():

@@ -19,7 +19,6 @@ import json
 import time
 
 import torch
-
 from benchmarks.common import markdown_table, peak_rss_mb, real_batch, run_isolated, set_threads
 
 __all__ = ["measure", "worker"]

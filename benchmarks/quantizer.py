@@ -26,8 +26,16 @@ import time
 from pathlib import Path
 
 import torch
+from benchmarks.common import (
+    ROOT,
+    interleaved_medians,
+    machine_info,
+    markdown_table,
+    peak_rss_mb,
+    run_isolated,
+    set_threads,
+)
 
-from benchmarks.common import ROOT, interleaved_medians, machine_info, markdown_table, peak_rss_mb, run_isolated, set_threads
 from ndvq.quantizers import VectorQuantizer
 from ndvq.quantizers.search import default_chunk_rows
 
@@ -168,7 +176,7 @@ def write_doc(args, info, table, med, enc, total) -> None:
             [[enc["seconds"], enc["base_mb"], enc["peak_mb"], enc["extra_mb"], enc["outputs_mb"],
               enc["chunk_rows"], enc["full_matrix_gib"]]]),
         "",
-        "The search processes rows in chunks of `chunk_rows` (about 2^24 distances, 64 MiB, per chunk), so the",
+        "The search processes rows in chunks of `chunk_rows` (about 2^20 distances, 4 MiB, at least 64 rows, per chunk), so the",
         "extra memory is the outputs (quantized vectors and indices) plus a few chunks, independent of N.",
         "",
     ]

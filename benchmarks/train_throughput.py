@@ -1,7 +1,9 @@
 """Training throughput (samples/s) of ``ndvq.VQVAE`` against the reference ``nd_vq_vae.NDimVQVAE``.
 
-Both run a full training step on the same batches: forward, backward, ``Adam`` step (lr 3e-4, no
-gradient clipping in either) and the EMA codebook update that each does inside its forward. The
+Both run a full training step on the same batches: forward, backward, optimiser step (each its own:
+the reference's ``configure_optimizers()`` Adam, ndvq's ``make_optimizer`` AdamW as ``ndvq train``
+builds it, fused where supported; no gradient clipping in either) and the EMA codebook update that
+each does inside its forward. The
 architecture is the same: ``n_hiddens``, ``n_res_layers``, ``downsample``, ``embedding_dim``,
 ``n_codes``, batch norm, and full self-attention with 2 heads and attention dropout 0.1 in every
 residual block. The reference has no switch for attention (it is always on, ``n_head=2``,
@@ -23,11 +25,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import torch
-
 from benchmarks.common import interleaved_medians, markdown_table, real_batch, set_threads
 
 __all__ = ["Arch", "make_ndvq_step", "make_reference_step", "compare", "ndvq_throughput",
-           "reference_available", "DEFAULT_ARCHS"]
+           "reference_available", "DEFAULT_ARCHS", "QUICK_ARCHS", "build_ndvq"]
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,12 @@ class Arch:
         return f"{self.n_dims}D {shape}, batch {self.batch}"
 
 
-# 1D: 3 x 1024 series (256 latent positions), 2D: 32x32 RGB patches (8x8), 3D: 16^3 clips (4^3).
-DEFAULT_ARCHS = {1: Arch(1, 1024, 32, 512), 2: Arch(2, 32, 32, 512), 3: Arch(3, 16, 8, 512)}
+# 1D: 3 x 512 series (128 latent positions), 2D: 32x32 RGB patches (8x8), 3D: 16^3 clips (4^3).
+DEFAULT_ARCHS = {1: Arch(1, 512, 32, 512), 2: Arch(2, 32, 32, 512), 3: Arch(3, 16, 8, 512)}
+#: Tiny versions for ``--quick`` (smoke runs).
+QUICK_ARCHS = {1: Arch(1, 64, 4, 64, n_hiddens=16, embedding_dim=16),
+               2: Arch(2, 16, 4, 64, n_hiddens=16, embedding_dim=16),
+               3: Arch(3, 8, 2, 64, n_hiddens=16, embedding_dim=16)}
 
 StepFn = Callable[[], None]
 
@@ -97,7 +102,7 @@ def make_reference_step(arch: Arch, batches: list[torch.Tensor], seed: int = 0) 
         downsample=[arch.downsample] * arch.n_dims, n_hiddens=arch.n_hiddens,
         n_res_layers=arch.n_res_layers, codebook_beta=0.25, input_shape=[arch.size] * arch.n_dims,
     ).train()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    opt = model.configure_optimizers()  # its own optimiser: Adam(lr=1e-4)
     state = {"i": 0}
 
     def step() -> None:
@@ -128,22 +133,29 @@ def build_ndvq(arch: Arch, **overrides) -> torch.nn.Module:
 
 
 def make_ndvq_step(arch: Arch, batches: list[torch.Tensor], seed: int = 0, compile: bool = False,
-                   **overrides) -> StepFn:
+                   precision: str = "32", **overrides) -> StepFn:
     """A closure doing one full training step of ``ndvq.VQVAE`` (the same step as the reference's).
 
-    ``compile=True`` wraps the model in ``torch.compile`` (as ``train.compile=true`` does).
+    The model is set up as ``ndvq train`` sets it up (``validate_inputs=False``: no per-step NaN
+    check on the host). ``compile=True`` wraps it in ``torch.compile`` (as ``train.compile=true``
+    does); ``precision="bf16-mixed"`` runs forward and loss under ``torch.autocast(bfloat16)``.
     """
+    if precision not in ("32", "bf16-mixed"):
+        raise ValueError(f"precision must be '32' or 'bf16-mixed', got {precision!r}")
+    from ndvq.train.optim import make_optimizer, param_groups
+
     torch.manual_seed(seed)
     model = build_ndvq(arch, **overrides).train()
-    params = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    opt = torch.optim.Adam(params, lr=3e-4)
+    model.validate_inputs = False
+    opt = make_optimizer(param_groups(model, 3e-4, 0.0), 3e-4, 0.9, 0.999)  # the optimiser of `ndvq train`
     fwd = torch.compile(model) if compile else model
     state = {"i": 0}
 
     def step() -> None:
         x = batches[state["i"] % len(batches)]
         state["i"] += 1
-        out = fwd(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            out = fwd(x)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
@@ -168,10 +180,33 @@ def compare(arch: Arch, warmup: int = 3, rounds: int = 5, calls_per_round: int =
     return {**asdict(arch), "ndvq": ndvq, "reference": ref, "ratio": ndvq / ref}
 
 
-def ndvq_throughput(arch: Arch, warmup: int = 3, repeats: int = 7, **overrides) -> float:
-    """Samples/s of ndvq alone (median of ``repeats`` timed steps after ``warmup``)."""
-    fns = {"ndvq": make_ndvq_step(arch, _batches(arch), **overrides)}
+def ndvq_throughput(arch: Arch, warmup: int = 3, repeats: int = 7, **step_options) -> float:
+    """Samples/s of ndvq alone (median of ``repeats`` timed steps after ``warmup``).
+
+    ``step_options`` go to :func:`make_ndvq_step` (``compile``, ``precision``, model overrides).
+    """
+    fns = {"ndvq": make_ndvq_step(arch, _batches(arch), **step_options)}
     return arch.batch / interleaved_medians(fns, warmup=warmup, rounds=repeats)["ndvq"]
+
+
+def comparison_table(quick: bool = False, dims=(1, 2, 3), codes=None, warmup: int = 3, rounds: int = 5,
+                     log=print) -> tuple[str, list[dict]]:
+    """Reference vs ndvq for each ``n_dims`` and ``n_codes``; returns (Markdown table, raw rows)."""
+    archs = QUICK_ARCHS if quick else DEFAULT_ARCHS
+    codes = codes or ((64, 256) if quick else (512, 4096, 16384))
+    results = []
+    rows = []
+    for n_dims in dims:
+        for k in codes:
+            arch = replace(archs[n_dims], n_codes=k)
+            r = compare(arch, warmup=warmup, rounds=rounds)
+            results.append(r)
+            rows.append([arch.label(), f"{k:,}", arch.vectors_per_step, r["reference"], r["ndvq"], r["ratio"]])
+            log(f"  train {arch.label()}, n_codes {k}: reference {r['reference']:.1f}, ndvq {r['ndvq']:.1f} "
+                f"samples/s (x{r['ratio']:.2f})")
+    table = markdown_table(["input", "n_codes", "vectors / step", "reference samples/s", "ndvq samples/s",
+                            "ndvq / reference"], rows)
+    return table, results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,16 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     set_threads(args.threads)
-    codes = (64, 256) if args.quick else (512, 4096, 16384)
-    rows = []
-    for n_dims, base in DEFAULT_ARCHS.items():
-        arch = replace(base, n_hiddens=16, batch=4) if args.quick else base
-        for k in codes:
-            r = compare(replace(arch, n_codes=k), warmup=1 if args.quick else 3,
-                        rounds=2 if args.quick else 5)
-            rows.append([replace(arch, n_codes=k).label(), k, r["reference"], r["ndvq"], r["ratio"]])
-            print(markdown_table(["input", "n_codes", "reference", "ndvq", "ratio"], rows[-1:]), flush=True)
-    print(markdown_table(["input", "n_codes", "reference samples/s", "ndvq samples/s", "ndvq / reference"], rows))
+    table, _ = comparison_table(args.quick, warmup=1 if args.quick else 3, rounds=2 if args.quick else 5)
+    print(table)
 
 
 if __name__ == "__main__":

@@ -182,7 +182,8 @@ def test_eval_encode_decode_round_trip(kind, tmp_path, capsys):
     for key in ("psnr", "ssim", "mse", "mae", "usage", "perplexity", "bits_per_element", "entropy_bits_per_element"):
         assert key in res and np.isfinite(res[key]), key
     assert res["n_items"] == 2 and "psnr" in out
-    assert res["bits_per_element"] == pytest.approx(np.log2(16) / (4 ** (2 if kind == "image" else 3) * (3 if kind == "image" else 1)), rel=1e-6) or kind == "image"
+    channels, n_dims = (3, 2) if kind == "image" else (1, 3)  # log2(16 codes) bits per 4**n_dims x C inputs
+    assert res["bits_per_element"] == pytest.approx(4 / (channels * 4**n_dims), rel=1e-6)
 
     codes_path = tmp_path / "codes.npz"
     code, _, err = run(["encode", run_dir, "--data", tmp_path / "data" / "test", "--out", codes_path], capsys)

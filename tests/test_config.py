@@ -123,4 +123,6 @@ def test_docs_key_table_matches_schema():
 
     text = (ROOT / "docs" / "training.md").read_text()
     table = text.split("<!-- KEYS:BEGIN -->\n")[1].split("<!-- KEYS:END -->")[0].strip()
-    assert table == schema_markdown().strip(), "regenerate the key table in docs/training.md from schema_markdown()"
+    assert table == schema_markdown().strip(), (
+        "docs/training.md is out of date with the schema; regenerate the table between the KEYS markers with "
+        "ndvq.config.schema_markdown()")

@@ -302,7 +302,7 @@ def test_train_resumes_from_checkpoint_dir(dental, tmp_path):
 
     assert main(["encode", str(run_dir), "--out", str(tmp_path / "latents.npz")]) == 0
     z = np.load(tmp_path / "latents.npz")
-    assert z["latents"].shape == (10, 2, 6, 6)  # 24x24 images padded to 24, /4; latent_channels=2
+    assert z["latents"].shape == (10, 2, 12, 12)  # 10 images of 24x24, /2 (two levels); latent_channels=2
     assert float(z["scale_factor"]) == pytest.approx(1 / z["latents"].std(ddof=1), rel=1e-4)
 
 
@@ -358,7 +358,18 @@ def test_train_3d_volumes(tmp_path, monkeypatch):
         "autoencoder_def.spatial_dims": 3, "autoencoder_train.patch_size": [16, 16, 16],
         "autoencoder_train.max_epochs": 1, "autoencoder_train.batch_size": 1})
     d["train_split"] = 0.5
-    assert main(["train", "-c", str(_write(d, tmp_path / "vae3d.json"))]) == 0
+    assert main(["train", "-c", str(_write(d, tmp_path / "vae3d.json")), "loss.perceptual_slices=3"]) == 0
+    assert load_config(run_dir / "config.yaml").loss.perceptual_slices == 3
     train = [r for r in _records(run_dir) if r["split"] == "train"]
     assert train[-1]["perceptual_loss"] > 0 and "kl_loss" in train[-1]
     assert list((run_dir / "samples").rglob("*.nii.gz")) or list((run_dir / "samples").rglob("*.nii"))
+
+
+def test_misspelt_section_gets_a_hint(tmp_path):
+    (tmp_path / "edente").mkdir()
+    (tmp_path / "dente").mkdir()
+    d = medical(data_base_dir=str(tmp_path))
+    d["autoencoder_trian"] = d.pop("autoencoder_train")
+    path = _write(d, tmp_path / "vae_config.json")
+    with pytest.raises(ConfigError, match="unknown key 'autoencoder_trian'; did you mean 'autoencoder_train'"):
+        load_config(path)

@@ -146,7 +146,7 @@ def check_data_matches_model(cfg: Config, dataset) -> None:
                           f"set model.in_channels={channels} (or data.channels={cfg.model.in_channels})")
 
 
-def build_loss(cfg: Config, n_epochs_hint: int | None = None) -> nn.Module | None:
+def build_loss(cfg: Config) -> nn.Module | None:
     """The extra objective (perceptual / adversarial), or None when both weights are 0.
 
     Returns ``ndvq.losses.AutoencoderLoss``; its ``.discriminator`` (None or a Module) gets its own
@@ -162,6 +162,7 @@ def build_loss(cfg: Config, n_epochs_hint: int | None = None) -> nn.Module | Non
         adversarial_weight=loss.adversarial_weight, adversarial_loss=loss.adversarial_loss,
         n_dims=cfg.model.n_dims, in_channels=cfg.model.in_channels, disc_channels=loss.disc_channels,
         disc_layers=loss.disc_layers, warmup_epochs=loss.adversarial_warmup_epochs,
+        perceptual_slices=loss.perceptual_slices,
     )
 
 

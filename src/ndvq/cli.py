@@ -31,7 +31,7 @@ def _train_parser(sub) -> None:
                     "(configs/default.yaml: a small VQ-VAE on built-in real images, a few minutes on 2 CPU "
                     "cores) is used. Outputs go to runs/<name>/: config.yaml, metrics.jsonl, tb/, "
                     "checkpoints/ (last + best-N) and samples/.",
-        epilog="examples:\n  ndvq train\n  ndvq train -c configs/image/folder.yaml data.root=photos/ "
+        epilog="examples:\n  ndvq train\n  ndvq train -c configs/image/example.yaml data.root=photos/ "
                "model.n_codes=1024\n  ndvq train -c my.yaml train.devices=2          # DDP on 2 devices\n"
                "  ndvq train --resume runs/my-run train.max_steps=5000\n  ndvq train --print-config > my.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -187,6 +187,7 @@ class LossConfig(_Section):
     kl_weight: float = Field(1e-6, ge=0, description="KL-VAE only")
     perceptual_weight: float = Field(0.0, ge=0)
     perceptual_weights: Path | None = Field(None, description="local file with the perceptual network's weights")
+    perceptual_slices: int = Field(8, ge=1, description="3D: slices per axis fed to the 2D perceptual network")
     adversarial_weight: float = Field(0.0, ge=0)
     adversarial_loss: Literal["hinge", "lsgan"] = "lsgan"
     adversarial_warmup_epochs: int = Field(0, ge=0, description="epochs before the discriminator switches on")
@@ -480,7 +481,7 @@ def validate_config(data: dict) -> Config:
 
 
 def _is_medical(data: dict) -> bool:
-    return "autoencoder_def" in data and "autoencoder_train" in data
+    return "autoencoder_def" in data or "autoencoder_train" in data  # one is enough: typos in the other get a hint
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),

@@ -19,7 +19,7 @@ def test_formats_windows_and_range(tmp_path, ext):
     assert x.shape == (1, 1000)
     assert float(x.abs().max()) == pytest.approx(1.0, abs=1e-4)  # peak-normalised
     assert ds.item_info(3) == {"path": str(tmp_path / f"a.{ext}"), "sample_rate": 8000, "start": 1500,
-                               "source_rate": 8000}
+                               "source_rate": 8000, "item_shape": [1000]}
 
 
 def test_resampling_keeps_the_tone(tmp_path):

@@ -8,6 +8,7 @@ import torch
 from datafiles import corrupt, rgb, write_png
 
 from ndvq.data import ImageFolder, create_dataset
+from ndvq.data.common import fit_and_crop
 
 
 def _check_range(x: torch.Tensor) -> None:
@@ -201,3 +202,15 @@ def test_dataloader_batches(tmp_path):
     ds = create_dataset("image", "all", root=tmp_path)
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
     assert batch["data"].shape == (4, 3, 20, 24) and batch["index"].tolist() == [0, 1, 2, 3]
+
+
+def test_large_jpeg_decoded_at_reduced_scale_gives_same_item_size(tmp_path):
+    write_png(tmp_path / "big.jpg", h=400, w=600)
+    ds = create_dataset("image", "all", root=tmp_path, resolution=[32, 32])
+    x = ds[0]["data"]
+    ref = fit_and_crop(torch.from_numpy(rgb(400, 600)).permute(2, 0, 1).float() / 127.5 - 1, (32, 32), "center", False)
+    assert x.shape == (3, 32, 32) and (x - ref).abs().mean() < 0.05  # JPEG + reduced-scale decode: close
+    from ndvq.data.image import read_image
+
+    small, _ = read_image(tmp_path / "big.jpg", min_size=(32, 32))
+    assert small.shape[0] < 400 and small.shape[0] >= 32  # the draft mode decoded fewer pixels

@@ -66,7 +66,7 @@ def test_affine_and_intensities_preserved_through_write_item(tmp_path):
     assert x.shape == (1, 16, 16, 8)
     info = ds.item_info(0)
     assert np.allclose(info["affine"], aff)
-    out = write_item("volume", x[:, :16, :12, :8], tmp_path / "out" / "scan", info)
+    out = write_item("volume", x, tmp_path / "out" / "scan", info)  # padding removed via item_shape
     assert out[0].name == "scan.nii.gz"
     img = nib.load(str(out[0]))
     assert np.allclose(img.affine, aff) and img.shape == (16, 12, 8)
@@ -97,3 +97,13 @@ def test_corrupt_volume_skipped(vols):
     with pytest.warns(RuntimeWarning, match="bad.nii.gz"):
         ds = create_dataset("volume", "all", root=vols, patch_size=[4, 4, 4])
     assert len(ds) == 3 and len(ds.skipped) == 1
+
+
+def test_compressed_volumes_are_cached_within_budget(vols):
+    ds = create_dataset("volume", "all", root=vols, patch_size=[8, 8, 8])
+    gz = [i for i, f in enumerate(ds.files) if f.name.endswith(".gz")][0]
+    first = ds[gz]["data"]
+    assert list(ds._cache) == [gz] and torch.equal(ds[gz]["data"], first)  # served from memory, same values
+    tiny = create_dataset("volume", "all", root=vols, patch_size=[8, 8, 8])
+    tiny.cache_bytes = 10  # smaller than any volume: nothing kept
+    assert torch.equal(tiny[gz]["data"], first) and not tiny._cache

@@ -198,3 +198,11 @@ def test_run_dir_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no metrics.jsonl"):
         diagnose_run(tmp_path / "empty")
+
+
+def test_docs_thresholds_table_is_in_sync():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "tuning.md").read_text()
+    block = text.split("<!-- thresholds:start -->")[1].split("<!-- thresholds:end -->")[0].strip()
+    assert block == thresholds_table(), "regenerate the table in docs/tuning.md from rules.thresholds_table()"

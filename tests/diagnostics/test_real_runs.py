@@ -27,8 +27,28 @@ def _train(root, name, extra):
 
 
 @pytest.fixture(scope="module")
-def collapsed_run(tmp_path_factory):
-    return _train(tmp_path_factory.mktemp("runs"), "plain-vq", PLAIN_VQ)
+def collapsed_run_and_output(tmp_path_factory):
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        run = _train(tmp_path_factory.mktemp("runs"), "plain-vq", [*PLAIN_VQ, "train.doctor_warnings=true"])
+    return run, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def collapsed_run(collapsed_run_and_output):
+    return collapsed_run_and_output[0]
+
+
+def test_training_prints_the_collapse_warning_and_keeps_going(collapsed_run_and_output):
+    run, output = collapsed_run_and_output
+    lines = [ln for ln in output.splitlines() if ln.startswith("doctor [critical]: Codebook collapse")]
+    assert len(lines) == 1, output[-2000:]  # printed once, not at every validation
+    assert "model.quantizer.restart=batch" in lines[0]
+    steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 60  # the run was not stopped
 
 
 def test_plain_vq_with_large_codebook_is_diagnosed_as_collapse(collapsed_run):
@@ -96,3 +116,17 @@ def test_tune_with_real_training_interrupted_and_resumed(tmp_path):
     assert best.train.max_steps == 3
     assert (study / "trials" / "trial0000" / "metrics.jsonl").is_file()
     assert (study / "results.csv").is_file() and res.importance_path.is_file()
+
+
+def test_kl_vae_run_doctor_and_latent_histogram(tmp_path):
+    run = _train(tmp_path, "kl", ["model.kind=klvae", "model.klvae.channels=[8,16]", "model.klvae.norm_num_groups=4",
+                                  "model.klvae.attention_levels=[false,false]", "model.klvae.num_res_blocks=1",
+                                  "model.klvae.with_encoder_nonlocal_attn=false", "model.klvae.with_decoder_nonlocal_attn=false",
+                                  "train.max_steps=20", "train.val_interval=10", "train.sample_interval=20", "train.ckpt_interval=20"])
+    findings = diagnose_run(run)
+    assert findings and all(f.rule not in ("collapse", "low_perplexity", "commitment_high") for f in findings)
+    data = load_run(run, max_items=16)
+    assert data.usage["kind"] == "latent", data.usage_note
+    assert sum(data.usage["hist"]) == 16 * 4 * 16 * 16 and data.usage["scale_factor"] > 0  # 16 items x 4 ch x (32/2)^2
+    html = build_report([data])
+    assert "Latent distribution" in html and "scale_factor" in html

@@ -31,11 +31,11 @@ class FakeTrain:
         self.calls += 1
         self.configs.append(cfg)
         if self.calls == self.interrupt_at:
-            on_validation(1, {"loss": 5.0})
+            on_validation(1, {"loss": 5.0, "recon_loss": 5.0})
             raise KeyboardInterrupt
         v = abs(math.log10(cfg.train.learning_rate) + 3) + 10 * cfg.model.n_res_layers
         for step in (1, 2, 3):
-            on_validation(step, {"loss": v + 1.0 / step, "psnr": 30 - v})
+            on_validation(step, {"loss": v + 2.0 / step, "recon_loss": v + 1.0 / step, "psnr": 30 - v})
         return types.SimpleNamespace(run_dir=None, best_val_loss=v)
 
 
@@ -105,7 +105,7 @@ def test_interrupted_study_resumes_and_writes_best_config(tmp_path):
     assert best.train.max_steps == 3 and best.model.n_hiddens == 16
     assert res.importance_path is not None and res.importance_path.stat().st_size > 1000
     lines = (study_dir / "results.csv").read_text().splitlines()
-    assert lines[0].startswith("trial,state,loss") and len(lines) == 1 + len(trials)
+    assert lines[0].startswith("trial,state,recon_loss") and len(lines) == 1 + len(trials)
     assert "best: trial" in res.table
 
     fake3 = FakeTrain()  # already done: nothing runs
@@ -157,3 +157,18 @@ def test_maximize_metric(tmp_path):
     res = tune(base, space, 2, tmp_path / "s", train_fn=FakeTrain())
     assert res.study.best_value == max(t.value for t in res.study.trials if t.state == S.COMPLETE)
     assert res.study.best_value <= 30
+
+
+def test_loop_stopped_by_ctrl_c_counts_as_interrupted(tmp_path):
+    """The loop turns Ctrl-C into a clean stop (stopped="interrupted"); that trial must not count as complete."""
+    base, space = _files(tmp_path, SPACE)
+
+    def stopped(cfg, resume=None, on_validation=None):
+        on_validation(1, {"recon_loss": 1.0})
+        return types.SimpleNamespace(stopped="interrupted", best_val_loss=1.0)
+
+    with pytest.raises(KeyboardInterrupt):
+        tune(base, space, 2, tmp_path / "s", train_fn=stopped)
+    res = tune(base, space, 1, tmp_path / "s", train_fn=FakeTrain())
+    first, retry = res.study.trials[:2]
+    assert first.state == S.FAIL and retry.state == S.COMPLETE and retry.params == first.params

@@ -168,3 +168,13 @@ def test_other_model_kinds_train_and_resume(tmp_path, tiny_data, kind, extra):
         assert "window_usage" in train[-1]
     res2 = loop.train(load_config(res.run_dir / "config.yaml", ["train.max_steps=10"]), resume=res.run_dir)
     assert res2.step == 10
+
+
+def test_epoch_based_validation_and_num_epochs(tmp_path, tiny_data):
+    """train.val_every_epochs (medical val_interval) and train.num_epochs: 24 items / batch 4 = 6 steps per epoch."""
+    res = loop.train(load_config(None, TINY + [f"run.root={tmp_path}", "run.name=r", "train.max_steps=null",
+                                               "train.num_epochs=2", "train.val_every_epochs=1", "train.log_interval=3"]))
+    recs = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert res.step == 12 and [r["step"] for r in recs if r["split"] == "val"] == [6, 12]
+    assert sorted(p.name for p in (res.run_dir / "checkpoints").iterdir()) == [
+        "best-step0000006.ckpt", "best-step0000012.ckpt", "last.ckpt"]

@@ -56,12 +56,13 @@ DATASETS = {"samples": SampleImages, "image": ImageFolder, "video": VideoFolder,
             "series": SeriesFolder, "volume": VolumeFolder}
 
 # every option create_dataset accepts (the DataConfig fields other than kind, plus pad_multiple and
-# stats_dir); each dataset takes the ones in its signature and ignores the rest
+# stats_dir, and the class-only index_path (video) and cache_mb (volume)); each dataset takes the ones
+# in its signature and ignores the rest
 OPTIONS = frozenset({
     "root", "val_dir", "train_split", "split_seed", "subfolders", "extensions", "channels", "resolution",
     "patch_size", "patches_per_item", "crop", "augment", "sequence_length", "frame_stride", "clip_stride",
     "sample_rate", "mono", "segment_length", "hop_length", "normalize", "standardize", "intensity",
-    "percentiles", "ct_window", "sample_patches", "pad_multiple", "stats_dir", "index_path",
+    "percentiles", "ct_window", "sample_patches", "pad_multiple", "stats_dir", "index_path", "cache_mb",
 })
 
 log = logging.getLogger("ndvq.data")

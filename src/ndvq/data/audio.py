@@ -134,9 +134,11 @@ class AudioFolder(FileDataset):
         return self.files[self.windows[i][0]]
 
     def item_info(self, i: int) -> dict:
-        """``{"path", "sample_rate", "start"}`` (``start``: first sample at ``sample_rate``)."""
+        """``{"path", "sample_rate", "start", "item_shape", "source_rate"}`` (``start``: first sample at
+        ``sample_rate``; ``item_shape``: ``[segment_length]``, the item before padding)."""
         k, start = self.windows[i]
         return {"path": str(self.files[k]), "sample_rate": self.sample_rate, "start": start,
+                "item_shape": [self.segment_length],
                 "source_rate": self.meta[k]["rate"]}
 
     def _load(self, i: int) -> torch.Tensor:

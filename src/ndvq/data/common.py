@@ -291,7 +291,7 @@ class FileDataset(torch.utils.data.Dataset):
         """One paragraph: files found, items, item shape, value range, skipped files."""
         skipped = f"; {len(self.skipped)} file(s) skipped: {[s[0] for s in self.skipped[:3]]}" if self.skipped else ""
         return (f"{self.modality} dataset ({self.split} split, {self.layout}): {len(self.files)} file(s), "
-                f"{len(self)} item(s), {self._shape_text()}; values in {self.value_range_text}{skipped}")
+                f"{len(self)} item(s), {self._shape_text()}; values: {self.value_range_text}{skipped}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.summary()})"

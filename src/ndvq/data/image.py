@@ -73,8 +73,12 @@ def _squeeze_tiff_shape(shape, axes) -> tuple[int, ...]:
     return shape
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, dict]:
+def read_image(path: str | Path, min_size: tuple[int, int] | None = None) -> tuple[np.ndarray, dict]:
     """Decode an image to ``float32 [H, W, C]`` in ``[0, 1]`` plus facts about the source.
+
+    ``min_size=(H, W)``: the image will be resized to cover ``(H, W)`` anyway, so a JPEG may decode at a
+    reduced scale (1/2, 1/4, 1/8) and any 8-bit image is box-reduced by an integer factor that still
+    covers ``(H, W)`` (much faster for large images). Default None: full size.
 
     Returns ``(array, info)`` with ``info = {"bit_depth": 8 | 16 | "float", "source_channels": C,
     "value_min", "value_max"}`` (the last two: the min/max a float image was scaled by).
@@ -91,12 +95,18 @@ def read_image(path: str | Path) -> tuple[np.ndarray, dict]:
         from PIL import Image
 
         with Image.open(path) as im:
+            if min_size is not None and im.format == "JPEG":
+                im.draft(im.mode, (int(min_size[1]), int(min_size[0])))
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             elif im.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
                 im = im.convert("L" if im.mode == "1" else "RGB")
             elif im.mode in ("RGBa", "La", "PA"):
                 im = im.convert("RGBA" if im.mode != "La" else "LA")
+            if min_size is not None and im.mode in ("L", "LA", "RGB", "RGBA"):
+                factor = min(im.size[1] // int(min_size[0]), im.size[0] // int(min_size[1]))
+                if factor >= 2:
+                    im = im.reduce(factor)  # box filter: antialiased, and still covers min_size
             arr = np.asarray(im)
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -205,9 +215,12 @@ class ImageFolder(FileDataset):
         return self.files[i // self.patches_per_item]
 
     def item_info(self, i: int) -> dict:
-        """``{"path", "size": [H, W], "bit_depth": 8 | 16 | "float"}`` (+ ``value_min/max`` of a float image)."""
+        """``{"path", "size": [H, W] (of the file), "item_shape": [H, W] (of the item before padding),
+        "bit_depth": 8 | 16 | "float"}`` (+ ``value_min/max`` of a float image)."""
         k = i // self.patches_per_item
-        info = {"path": str(self.files[k]), "size": list(self.sizes[k]), "bit_depth": self.depths[k]}
+        shape = self.patch_size or (self.resolution if self.resolution and self.crop != "none" else self.sizes[k])
+        info = {"path": str(self.files[k]), "size": list(self.sizes[k]), "item_shape": list(shape),
+                "bit_depth": self.depths[k]}
         if info["bit_depth"] == "float":
             try:
                 info.update({k2: v for k2, v in read_image(self.files[k])[1].items() if k2.startswith("value_")})
@@ -216,7 +229,8 @@ class ImageFolder(FileDataset):
         return info
 
     def _load(self, i: int) -> torch.Tensor:
-        arr, _ = read_image(self._path(i))
+        draft = self.resolution if (self.resolution and self.crop != "none" and self.patch_size is None) else None
+        arr, _ = read_image(self._path(i), min_size=draft)
         x = torch.from_numpy(convert_channels(arr, self.channels)).permute(2, 0, 1)  # [H, W, C] -> [C, H, W]
         x = x * 2 - 1
         train = self.split == "train"

@@ -132,6 +132,7 @@ class SampleImages(FileDataset):
     def item_info(self, i: int) -> dict:
         p, j = self._where(i)
         return {"path": f"samples/{self._parts[p][0]}/{j:06d}", "split": self._parts[p][0], "patch": j,
+                "item_shape": list(self.patch_size),
                 "bit_depth": 8}
 
     def _load(self, i: int) -> torch.Tensor:

@@ -222,6 +222,7 @@ class SeriesFolder(FileDataset):
         """``{"path", "key" (NPZ array), "start", "columns", "mean", "std", "standardized"}``."""
         k, start = self.windows[i]
         return {"path": str(self.series[k][0]), "key": self.names[k], "start": start, "columns": self.columns,
+                "item_shape": [self.segment_length],
                 "mean": self._mean.tolist(), "std": self._std.tolist(), "standardized": self.standardize}
 
     def _load(self, i: int) -> torch.Tensor:

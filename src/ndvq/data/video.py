@@ -250,10 +250,13 @@ class VideoFolder(FileDataset):
         return self.files[self.clips[i][0]]
 
     def item_info(self, i: int) -> dict:
-        """``{"path", "start_frame", "frame_stride", "fps"}`` (``fps`` of the clip: source fps / stride)."""
+        """``{"path", "start_frame", "frame_stride", "item_shape": [T, H, W], "fps", "source_size"}``
+        (``fps`` of the clip: source fps / stride; ``item_shape``: the clip before padding)."""
         k, start = self.clips[i]
         m = self.meta[k]
+        hw = self.resolution if self.resolution and self.crop != "none" else (m["height"], m["width"])
         return {"path": str(self.files[k]), "start_frame": start, "frame_stride": self.frame_stride,
+                "item_shape": [self.sequence_length, *hw],
                 "fps": m["fps"] / self.frame_stride, "source_size": [m["height"], m["width"]]}
 
     def _load(self, i: int) -> torch.Tensor:

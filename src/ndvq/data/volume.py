@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -122,6 +123,9 @@ class VolumeFolder(FileDataset):
         ct_window: ``(low, high)`` HU for ``"ct"``. Default (-1000, 1000).
         augment: random flips along every axis (train split). Default False.
         pad_multiple: whole volumes padded to a multiple of this per axis (eval/encode). Default None.
+        cache_mb: decompressed ``.nii.gz`` volumes kept in memory per process (least recently used
+            dropped first), so repeated patches do not decompress the file again; uncompressed
+            ``.nii`` and ``.npy`` are memory-mapped and need no cache. Default 256.
     """
 
     modality, n_dims = "volume", 3
@@ -131,7 +135,7 @@ class VolumeFolder(FileDataset):
                  channels: int | None = None, patch_size: Sequence[int] | None = None, patches_per_item: int = 1,
                  intensity: str = "percentile", percentiles: Sequence[float] = (0.5, 99.5),
                  ct_window: Sequence[float] = (-1000.0, 1000.0), augment: bool = False,
-                 pad_multiple: Sequence[int] | None = None):
+                 pad_multiple: Sequence[int] | None = None, cache_mb: float = 256):
         super().__init__()
         if intensity not in ("percentile", "ct", "zscore", "none"):
             raise ValueError(f"intensity must be 'percentile', 'ct', 'zscore' or 'none', got {intensity!r}")
@@ -170,6 +174,8 @@ class VolumeFolder(FileDataset):
         self._check_files(root)
         self.channels = self.meta[0]["channels"]
         self._maps: dict[int, tuple[float, float]] = {}
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.cache_bytes = int(cache_mb * 2**20)
         shapes = {m["shape"] for m in self.meta}
         if self.patch_size is None and self.pad_multiple is None and len(shapes) > 1:
             raise ValueError(f"volumes in {str(root)!r} have different shapes {sorted(shapes)[:3]} and cannot be "
@@ -181,9 +187,27 @@ class VolumeFolder(FileDataset):
     def _path(self, i: int) -> Path:
         return self.files[i // self.patches_per_item]
 
+    def _source(self, k: int):
+        """``(array-like, spatial shape, channels, channel_last)``; a compressed file is decompressed once
+        and kept (as ``[C, X, Y, Z]``) while it fits in ``cache_mb``."""
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            v = self._cache[k]
+            return v, v.shape[1:], v.shape[0], False
+        src, shape, c, channel_last, _ = _open(self.files[k])
+        if not self.files[k].name.lower().endswith(".gz"):
+            return src, shape, c, channel_last
+        v = _read(src, (slice(None),) * 3, c, channel_last)
+        if v.nbytes <= self.cache_bytes:
+            while self._cache and sum(a.nbytes for a in self._cache.values()) + v.nbytes > self.cache_bytes:
+                self._cache.popitem(last=False)
+            self._cache[k] = v
+        return v, v.shape[1:], v.shape[0], False
+
     def _value_map(self, k: int, src, c: int, channel_last: bool) -> tuple[float, float]:
         if k not in self._maps:
-            whole = _read(src, (slice(None),) * 3, c, channel_last)
+            whole = src if isinstance(src, np.ndarray) and src.ndim == 4 and not channel_last else \
+                _read(src, (slice(None),) * 3, c, channel_last)
             self._maps[k] = intensity_map(whole, self.intensity, self.percentiles, self.ct_window)
         return self._maps[k]
 
@@ -194,17 +218,19 @@ class VolumeFolder(FileDataset):
         return crop_box(shape, self.patch_size, random_)
 
     def item_info(self, i: int) -> dict:
-        """``{"path", "affine" (4x4 of the item: shifted to the patch for centre patches), "shape",
-        "offset", "value_map": [scale, offset], "intensity"}``; ``value_map`` is computed on first use."""
+        """``{"path", "affine" (4x4 of the item: shifted to the patch for centre patches), "shape" (of the
+        volume), "offset", "item_shape" (before padding), "value_map": [scale, offset], "intensity"}``;
+        ``value_map`` is computed on first use."""
         k = i // self.patches_per_item
         m = self.meta[k]
         offset = self._box(k, False) if self.split != "train" else (0, 0, 0)
         affine = m["affine"].copy()
         affine[:3, 3] = affine[:3, :3] @ np.asarray(offset, np.float64) + affine[:3, 3]
         info = {"path": str(self.files[k]), "affine": affine, "shape": list(m["shape"]), "offset": list(offset),
+                "item_shape": list(self.patch_size or m["shape"]),
                 "intensity": self.intensity}
         try:
-            src, _, c, cl, _ = _open(self.files[k])
+            src, _, c, cl = self._source(k)
             info["value_map"] = list(self._value_map(k, src, c, cl))
         except Exception as e:  # noqa: BLE001
             warn_skip(self.files[k], e)
@@ -214,7 +240,7 @@ class VolumeFolder(FileDataset):
 
     def _load(self, i: int) -> torch.Tensor:
         k = i // self.patches_per_item
-        src, shape, c, channel_last, _ = _open(self.files[k])
+        src, shape, c, channel_last = self._source(k)
         scale, offset = self._value_map(k, src, c, channel_last)
         start = self._box(k, self.split == "train")
         size = self.patch_size or shape

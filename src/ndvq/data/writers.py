@@ -74,7 +74,8 @@ def write_item(modality: str, x, path_stem: str | Path, info: dict | None = None
         x: the item (tensor or array), values in ``[-1, 1]`` (series: z-scored).
         path_stem: output path without extension (folders are created).
         info: ``dataset.item_info(i)`` of the item (fps, sample_rate, affine, mean/std, bit_depth,
-            value_map, ...). Default None.
+            value_map, ...). ``info["item_shape"]`` (spatial shape before padding) crops a padded
+            ``x`` back to the item's size. Default None.
 
     Example:
         >>> import tempfile, torch
@@ -85,6 +86,9 @@ def write_item(modality: str, x, path_stem: str | Path, info: dict | None = None
     x = _np(x)
     _check(modality, x)
     info = dict(info or {})
+    shape = info.get("item_shape")
+    if shape is not None and len(shape) == x.ndim - 1:  # undo padding to the model's downsampling
+        x = x[(slice(None),) + tuple(slice(0, int(s)) for s in shape)]
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     return [{"image": _write_image, "video": _write_video, "audio": _write_audio, "series": _write_series,

@@ -65,7 +65,7 @@ def diagnose(records: Sequence[dict], config, thresholds: Thresholds | None = No
     Example:
         >>> recs = [{"step": s, "split": "train", "loss": 1.0 / (s + 1)} for s in range(0, 100, 10)]
         >>> [f.rule for f in diagnose(recs, {"model": {"kind": "vqvae"}})]
-        ['slow']
+        ['slow', 'healthy']
     """
     th = thresholds or Thresholds()
     cfg = _config_dict(config)
@@ -100,7 +100,8 @@ def _healthy_or_too_early(view: RunView, th: Thresholds) -> Finding:
     elif view.train.has(name):
         parts.append(f"train {name} {fmt_num(view.recent_median('train', name))}")
     if view.val.has("psnr"):
-        parts.append(f"val PSNR {view.recent_median('val', 'psnr'):.3g} dB")
+        st, v = view.val.get("psnr")
+        parts.append(f"val PSNR {v[-1]:.3g} dB at step {int(st[-1])}")
     if not view.is_kl and view.train.has("perplexity"):
         p = view.recent_median("train", "perplexity")
         parts.append(f"perplexity {p:.3g} of {view.n_codes} codes ({100 * p / view.n_codes:.2g}%)")
@@ -108,6 +109,7 @@ def _healthy_or_too_early(view: RunView, th: Thresholds) -> Finding:
         parts.append(f"batch usage {100 * view.recent_median('train', 'usage'):.3g}%")
     return Finding("ok", "Looks healthy",
                    f"no warning over steps {int(view.first_step)}-{int(view.last_step)}: " + ", ".join(parts),
+                   "losses fall and nothing is unstable" if view.is_kl else
                    "losses fall, the codebook is used and nothing is unstable", [], "healthy")
 
 

@@ -183,9 +183,10 @@ def _usage_hist_plot(runs: Sequence[RunData], salt: str) -> str | None:
             if len(runs) == 1 and len(u["counts"]) == 1:
                 ax.stairs(c, np.arange(len(c) + 1) - 0.5, fill=True, color=color, label=tag.strip() or None)
             else:  # rank-frequency, one path per run and level (thinned for large codebooks)
-                srt = np.sort(c)[::-1]
-                x, y = _thin(np.arange(1, len(srt) + 1), np.maximum(srt, 0.5))
-                ax.plot(x, y, color=color, lw=1.5, ls=["-", "--", ":"][lv % 3], label=tag.strip())
+                srt = np.sort(c[c > 0])[::-1]  # used codes only: where the line ends is how many were used
+                x, y = _thin(np.arange(1, len(srt) + 1), srt)
+                ax.plot(x, y, color=color, lw=1.5, ls=["-", "--", ":"][lv % 3], label=f"{tag.strip()} ({len(srt)} of {len(c)} used)")
+                ax.axvline(len(c), color=color, lw=0.8, ls=":", alpha=0.7)
     if latent:
         ax.set_title("Latent means on the val split", fontsize=11)
         ax.set_xlabel("value")
@@ -197,7 +198,7 @@ def _usage_hist_plot(runs: Sequence[RunData], salt: str) -> str | None:
     else:
         ax.set_yscale("log")
         ax.set_xscale("log")
-        ax.set_title("Code usage on the val split (codes sorted by frequency)", fontsize=11)
+        ax.set_title("Code usage on the val split (used codes sorted by frequency; dotted: n_codes)", fontsize=11)
         ax.set_xlabel("rank")
         ax.set_ylabel("count")
     if ax.get_legend_handles_labels()[0]:

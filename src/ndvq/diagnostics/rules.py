@@ -1,7 +1,8 @@
 """The doctor's rules and the one table of thresholds they use.
 
-Every rule is a function ``rule(view, th) -> Finding | None`` that reads a :class:`RunView`
-(the run's metrics as arrays plus its resolved config) and the :class:`Thresholds`. Rules
+Every rule is a function ``rule(view, th) -> Finding | None`` that reads a
+:class:`~ndvq.diagnostics.view.RunView` (the run's metrics as arrays plus its resolved config)
+and the :class:`Thresholds`. Rules
 only look at numbers that ``metrics.jsonl`` already holds (names in docs/design.md), so they
 work on a running run, a finished run and inside the training loop at every validation.
 
@@ -14,10 +15,22 @@ docs/tuning.md. Fixes are ``key=value`` overrides for ``ndvq train`` whose keys 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
+
+from ndvq.diagnostics.view import (
+    SEVERITIES,
+    Finding,
+    RunView,
+    Series,
+    _over,
+    _smooth,
+    _steps,
+    fmt_kv,
+    fmt_num,
+)
 
 __all__ = [
     "SEVERITIES",
@@ -29,45 +42,6 @@ __all__ = [
     "thresholds_table",
     "fmt_kv",
 ]
-
-SEVERITIES = ("critical", "warning", "info", "ok")
-"""Severity order, most important first. ``critical`` findings are printed by the training loop."""
-
-
-@dataclass
-class Finding:
-    """One diagnosis.
-
-    Args:
-        severity: one of :data:`SEVERITIES` (``"critical"``, ``"warning"``, ``"info"``, ``"ok"``).
-        title: short name of the problem, e.g. ``"Codebook collapse"``.
-        observed: what the metrics show, with numbers and steps.
-        cause: the likely cause.
-        fixes: ranked ``key=value`` overrides for ``ndvq train`` (try one at a time), may be empty.
-        rule: id of the rule that produced it (e.g. ``"collapse"``).
-    """
-
-    severity: str
-    title: str
-    observed: str
-    cause: str
-    fixes: list[str] = field(default_factory=list)
-    rule: str = ""
-
-    @property
-    def severe(self) -> bool:
-        """True for findings the training loop should print as a warning (``critical``)."""
-        return self.severity == "critical"
-
-    def to_dict(self) -> dict:
-        return {
-            "severity": self.severity,
-            "rule": self.rule,
-            "title": self.title,
-            "observed": self.observed,
-            "cause": self.cause,
-            "fixes": list(self.fixes),
-        }
 
 
 def _t(default: float, doc: str):
@@ -105,7 +79,7 @@ class Thresholds:
     overfit_val_rise: float = _t(0.05, "overfitting: val recon rose by more than this fraction above its minimum ...")
     overfit_train_drop: float = _t(0.05, "... while train recon fell by more than this fraction over the same steps")
     overfit_flat_train_drop: float = _t(0.10, "overfitting (flat variant): train recon fell by more than this over the last half of validations while val moved less than `plateau`")
-    gap_ratio: float = _t(1.5, "warning: recent val recon above this multiple of recent train recon")
+    gap_ratio: float = _t(2.0, "warning: val recon of the last validations above this multiple of train recon over the same steps")
     lr_constant: float = _t(1.01, "the LR counts as never decayed when max/min of the logged lr after warm-up is below this")
     nonfinite_critical: float = _t(0.01, "critical: non-finite steps above this fraction of steps (or a non-finite logged loss)")
     kl_share_high: float = _t(0.1, "KL-VAE blurry: kl_weight*kl_loss / recon_loss above this means the KL weight dominates")
@@ -123,215 +97,17 @@ def thresholds_table(th: Thresholds | None = None) -> str:
     return "\n".join(rows)
 
 
-# ----------------------------------------------------------------------------- metrics view
-
-
-@dataclass
-class Series:
-    """One split's records as arrays: ``steps [N]`` and ``values[name] [N]`` (NaN where absent)."""
-
-    steps: np.ndarray
-    values: dict[str, np.ndarray]
-    bad: dict[str, np.ndarray] = field(default_factory=dict)
-    """``bad[name]``: True where the record had ``name`` but its value was NaN/inf/null."""
-
-    @staticmethod
-    def from_records(records: Sequence[dict]) -> Series:
-        recs = sorted((r for r in records if isinstance(r.get("step"), (int, float))), key=lambda r: r["step"])
-        steps = np.array([float(r["step"]) for r in recs], dtype=float)
-        names = {k for r in recs for k, v in r.items() if k not in ("step", "epoch", "split", "time")}
-        values, bad = {}, {}
-        for k in names:
-            col = np.array([_as_float(r.get(k)) for r in recs], dtype=float)
-            present = np.array([k in r for r in recs], dtype=bool)
-            values[k] = col
-            bad[k] = present & ~np.isfinite(col)
-        return Series(steps, values, bad)
-
-    def nonfinite_steps(self, name: str) -> np.ndarray:
-        """Steps where ``name`` was logged with a non-finite value."""
-        return self.steps[self.bad[name]] if name in self.bad else np.empty(0)
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def has(self, name: str) -> bool:
-        return name in self.values and bool(np.isfinite(self.values[name]).any())
-
-    def get(self, name: str, start: float = -math.inf, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """``(steps, values)`` of ``name`` from step ``start`` on (finite values only by default)."""
-        if name not in self.values:
-            return np.empty(0), np.empty(0)
-        v = self.values[name]
-        keep = self.steps >= start
-        if finite:
-            keep &= np.isfinite(v)
-        return self.steps[keep], v[keep]
-
-
-def _as_float(v) -> float:
-    if isinstance(v, bool) or v is None:
-        return math.nan
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return math.nan
-    return math.nan
-
-
-@dataclass
-class RunView:
-    """What the rules read: the run's train/val series, its config and derived facts.
-
-    Args:
-        train: train split series.
-        val: val split series.
-        config: resolved config as a plain nested dict (``Config.model_dump(mode="json")``).
-        errors: error texts seen in the run (crash logs; ``{"split": "error", "error": ...}`` records).
-        th: thresholds in use.
-    """
-
-    train: Series
-    val: Series
-    config: dict
-    errors: list[str]
-    th: Thresholds
-
-    def cfg(self, dotted: str, default=None):
-        node = self.config
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return default if node is None else node
-
-    @property
-    def is_kl(self) -> bool:
-        return self.cfg("model.kind") == "klvae"
-
-    @property
-    def qkind(self) -> str:
-        return self.cfg("model.quantizer.kind", "vq")
-
-    @property
-    def n_codes(self) -> int:
-        """Codes per codebook that perplexity/usage refer to (FSQ/LFQ: the implicit codebook size)."""
-        levels = self.cfg("model.quantizer.levels", [8, 5, 5, 5])
-        if self.qkind == "fsq":
-            return int(np.prod(levels))
-        if self.qkind == "lfq":
-            return int(2 ** len(levels))
-        return int(self.cfg("model.n_codes", 512))
-
-    @property
-    def last_step(self) -> float:
-        ends = [s.steps[-1] for s in (self.train, self.val) if len(s)]
-        return max(ends) if ends else 0.0
-
-    @property
-    def first_step(self) -> float:
-        starts = [s.steps[0] for s in (self.train, self.val) if len(s)]
-        return min(starts) if starts else 0.0
-
-    @property
-    def warm_end(self) -> float:
-        """First step after warm-up."""
-        span = self.last_step - self.first_step
-        return max(self.first_step + self.th.warmup_fraction * span, float(self.cfg("train.warmup_steps", 0)))
-
-    @property
-    def recent_start(self) -> float:
-        span = self.last_step - self.first_step
-        return max(self.last_step - self.th.window_fraction * span, self.warm_end)
-
-    def recent(self, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Values of ``name`` in the recent window; falls back to the last 3 records when the window is empty."""
-        s = self.train if split == "train" else self.val
-        st, v = s.get(name, self.recent_start)
-        if len(v) < 2:
-            st, v = s.get(name)
-            st, v = st[-3:], v[-3:]
-        return st, v
-
-    def recent_median(self, split: str, name: str) -> float:
-        _, v = self.recent(split, name)
-        return float(np.median(v)) if len(v) else math.nan
-
-    def improvement(self, split: str, name: str) -> tuple[float, float, float, float, float]:
-        """Relative drop of ``name`` across the recent window: ``(drop, first, last, step0, step1)``.
-
-        ``first``/``last`` are medians of the first and last third of the window (robust to noise).
-        """
-        st, v = self.recent(split, name)
-        if len(v) < 2:
-            return math.nan, math.nan, math.nan, math.nan, math.nan
-        k = max(1, len(v) // 3)
-        a, b = float(np.median(v[:k])), float(np.median(v[-k:]))
-        drop = (a - b) / abs(a) if a else 0.0
-        return drop, a, b, float(st[0]), float(st[-1])
-
-    @property
-    def recon_name(self) -> str:
-        return "recon_loss" if self.train.has("recon_loss") or self.val.has("recon_loss") else "loss"
-
-
-# ----------------------------------------------------------------------------- formatting
-
-
-def fmt_num(x: float) -> str:
-    """Compact number: 3 significant digits, no trailing noise."""
-    if x is None or not math.isfinite(x):
-        return str(x)
-    if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-3):
-        return f"{x:.3g}"
-    return f"{x:.4g}" if abs(x) >= 1 else f"{x:.3g}"
-
-
-def fmt_kv(key: str, value) -> str:
-    """``key=value`` in the override syntax ``ndvq train`` accepts (YAML scalars and flow lists)."""
-    if isinstance(value, bool):
-        v = "true" if value else "false"
-    elif isinstance(value, float):
-        v = f"{value:.3g}"
-        if "e" not in v and "." not in v:
-            v += ".0"
-    elif isinstance(value, (list, tuple)):
-        v = "[" + ",".join(fmt_kv("", x)[1:] for x in value) + "]"
-    elif value is None:
-        v = "null"
-    else:
-        v = str(value)
-    return f"{key}={v}"
-
-
-def _steps(a: float, b: float) -> str:
-    return f"steps {int(a)}-{int(b)}"
-
-
-def _over(view: RunView, st: np.ndarray) -> str:
-    if not len(st):
-        return ""
-    return f"over {_steps(st[0], st[-1])} ({len(st)} records)"
-
-
-def _smooth(v: np.ndarray) -> np.ndarray:
-    """Running median over ``max(3, N//20)`` records (centred)."""
-    k = max(3, len(v) // 20)
-    if len(v) < k:
-        return v.copy()
-    pad = np.pad(v, (k // 2, k - 1 - k // 2), mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(pad, k)
-    return np.median(windows, axis=1)
-
-
 # ----------------------------------------------------------------------------- fix builders
 
 
 def _lower_lr(view: RunView, factor: float = 3.0) -> str:
     return fmt_kv("train.learning_rate", float(view.cfg("train.learning_rate", 3e-4)) / factor)
+
+
+def _warmup(view: RunView) -> str:
+    """A linear warm-up over ~5% of the run (at most 500 steps)."""
+    ms = view.cfg("train.max_steps") or 10000
+    return fmt_kv("train.warmup_steps", int(max(1, min(500, int(ms) // 20))))
 
 
 def _bigger_batch(view: RunView) -> str:
@@ -446,7 +222,7 @@ def rule_nonfinite(view: RunView, th: Thresholds) -> Finding | None:
     if view.cfg("train.precision", "32") == "16-mixed":
         fixes.append(fmt_kv("train.precision", "bf16-mixed"))
     if int(view.cfg("train.warmup_steps", 0)) == 0:
-        fixes.append(fmt_kv("train.warmup_steps", 500))
+        fixes.append(_warmup(view))
     cause = ("the learning rate (or the KL weight) is too high for this model: activations or the KL term overflow"
              if view.is_kl else
              "updates too large for the loss surface (learning rate too high, no warm-up) or fp16 overflow")
@@ -515,13 +291,15 @@ def rule_divergence(view: RunView, th: Thresholds) -> Finding | None:
     if spikes:
         parts.append(f"{len(spikes)} loss spikes above {th.spike_factor:g}x the running median after warm-up "
                      f"(steps {', '.join(map(str, spikes[:6]))}{', ...' if len(spikes) > 6 else ''})")
-    fixes = [_lower_lr(view), _bigger_batch(view)]
+    lr = float(view.cfg("train.learning_rate", 3e-4))
+    severe = diverged or blowup or trivial
+    fixes = [fmt_kv("train.learning_rate", min(lr / 10, 1e-3)) if severe else _lower_lr(view), _bigger_batch(view)]
     clip = view.cfg("train.grad_clip")
     if clip is None or float(clip) > 0.5:
         fixes.append(fmt_kv("train.grad_clip", 0.5))
     if int(view.cfg("train.warmup_steps", 0)) == 0:
-        fixes.append(fmt_kv("train.warmup_steps", 500))
-    return Finding("critical" if diverged or blowup or trivial else "warning", "Training is unstable", "; ".join(parts),
+        fixes.append(_warmup(view))
+    return Finding("critical" if severe else "warning", "Training is unstable", "; ".join(parts),
                    "the learning rate is too high for this batch size (noisy, oversized updates)", fixes, "instability")
 
 
@@ -697,11 +475,16 @@ def rule_gap(view: RunView, th: Thresholds) -> Finding | None:
     name = view.recon_name
     if not view.val.has(name) or len(view.train) < th.min_records:
         return None
-    vst, vv = view.recent("val", name)
-    t = view.recent_median("train", name)
-    v = float(np.median(vv)) if len(vv) else math.nan
+    vst, vv = view.val.get(name)
+    k = max(1, min(3, len(vv) // 3))  # the last few validations ...
+    v, s0, s1 = float(np.median(vv[-k:])), float(vst[-k]), float(vst[-1])
+    tst, tv = view.train.get(name)
+    span = max(s1 - s0, 0.05 * (view.last_step - view.first_step), 1.0)
+    near = (tst >= s0 - span / 2) & (tst <= s1)  # ... against train records over the same steps
+    t = float(np.median(tv[near])) if near.any() else view.recent_median("train", name)
     if not (math.isfinite(v) and math.isfinite(t)) or t <= 0 or v <= th.gap_ratio * t:
         return None
+    where = f"at step {int(s1)}" if k == 1 else f"over {_steps(s0, s1)} ({k} validations)"
     fixes = [_bigger_batch(view)]
     if not view.cfg("data.augment", False):
         fixes.append(fmt_kv("data.augment", True))
@@ -709,7 +492,7 @@ def rule_gap(view: RunView, th: Thresholds) -> Finding | None:
     if view.cfg("model.norm", "batch") == "batch" and not view.is_kl:
         fixes.append(fmt_kv("model.norm", "group"))
     return Finding("warning", "Validation loss far above training loss",
-                   f"val {name} {fmt_num(v)} is {v / t:.2g}x train {name} {fmt_num(t)} {_over(view, vst)}",
+                   f"val {name} {fmt_num(v)} is {v / t:.2g}x train {name} {fmt_num(t)} {where}",
                    "the validation data differ from what a batch shows the model (small batches, little "
                    "variety, batch-norm statistics from small batches)", fixes, "val_gap")
 

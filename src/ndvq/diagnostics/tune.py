@@ -9,7 +9,7 @@ The space file (YAML) maps dotted config keys to what to sample::
     model.quantizer.restart: [batch, replay]                       # categorical (a list)
     model.downsample: {choices: [[4, 4], [2, 2]]}                  # categorical of lists
     optuna:                                                        # optional study settings
-      metric: loss            # val metric the trial is judged on (any val scalar), default loss
+      metric: recon_loss      # val metric the trial is judged on (any val scalar), default recon_loss
       direction: minimize     # or maximize (e.g. metric: psnr)
       n_startup_trials: 5     # MedianPruner: trials before pruning starts
       n_warmup_steps: 0       # MedianPruner: steps before a trial can be pruned
@@ -205,7 +205,7 @@ def tune(config: str | Path, space: str | Path, trials: int, study_dir: str | Pa
                 _trial_config(base, params, {p.key: v}, run_root, "check")
             except ValueError as e:
                 raise TuneError(f"space {p.key}={v!r} does not give a valid config: {e}") from None
-    metric = str(opts.get("metric", "loss"))
+    metric = str(opts.get("metric", "recon_loss"))
     direction = opts.get("direction", "minimize")
     study_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -249,7 +249,7 @@ def tune(config: str | Path, space: str | Path, trials: int, study_dir: str | Pa
         if getattr(result, "stopped", "finished") == "interrupted":  # the loop caught Ctrl-C and stopped cleanly
             trial.set_user_attr("interrupted", True)
             raise KeyboardInterrupt
-        if not math.isfinite(best[0]) and metric == "loss":
+        if not math.isfinite(best[0]) and metric == "recon_loss":  # the loop's best_val_loss is the val recon loss
             bv = getattr(result, "best_val_loss", None)
             best[0] = float(bv) if bv is not None else math.inf
         if not math.isfinite(best[0]):
@@ -298,7 +298,8 @@ def _retry_interrupted(study, params: list[Param]) -> None:
 
 def _print_trial(study, trial) -> None:
     value = "" if trial.value is None else f" val={trial.value:.4g}"
-    print(f"  trial {trial.number}: {trial.state.name.lower()}{value} {trial.params}")
+    params = ", ".join(f"{k}={_cell(v)}" for k, v in trial.params.items())
+    print(f"  trial {trial.number}: {trial.state.name.lower()}{value}  {params}", flush=True)
 
 
 def _finish(study, params: list[Param], base: dict, study_dir: Path, metric: str) -> TuneResult:

@@ -70,17 +70,18 @@ class NDimAttention(nn.Module):
         b, *s, c = x.shape
         h, dh = self.n_head, c // self.n_head
         p = self.attn_dropout if self.training else 0.0
-        qkv = self.qkv(x).view(b, *s, self.n_axes, 3, h, dh)  # [B, *S, A*3*C] -> [B, *S, A, 3, H, dh]
+        # unbind (not indexing) so that backward stacks gradients instead of zero-filling full-size buffers
+        per_axis = self.qkv(x).view(b, *s, self.n_axes, 3, h, dh).unbind(-4)  # A x [B, *S, 3, H, dh]
         if self.attn_type == "full":
-            t = qkv[..., 0, :, :, :].reshape(b, -1, 3, h, dh).permute(2, 0, 3, 1, 4)  # [3, B, H, N, dh]
-            o = F.scaled_dot_product_attention(t[0], t[1], t[2], dropout_p=p)  # [B, H, N, dh]
+            q, k, v = per_axis[0].reshape(b, -1, 3, h, dh).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, N, dh]
+            o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [B, H, N, dh]
             return self.proj(o.transpose(1, 2).reshape(b, *s, c))  # [B, H, N, dh] -> [B, *S, C]
         outs = []
-        for a in range(self.n_dims):
-            t = qkv[..., a, :, :, :].movedim(1 + a, -2)  # [B, *S\a, 3, H, S_a, dh]
+        for a, t in enumerate(per_axis):
+            t = t.movedim(1 + a, -2)  # [B, *S\a, 3, H, S_a, dh]
             rest = t.shape[:-4]
-            t = t.reshape(-1, 3, h, s[a], dh).transpose(0, 1)  # [3, B*prod(S\a), H, S_a, dh]
-            o = F.scaled_dot_product_attention(t[0], t[1], t[2], dropout_p=p)  # [N', H, S_a, dh]
+            q, k, v = t.reshape(-1, 3, h, s[a], dh).unbind(1)  # 3 x [B*prod(S\a), H, S_a, dh]
+            o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [N', H, S_a, dh]
             o = o.reshape(*rest, h, s[a], dh).movedim(-2, 1 + a)  # [B, *S, H, dh]
             outs.append(o.reshape(b, *s, c))
         return self.proj(torch.cat(outs, dim=-1))  # [B, *S, A*C] -> [B, *S, C]

@@ -26,6 +26,7 @@ from torch import nn
 
 from .base import Quantizer, QuantizerOutput, all_reduce_, usage_from_counts
 from .search import (
+    JITTER,
     kmeans_seed,
     lloyd_update,
     nearest_codes,
@@ -243,7 +244,7 @@ class VectorQuantizer(Quantizer):
         prior_w = batches.float()
         batch_sum, batch_count = total, size
         for it in range(max(1, self.kmeans_iters)):
-            reseed = sync_rows_(sample_rows(x, k, offset=it + 1), self.training)
+            reseed = sync_rows_(sample_rows(x, k, offset=it + 1, jitter=JITTER), self.training)
             centroids, batch_sum, batch_count = lloyd_update(
                 x, centroids, total, size, prior_w, reseed, self.training, self.chunk_rows, self.cosine)
         new_size = (prior_w * size + batch_count) / (prior_w + 1)  # per-batch mean count
@@ -253,6 +254,8 @@ class VectorQuantizer(Quantizer):
     @torch.no_grad()
     def _restart_and_grow(self, x: torch.Tensor) -> None:
         """Re-seed dead codes (every ``restart_interval`` steps) and grow the codebook (once)."""
+        if self.grow_to is None and self.restart == "none":
+            return
         k = self.n_codes
         embed, size, total, active = self.embed.detach(), self.cluster_size, self.embed_sum, self.active
         if self.grow_to is not None:
@@ -271,7 +274,7 @@ class VectorQuantizer(Quantizer):
             source = x
             if self.restart == "replay":
                 source = self._push_replay(x)
-            cand = sync_rows_(sample_rows(source, k), self.training)  # [K, Dc], same on all ranks
+            cand = sync_rows_(sample_rows(source, k, jitter=JITTER), self.training)  # [K, Dc], same on all ranks
             if self.cosine:
                 cand = F.normalize(cand, dim=-1)
             due = (torch.remainder(self.step, self.restart_interval) == 0) & self.initialised

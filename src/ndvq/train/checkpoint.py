@@ -105,7 +105,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def update_best(best: list[list], value: float, step: int, ckpt_dir: Path, keep: int) -> tuple[list[list], Path | None]:
+def update_best(best: list[list], value: float, step: int, ckpt_dir: Path, keep: int,
+                delete: bool = True) -> tuple[list[list], Path | None]:
     """Keep-N bookkeeping of the best checkpoints (lowest ``value``).
 
     Args:
@@ -114,6 +115,7 @@ def update_best(best: list[list], value: float, step: int, ckpt_dir: Path, keep:
         step: current step (names the file ``best-step0001000.ckpt``).
         ckpt_dir: folder of the checkpoints.
         keep: how many best files to keep.
+        delete: delete the files that dropped out (rank 0 only). Default True.
 
     Returns:
         The new list and the path to write now (None when this one is not among the best);
@@ -124,7 +126,7 @@ def update_best(best: list[list], value: float, step: int, ckpt_dir: Path, keep:
     name = f"best-step{step:07d}.ckpt"
     best = sorted([b for b in best if b[1] != name] + [[float(value), name]], key=lambda b: b[0])
     dropped, best = best[keep:], best[:keep]
-    for _, old in dropped:
+    for _, old in dropped if delete else ():
         (ckpt_dir / old).unlink(missing_ok=True)
     return best, (ckpt_dir / name if any(b[1] == name for b in best) else None)
 

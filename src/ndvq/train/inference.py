@@ -104,14 +104,17 @@ def evaluate(path: str | Path, data: str | Path | None = None, split: str | None
     sums: dict[str, float] = {}
     counts, n, bits, elements, n_codes = None, 0, 0.0, 0, 0
     margs = model.ndvq_model_args
-    for _, x in _batches(ds, batch_size):
+    for idx, x in _batches(ds, batch_size):
         x = x.to(_device())
         o = model(x)
-        y = o.reconstruction.float()
-        per_item = {"mse": M.mse(x, y), "mae": M.mae(x, y), "psnr": M.psnr(x, y, rng)}
-        s = M.ssim(x, y, rng)
-        if s is not None:
-            per_item["ssim"] = s
+        per_item: dict[str, torch.Tensor] = {}
+        for i, xi, yi in zip(idx, x, o.reconstruction.float()):  # metrics on the unpadded item
+            xi, yi = _unpad(ds, i, xi)[None], _unpad(ds, i, yi)[None]
+            for k, v in {"mse": M.mse(xi, yi), "mae": M.mae(xi, yi), "psnr": M.psnr(xi, yi, rng),
+                         "ssim": M.ssim(xi, yi, rng)}.items():
+                if v is not None:
+                    per_item[k] = torch.cat([per_item[k], v]) if k in per_item else v
+            elements += xi.numel()
         for k, v in o.scalars().items():
             if k not in ("perplexity", "usage"):
                 per_item[k] = v.float().expand(len(x))
@@ -124,7 +127,6 @@ def evaluate(path: str | Path, data: str | Path | None = None, split: str | None
             for j, lv in enumerate(levels):
                 bits += lv.numel() * builders.bits_per_code(margs, j, len(levels))
                 n_codes += lv.numel()
-        elements += x.numel()
         n += len(x)
     res = {"n_items": n, "split": split, **{k: v / n for k, v in sums.items()}}
     if counts is not None:
@@ -139,6 +141,19 @@ def evaluate(path: str | Path, data: str | Path | None = None, split: str | None
     out.write_text(json.dumps(res, indent=2))
     res["json"] = str(out)
     return res
+
+
+def _item_shape(ds, i: int) -> list[int] | None:
+    info = ds.item_info(i) if hasattr(ds, "item_info") else None
+    return list((info or {}).get("item_shape") or []) or None
+
+
+def _unpad(ds, i: int, x: torch.Tensor) -> torch.Tensor:
+    """``x [C, *S]`` cropped to item ``i``'s shape before padding (``item_info(i)["item_shape"]``)."""
+    shape = _item_shape(ds, i)
+    if shape is None or len(shape) != x.ndim - 1:
+        return x
+    return x[(slice(None),) + tuple(slice(0, s) for s in shape)]
 
 
 def format_table(res: dict) -> str:
@@ -182,7 +197,7 @@ def encode(path: str | Path, out: str | Path, data: str | Path | None = None, sp
             info = ds.item_info(i) if hasattr(ds, "item_info") else {}
             names.append(str((info or {}).get("path", i)))
             infos.append(_json_info(info))
-        in_shapes += [list(x.shape[1:])] * len(idx)
+        in_shapes += [[x.shape[1], *(_item_shape(ds, i) or x.shape[2:])] for i in idx]
         lat_shapes += [list(levels[-1].shape[2:] if kind == "klvae" else levels[-1].shape[1:1 + cfg.model.n_dims])] * len(idx)
     key = "latents" if kind == "klvae" else "codes"
     arrays: dict[str, np.ndarray] = {}
@@ -229,7 +244,7 @@ def decode(path: str | Path, codes: str | Path, out: str | Path) -> list[Path]:
         levels = [torch.from_numpy(z[k][i] if k in z else z[f"{k}_item{i:06d}"])[None].to(_device()) for k in level_keys]
         recon = builders.decode_codes(model, cfg.model.kind, levels)[0].float().cpu()
         shape = [int(s) for s in z["input_shapes"][i]]
-        recon = recon[(slice(None),) + tuple(slice(0, s) for s in shape[1:])]  # undo padding to the downsampling
+        recon = recon[(slice(None),) + tuple(slice(0, s) for s in shape[1:])]  # undo the padding to the downsampling
         info = json.loads(str(z["infos"][i]))
         if "affine" in info:
             info["affine"] = np.asarray(info["affine"])

@@ -79,6 +79,12 @@ class MetricsLogger:
             self.tb.close()
             self.tb = None
 
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def read_metrics(path: str | Path) -> list[dict]:
     """All records of a ``metrics.jsonl`` (lines that are not valid JSON are skipped)."""
@@ -141,6 +147,13 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def summary_text(run_dir: Path, records: list[dict], best: list[list], elapsed: float, steps: int,

@@ -143,6 +143,8 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, on_validation) -> TrainResu
     val_iv, sample_iv, ckpt_iv = (every, every, every) if every else (t.val_interval, t.sample_interval, t.ckpt_interval)
 
     net, model_class, margs = builders.build_model(cfg)
+    if hasattr(net, "validate_inputs"):  # its per-batch NaN check of the input is a host sync every step;
+        net.validate_inputs = False      # non-finite losses and gradients are caught below instead
     if ckpt is not None:
         load_model_state(net, ckpt, model_class, margs, resume)
     if rank0:  # after the checks: a refused resume leaves the run's config.yaml untouched
@@ -162,6 +164,7 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, on_validation) -> TrainResu
         scheduler.load_state_dict(ckpt["scheduler"])
         step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         best, tracker_state, nonfinite_total = ckpt.get("best", []), ckpt.get("tracker"), ckpt.get("nonfinite_steps", 0)
+        fabric.strategy.precision.load_state_dict(ckpt.get("precision") or {})  # AMP grad-scaler state
         set_rng_state(ckpt["rng"])
         del ckpt
 
@@ -181,7 +184,7 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, on_validation) -> TrainResu
                  "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": rng_state(),
                  "config": config_to_dict(cfg), "model_class": model_class, "model_args": margs,
                  "tracker": tracker.state_dict() if tracker not in (None, False) else None, "best": best,
-                 "nonfinite_steps": int(bad_total.item())}
+                 "nonfinite_steps": int(bad_total.item()), "precision": fabric.strategy.precision.state_dict()}
         if disc is not None:
             state.update(discriminator=disc.module.state_dict(), disc_optimizer=disc_opt.optimizer.state_dict())
         if rank0:
@@ -189,7 +192,7 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, on_validation) -> TrainResu
         fabric.barrier()
 
     # ------------------------------------------------------------------ loop
-    with stop:
+    with stop, logger, progress:  # closed (TensorBoard flushed) however the loop ends
         while step < total and not stop.requested:
             loader = iter(_loader(train_ds, cfg, epoch, fabric.global_rank, world, skip=batch_in_epoch))
             for _ in range(steps_per_epoch - batch_in_epoch // t.grad_accum):
@@ -214,8 +217,6 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, on_validation) -> TrainResu
                 progress.update()
 
                 if step % min(t.log_interval, t.max_nonfinite_steps) == 0 and bad_run.item() >= t.max_nonfinite_steps:
-                    progress.close()
-                    logger.close()
                     raise NonFiniteLossError(
                         f"stopped at step {step}: {t.max_nonfinite_steps} consecutive steps with a non-finite loss or "
                         f"gradient; last good checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}. Lower "
@@ -233,7 +234,8 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, on_validation) -> TrainResu
                 if step % val_iv == 0 or step >= total:
                     last_val = _validate(fabric, net, loss_mod, val_ds, cfg, epoch)
                     rec = logger.log(last_val, step, epoch, "val")
-                    best, best_path = update_best(best, last_val["recon_loss"], step, run_dir / "checkpoints", t.keep_checkpoints)
+                    best, best_path = update_best(best, last_val["recon_loss"], step, run_dir / "checkpoints",
+                                                   t.keep_checkpoints, delete=rank0)
                     if best_path is not None and bad_run.item() == 0:
                         save(best_path)
                     if rank0 and t.doctor_warnings:
@@ -255,8 +257,6 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, on_validation) -> TrainResu
 
     if stop.requested:
         stopped = "interrupted"
-    progress.close()
-    logger.close()
     best_val = best[0][0] if best else None
     if rank0:
         print(summary_text(run_dir, logger.records, best, time.time() - logger.t0, step, stopped), flush=True)

@@ -1,0 +1,13 @@
+"""Diagnostics: metrics (PSNR/SSIM), the doctor's rules, the HTML report and hyperparameter tuning.
+
+- :mod:`ndvq.diagnostics.doctor`: ``diagnose(records, config)`` / ``diagnose_run(run_dir)`` -> findings.
+- :mod:`ndvq.diagnostics.rules`: the rules and the ``Thresholds`` table they use.
+- :mod:`ndvq.diagnostics.report`: ``write_report(run_dirs, out)`` (self-contained HTML).
+- :mod:`ndvq.diagnostics.tune`: ``tune(config, space, trials, study_dir)`` (Optuna).
+- :mod:`ndvq.diagnostics.commands`: the ``doctor``, ``report`` and ``tune`` subcommands.
+"""
+
+from ndvq.diagnostics.doctor import Finding, diagnose, diagnose_run
+from ndvq.diagnostics.rules import Thresholds
+
+__all__ = ["Finding", "Thresholds", "diagnose", "diagnose_run"]
