@@ -154,6 +154,9 @@ def test_two_step_train_per_modality(kind, tmp_path, capsys):
     assert code == 0, err
     run_dir = tmp_path / "runs" / "r"
     assert "finished after 2 steps" in out
+    # the start header names the run dir and both splits' data (files, items, item shape)
+    assert str(run_dir) in out.split("finished after")[0]
+    assert "train data" in out and "val data" in out and "item shape" in out
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["config"]["data"]["kind"] == kind
     assert list((run_dir / "checkpoints").glob("best-step*.ckpt"))
@@ -221,3 +224,18 @@ def test_resume_with_changed_model_is_refused(tmp_path, capsys):
     assert code == 2 and "n_codes=16" in err and len(err.strip().splitlines()) == 1, err
     code, out, err = run(["train", "--resume", tmp_path / "r", "train.max_steps=3"], capsys)
     assert code == 0 and "finished after 3 steps" in out, err
+
+
+def test_broken_pipe_exits_quietly(monkeypatch, capsys):
+    """`ndvq doctor run | head`: the reader closing the pipe is not an error."""
+    import ndvq.cli as cli
+
+    def raise_broken_pipe(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    parser = cli.build_parser()
+    real_parse = parser.parse_args
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv: (ns := real_parse(argv), setattr(ns, "func", raise_broken_pipe))[0])
+    assert cli.main(["doctor", "some-run"]) == 0
+    assert capsys.readouterr().err == ""

@@ -192,6 +192,27 @@ def test_load_config_detects_medical_file(tmp_path):
         load_medical(path)
 
 
+def test_config_format_flag(tmp_path, capsys):
+    """`ndvq train --config-format medical|ndvq|auto`: forced reading, with clear errors when it does not fit."""
+    from ndvq.cli import main
+
+    (tmp_path / "data" / "edente").mkdir(parents=True)
+    (tmp_path / "data" / "dente").mkdir()
+    med = tmp_path / "vae_config.json"
+    med.write_text(json.dumps(medical(data_base_dir=str(tmp_path / "data"))))
+    assert load_config(med, config_format="medical").model.kind == "klvae"
+    with pytest.raises(ConfigError, match="unknown config key"):  # read as ndvq's own schema: its sections are unknown
+        load_config(med, config_format="ndvq")
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"model": {"n_codes": 64}}))
+    with pytest.raises(ConfigError, match="not a medical vae_config.json.*autoencoder_def"):
+        load_config(own, config_format="medical")
+    assert main(["train", "-c", str(med), "--config-format", "medical", "--print-config"]) == 0
+    assert "kind: klvae" in capsys.readouterr().out
+    assert main(["train", "-c", str(own), "--config-format", "medical", "--print-config"]) == 2
+    assert "not a medical vae_config.json" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------------
 # End to end: `ndvq train -c vae_config.json` on generated float32 TIFF folders
 # --------------------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ def _train_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", type=Path, help="YAML, TOML or JSON config file (a medical vae_config.json "
                    "is detected and converted); default: the built-in default run")
+    p.add_argument("--config-format", choices=["auto", "ndvq", "medical"], default="auto",
+                   help="how to read -c: auto (default; a medical vae_config.json is recognised by its keys), "
+                        "ndvq, or medical")
     p.add_argument("--resume", metavar="RUN", type=Path, help="continue runs/<name> (or a .ckpt) exactly where it "
                    "stopped; its config.yaml is the base config unless -c is given")
     p.add_argument("--print-config", action="store_true", help="print the fully resolved config as YAML and exit")
@@ -105,7 +108,8 @@ def _cmd_train(args) -> int:
             if not (run_dir / "config.yaml").is_file():
                 raise ConfigError(f"{run_dir} has no config.yaml; pass the run's config with -c")
             base = run_dir / "config.yaml"
-    cfg = load_config(args.config or base, args.overrides)
+    cfg = load_config(args.config or base, args.overrides,
+                      config_format=args.config_format if args.config is not None else "auto")
     if args.print_config:
         print(config_to_yaml(cfg), end="")
         return 0
@@ -162,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ndvq: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped early (`ndvq doctor run | head`)
+        try:  # point stdout at /dev/null so flushing it at exit does not raise again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a real file (captured)
+            pass
+        return 0
     except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"ndvq: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -485,7 +485,7 @@ def _is_medical(data: dict) -> bool:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                base: dict | Config | None = None) -> Config:
+                base: dict | Config | None = None, config_format: str = "auto") -> Config:
     """Load, merge and validate a configuration.
 
     Args:
@@ -495,6 +495,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         overrides: ``key=value`` strings applied on top (values parsed with ``yaml.safe_load``).
         base: the starting point when ``path`` is None (a dict or Config). Default None:
             :data:`QUICKSTART` (the built-in default run).
+        config_format: ``"auto"`` (default: a medical file is recognised by its keys), ``"ndvq"``
+            (always read as ndvq's own schema) or ``"medical"`` (always convert as a medical
+            ``vae_config.json``; a file without its sections is an error naming them).
 
     Returns:
         The validated :class:`Config`.
@@ -508,9 +511,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         >>> cfg.model.n_codes, cfg.train.learning_rate
         (256, 0.0003)
     """
+    if config_format not in ("auto", "ndvq", "medical"):
+        raise ConfigError(f"config_format must be one of 'auto', 'ndvq', 'medical', got {config_format!r}")
     if path is not None:
         data = _load_file(path)
-        if _is_medical(data):
+        if config_format == "medical" and not _is_medical(data):
+            raise ConfigError(f"{str(path)!r} is not a medical vae_config.json: expected top-level keys "
+                              f"'autoencoder_def' and 'autoencoder_train', got {sorted(data)}")
+        if config_format == "medical" or (config_format == "auto" and _is_medical(data)):
             data = _from_medical(data, path)
     elif isinstance(base, Config):
         data = config_to_dict(base)

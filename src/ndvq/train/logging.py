@@ -156,6 +156,19 @@ class Progress:
         self.close()
 
 
+def start_text(run_dir: Path, datasets: dict, net, model_class: str, total: int, steps_per_epoch: int,
+               world: int, device, precision: str) -> str:
+    """The header printed when ``ndvq train`` starts: where the run goes, what data and model it uses."""
+    n_params = sum(p.numel() for p in net.parameters())
+    lines = [f"ndvq train: {model_class}, {n_params / 1e6:.2f} M parameters, {total} steps "
+             f"({steps_per_epoch} per epoch), {world} process(es) on {device}, precision {precision}",
+             f"  run dir      {run_dir}"]
+    for split, ds in datasets.items():
+        text = ds.summary() if hasattr(ds, "summary") else f"{len(ds)} item(s)"
+        lines.append(f"  {split + ' data':<12} {text}")
+    return "\n".join(lines)
+
+
 def summary_text(run_dir: Path, records: list[dict], best: list[list], elapsed: float, steps: int,
                  stopped: str) -> str:
     """The one-screen summary printed at the end of ``ndvq train``."""

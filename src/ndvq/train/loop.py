@@ -43,6 +43,7 @@ from ndvq.train.logging import (
     MetricsLogger,
     Progress,
     print_doctor_findings,
+    start_text,
     summary_text,
     write_recon_samples,
 )
@@ -168,6 +169,9 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, on_validation) -> TrainResu
         set_rng_state(ckpt["rng"])
         del ckpt
 
+    if rank0:
+        print(start_text(run_dir, {"train": train_ds, "val": val_ds}, net, model_class, total, steps_per_epoch,
+                         world, device=fabric.device, precision=t.precision), flush=True)
     logger = MetricsLogger(run_dir, enabled=rank0)
     progress = Progress(total, initial=step, enabled=rank0)
     stop = StopFlag()
