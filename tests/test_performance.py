@@ -133,7 +133,8 @@ def test_bf16_autocast_code_assignment_is_exact(training, input_dtype):
     z = z.to(input_dtype)  # bf16 tokens: what a bf16 encoder hands the quantizer
 
     def indices(autocast: bool) -> torch.Tensor:
-        q = build_quantizer("vq", dim=64, n_codes=512, init="random", restart="none").train(training)
+        q = build_quantizer("vq", dim=64, n_codes=512, init="random", restart="none",
+                            codebook_dim=None).train(training)  # search in the tokens' own 64 dims
         with torch.no_grad():
             q.embed.copy_(codebook)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -153,12 +154,14 @@ def test_model_under_bf16_autocast_assigns_nearest_codes():
     """End to end: under autocast the encoder runs in bf16, the quantizer still picks the exact
     nearest code of whatever tokens it receives."""
     model = tiny_model(2, embedding_dim=16).eval()
+    assert model.quantizer.codebook_dim == 8  # the default low-dimensional lookup: 16 -> 8 -> search
     seen = {}
-    model.quantizer.register_forward_pre_hook(lambda m, args: seen.update(z=args[0].detach().clone()))
+    model.quantizer.project_in.register_forward_hook(lambda m, args, out: seen.update(z=out.detach().clone()))
     x = torch.randn(8, 3, 16, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
-    z = seen["z"].float().reshape(-1, 16)  # [B, *L, D] -> [N, D]
+    assert seen["z"].dtype == torch.bfloat16  # the projection ran under autocast
+    z = seen["z"].float().reshape(-1, 8)  # [B, *L, 8] -> [N, 8]: the tokens the search receives
     want = _exact_nearest(z, model.quantizer.codebook().detach())
     assert torch.equal(out.indices.reshape(-1), want)
 

@@ -58,7 +58,8 @@ class QuantizerConfig(_Section):
     ema_accumulate_steps: int = Field(1, ge=1, description="steps of statistics accumulated before an EMA update")
     entropy_weight: float = Field(0.0, ge=0, description="lambda for KL(q(c) || uniform) on the batch code distribution")
     cosine: bool = False
-    codebook_dim: int | None = Field(None, ge=1, description="low-dimensional lookup with in/out projections")
+    codebook_dim: int | None = Field(8, ge=1, description="low-dimensional lookup with in/out projections "
+                                     "(null, or >= embedding_dim: look up in embedding_dim itself)")
     rotation_trick: bool = False
     sample_temperature: float = Field(0.0, ge=0, description="stochastic code sampling temperature (training only)")
     grow_to: int | None = Field(None, ge=2, description="grow the codebook to this size at grow_at_step")

@@ -63,3 +63,18 @@ def test_options_compile_fullgraph_with_backward(opts):
         (out.loss + out.quantized.sum()).backward()
         assert z.grad.abs().sum() > 0
     assert bool(q.initialised) and int(q.step) == 3
+
+
+@pytest.mark.parametrize("dim, codebook_dim, expected", [(64, "default", 8), (8, "default", 8), (4, "default", 4),
+                                                         (64, None, 64), (64, 128, 64), (64, 16, 16)])
+def test_codebook_dim_default_is_a_low_dimensional_lookup(dim, codebook_dim, expected):
+    """Default: codes looked up in 8 dims through projections; None or >= dim: the tokens' own dims."""
+    opts = {} if codebook_dim == "default" else {"codebook_dim": codebook_dim}
+    q = build_quantizer("vq", dim, 32, **opts)
+    assert q.codebook_dim == expected and q.codebook().shape == (32, expected)
+    assert isinstance(q.project_in, torch.nn.Identity) == (expected == dim)
+    out = q.train()(torch.randn(4, 10, dim))
+    assert out.quantized.shape == (4, 10, dim)
+    q.eval()
+    z = torch.randn(3, 5, dim)
+    assert torch.allclose(q.lookup(q(z).indices), q(z).quantized, atol=1e-6)

@@ -130,6 +130,12 @@ def _capacity_fixes(view: RunView) -> list[str]:
     return out
 
 
+def _full_dim_lookup(view, dim: int) -> bool:
+    """Whether the run's vector quantizer searches in the full embedding dimension (no low-dim lookup)."""
+    cd = view.cfg("model.quantizer.codebook_dim")
+    return cd is None or int(cd) >= dim
+
+
 def _codebook_rescue_fixes(view: RunView) -> list[str]:
     """Ranked fixes for a collapsing VQ codebook (one change at a time)."""
     q, out = view.qkind, []
@@ -146,7 +152,7 @@ def _codebook_rescue_fixes(view: RunView) -> list[str]:
     if view.cfg("model.quantizer.update", "ema") == "gradient" and q in ("vq", "residual", "grouped"):
         out.append(fmt_kv("model.quantizer.update", "ema"))
     dim = int(view.cfg("model.embedding_dim", 64))
-    if view.cfg("model.quantizer.codebook_dim") is None and dim > 8:
+    if _full_dim_lookup(view, dim) and dim > 8:
         out.append(fmt_kv("model.quantizer.codebook_dim", 8))
     if view.cfg("model.quantizer.restart", "batch") == "batch":
         out.append(fmt_kv("model.quantizer.restart", "replay"))
@@ -380,7 +386,7 @@ def rule_perplexity(view: RunView, th: Thresholds) -> Finding | None:
         if dim > 4:
             fixes.append(fmt_kv("model.embedding_dim", dim // 2))
         if view.qkind not in ("fsq", "lfq"):
-            if view.cfg("model.quantizer.codebook_dim") is None and dim > 8:
+            if _full_dim_lookup(view, dim) and dim > 8:
                 fixes.append(fmt_kv("model.quantizer.codebook_dim", 8))
             fixes.append(fmt_kv("model.n_codes", n * 2))
         else:
