@@ -31,22 +31,23 @@ from ndvq.data import create_dataset
 from ndvq.networks.vqvae import VQVAE
 from ndvq.quantizers import CodeUsageTracker
 
-FULL = dict(codebook_dim=None)  # the classic full-dimensional lookup (ndvq's default looks up in 8 dims)
-PLAIN = dict(update="gradient", init="random", restart="none", **FULL)
+CLASSIC = dict(cosine=False, codebook_dim=None)  # Euclidean lookup in embedding_dim (ndvq: cosine, 8 dims)
+PLAIN = dict(update="gradient", init="random", restart="none", **CLASSIC)
 #: name -> (n_codes, quantizer dict). n_codes is the model's (per-level / per-group) codebook size.
 CONFIGS: dict[str, tuple[int, dict]] = {
-    "plain VQ (gradient, random init, no restart, full-dim lookup)": (1024, dict(kind="vq", **PLAIN)),
-    "default (EMA, k-means init, restart batch, 8-dim lookup)": (1024, dict(kind="vq")),
+    "plain VQ (gradient, random init, no restart, classic lookup)": (1024, dict(kind="vq", **PLAIN)),
+    "default (EMA, k-means init, restart batch, cosine 8-dim lookup)": (1024, dict(kind="vq")),
     "default, K=8192": (8192, dict(kind="vq")),
     "default, K=8192, ema_accumulate_steps=4": (8192, dict(kind="vq", ema_accumulate_steps=4)),
-    "default with full-dim lookup (codebook_dim=null)": (1024, dict(kind="vq", **FULL)),
-    "default with full-dim lookup, K=8192": (8192, dict(kind="vq", **FULL)),
-    "EMA only (random init, no restart, full-dim)": (1024, dict(kind="vq", init="random", restart="none", **FULL)),
-    "EMA + k-means init, no restart (full-dim)": (1024, dict(kind="vq", restart="none", **FULL)),
+    "default with Euclidean 8-dim lookup (cosine=false)": (1024, dict(kind="vq", cosine=False)),
+    "default with Euclidean 8-dim lookup, K=8192": (8192, dict(kind="vq", cosine=False)),
+    "default with classic lookup (cosine=false, codebook_dim=null)": (1024, dict(kind="vq", **CLASSIC)),
+    "default with classic lookup, K=8192": (8192, dict(kind="vq", **CLASSIC)),
+    "EMA only (random init, no restart, classic lookup)": (1024, dict(kind="vq", init="random", restart="none", **CLASSIC)),
+    "EMA + k-means init, no restart (classic lookup)": (1024, dict(kind="vq", restart="none", **CLASSIC)),
     "plain + entropy regulariser 0.1": (1024, dict(kind="vq", **PLAIN, entropy_weight=0.1)),
     "default + restart from replay buffer": (1024, dict(kind="vq", restart="replay")),
     "default + gradient codebook update": (1024, dict(kind="vq", update="gradient")),
-    "default + cosine codes": (1024, dict(kind="vq", cosine=True)),
     "default + rotation trick": (1024, dict(kind="vq", rotation_trick=True)),
     "default + sampling T=1": (1024, dict(kind="vq", sample_temperature=1.0)),
     "default, grow 256 -> 1024 at step 300": (256, dict(kind="vq", grow_to=1024, grow_at_step=300)),
@@ -56,7 +57,7 @@ CONFIGS: dict[str, tuple[int, dict]] = {
     "residual VQ 2 x 1024": (1024, dict(kind="residual", num_quantizers=2)),
     "grouped VQ 2 x 1024": (1024, dict(kind="grouped", groups=2)),
 }
-DEFAULT_1024, DEFAULT_8192 = "default (EMA, k-means init, restart batch, 8-dim lookup)", "default, K=8192"
+DEFAULT_1024, DEFAULT_8192 = "default (EMA, k-means init, restart batch, cosine 8-dim lookup)", "default, K=8192"
 SMALL_CROPS = 2048  # 131,072 tokens; the large sample is BIG_CROPS (1,048,576 tokens, >= 128 per code at K=8192)
 BIG_CROPS = 16384
 MODEL = dict(n_dims=2, in_channels=3, n_hiddens=32, n_res_layers=1, downsample=4, embedding_dim=64, n_head=0)
@@ -141,7 +142,8 @@ def targets_table(results: dict) -> list[str]:
         rows.append([f"{name}: codes alive (1M tokens)", f">= {wanted:.0f}%", "n/a" if a is None else f"{a:.1f}%",
                      "n/a" if a is None else ("met" if a >= wanted else "**not met**")])
     for name, k in ((DEFAULT_1024, 1024), (DEFAULT_8192, 8192)):
-        same_k = [r for n, r in results.items() if n != name and r.get("codes") == k and r.get("codebooks") == 1]
+        same_k = [r for n, r in results.items()
+                  if n != name and "(seed " not in n and r.get("codes") == k and r.get("codebooks") == 1]
         if name in results and same_k:
             best = max(same_k, key=lambda r: r["psnr"])
             gap = best["psnr"] - results[name]["psnr"]
@@ -149,6 +151,30 @@ def targets_table(results: dict) -> list[str]:
                          "gap <= 0.3 dB", f"{results[name]['psnr']:.2f} vs {best['psnr']:.2f} dB (gap {gap:+.2f})",
                          "met" if gap <= 0.3 else "**not met**"])
     return ["Targets (issue 5):", "", markdown_table(["target", "wanted", "measured", ""], rows)]
+
+
+def seed_spread(results: dict) -> list[str]:
+    """Configurations run with several seeds (rows '<name> (seed N)' next to '<name>'): per-seed and mean."""
+    groups: dict[str, list[tuple[int, dict]]] = {}
+    for name, r in results.items():
+        base, _, tail = name.partition(" (seed ")
+        seed = int(tail.rstrip(")")) if tail else 0
+        groups.setdefault(base, []).append((seed, r))
+    rows = []
+    for base, runs in groups.items():
+        if len(runs) < 2 or not all("train_alive_big" in r for _, r in runs):
+            continue
+        runs.sort(key=lambda t: t[0])
+        alive = [100 * r["train_alive_big"] for _, r in runs]
+        psnr = [r["psnr"] for _, r in runs]
+        rows.append([base, " / ".join(str(s) for s, _ in runs),
+                     " / ".join(f"{a:.1f}" for a in alive) + f" (mean {sum(alive) / len(alive):.1f}, min {min(alive):.1f})",
+                     " / ".join(f"{p:.2f}" for p in psnr) + f" (mean {sum(psnr) / len(psnr):.2f})"])
+    if not rows:
+        return []
+    return ["Seed spread (`--seed N` runs of the same configuration: other initialisation and batch order;",
+            "single-seed differences of a few tenths of a dB or a few % of codes are within this spread):", "",
+            markdown_table(["configuration", "seeds", "alive % (1M tokens)", "held-out PSNR (dB)"], rows), ""]
 
 
 def write_doc(path: Path, results: dict, info: dict, args) -> None:
@@ -167,7 +193,8 @@ def write_doc(path: Path, results: dict, info: dict, args) -> None:
         "(full run: `/work/venv/bin/python -m benchmarks.codebook`).",
         "",
         f"Model: `ndvq.VQVAE({', '.join(f'{k}={v}' for k, v in MODEL.items())})`, latent 8x8 tokens per 32x32 patch;",
-        f"Adam lr {args.lr}, batch {args.batch}, {', '.join(map(str, steps))} steps per configuration, seed 0.",
+        f"Adam lr {args.lr}, batch {args.batch}, {', '.join(map(str, steps))} steps per configuration, seed 0 "
+        "(rows marked '(seed N)': `--seed N`, same data, other initialisation and batch order).",
         f"Data: built-in `samples` (real photographs from scikit-image), {args.train_patches} training patches;",
         "the held-out split is cut from a photograph not used for training (chelsea).",
         "Columns (eval mode): PSNR (dB, data range [-1, 1]) on the held-out photograph; alive = % of codes used",
@@ -184,6 +211,7 @@ def write_doc(path: Path, results: dict, info: dict, args) -> None:
         "",
         *targets_table(results),
         "",
+        *seed_spread(results),
         markdown_table(["configuration", "codes", "held-out PSNR (dB)", "alive % (train crops, 131k tokens)",
                         "alive % (train crops, 1M tokens)", "alive % (held-out)", "perplexity (train crops)",
                         "perplexity (held-out)",
@@ -202,6 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-patches", type=int, default=None, help="default 16384 (val: 1/8 of it)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", default=None, help="comma-separated substrings of configuration names to run")
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed (init and batch order); rows of seeds other than 0 are added as "
+                        "'<name> (seed N)' and kept out of the targets table (default 0)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-codebook.md")
     p.add_argument("--results", type=Path, default=RESULTS, help="JSON of results, merged across runs")
     args = p.parse_args(argv)
@@ -219,7 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for name in names:
         n_codes, quantizer = CONFIGS[name]
-        r = run_config(name, n_codes, quantizer, train, val, crops, args.steps, args.batch, args.lr)
+        r = run_config(name, n_codes, quantizer, train, val, crops, args.steps, args.batch, args.lr, seed=args.seed)
+        if args.seed:
+            name = r["name"] = f"{name} (seed {args.seed})"
         print(f"{name}: PSNR {r['psnr']:.2f} dB, alive {100 * r['train_alive']:.1f}% / {100 * r['train_alive_big']:.1f}% / "
               f"{100 * r['alive']:.1f}%, perplexity {r['perplexity']:.0f}, "
               f"window usage {100 * r['window_usage']:.1f}%, {r['seconds']:.0f} s", flush=True)

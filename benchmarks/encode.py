@@ -3,7 +3,7 @@
 Each measurement runs in a fresh process (``python -m benchmarks.encode --worker ...``) so its peak
 resident memory (``VmHWM``, see ``benchmarks/common.py``) is its own. The worker builds an
 ``ndvq.VQVAE`` (2D, 32x32 RGB inputs, downsample 4: 64 latent vectors per image, 64-dim codes searched in all
-64 dimensions (``codebook_dim=None``; the default 8-dim lookup would be 8x cheaper)),
+64 dimensions (``codebook_dim=None, cosine=False``; the default 8-dim lookup would be 8x cheaper)),
 then encodes batches of real image patches exactly as ``ndvq encode`` does: ``builders.encode_batch``
 (``model.encode``) under ``torch.no_grad`` in eval mode, codes moved to NumPy and kept, until
 ``--vectors`` latent vectors are done. The codebook is not trained (encode cost does not depend on
@@ -37,7 +37,7 @@ def worker(vectors: int, codes: int, batch: int, threads: int, n_hiddens: int = 
     model = VQVAE(n_dims=2, in_channels=3, n_hiddens=n_hiddens, n_res_layers=2,
                   downsample=(DOWNSAMPLE, DOWNSAMPLE), embedding_dim=64, n_codes=codes,
                   n_head=2, attn_type="full",
-                  quantizer={"codebook_dim": None}).eval()  # search in all 64 dims: the heavy case
+                  quantizer={"codebook_dim": None, "cosine": False}).eval()  # Euclidean in all 64 dims: the heavy case
     pool = [real_batch(2, batch, IMAGE, seed=i) for i in range(8)]  # [batch, 3, 32, 32] each
     base = peak_rss_mb()
     n_images = -(-vectors // VECTORS_PER_IMAGE)

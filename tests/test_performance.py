@@ -133,8 +133,8 @@ def test_bf16_autocast_code_assignment_is_exact(training, input_dtype):
     z = z.to(input_dtype)  # bf16 tokens: what a bf16 encoder hands the quantizer
 
     def indices(autocast: bool) -> torch.Tensor:
-        q = build_quantizer("vq", dim=64, n_codes=512, init="random", restart="none",
-                            codebook_dim=None).train(training)  # search in the tokens' own 64 dims
+        q = build_quantizer("vq", dim=64, n_codes=512, init="random", restart="none", cosine=False,
+                            codebook_dim=None).train(training)  # Euclidean search in the tokens' own 64 dims
         with torch.no_grad():
             q.embed.copy_(codebook)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):

@@ -57,7 +57,7 @@ class QuantizerConfig(_Section):
     replay_size: int = Field(8192, ge=1, description="replay buffer of recent encoder outputs (restart=replay)")
     ema_accumulate_steps: int = Field(1, ge=1, description="steps of statistics accumulated before an EMA update")
     entropy_weight: float = Field(0.0, ge=0, description="lambda for KL(q(c) || uniform) on the batch code distribution")
-    cosine: bool = False
+    cosine: bool = Field(True, description="l2-normalised tokens and codes (with codebook_dim: ViT-VQGAN's lookup)")
     codebook_dim: int | None = Field(8, ge=1, description="low-dimensional lookup with in/out projections "
                                      "(null, or >= embedding_dim: look up in embedding_dim itself)")
     rotation_trick: bool = False

@@ -59,7 +59,7 @@ def scenario(name: str, seed: int = 0) -> tuple[list[dict], dict]:
     if name == "collapse":
         perp = 40 * np.exp(-10 * t) + 2.0
         dead = np.minimum(510, 20 + 600 * t)
-        cfg_over["model"] = {"quantizer.codebook_dim": None}  # a full-dimensional lookup (the pre-0.1 default)
+        cfg_over["model"] = {"quantizer.codebook_dim": None, "quantizer.cosine": False}  # the classic lookup
     elif name == "overfitting":
         val_factor = 1.0 + np.clip(t - 0.4, 0, None) * 4.0
     elif name == "high_commitment":

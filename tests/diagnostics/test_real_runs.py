@@ -16,7 +16,8 @@ TINY = ["data.kind=samples", "data.sample_patches=256", "data.patch_size=[32,32]
         "train.val_interval=20", "train.log_interval=5", "train.val_batches=2", "train.sample_interval=60",
         "train.ckpt_interval=60", "train.warmup_steps=0", "train.accelerator=cpu", "train.doctor_warnings=false"]
 PLAIN_VQ = ["model.n_codes=1024", "model.embedding_dim=32", "model.quantizer.update=gradient",
-            "model.quantizer.init=random", "model.quantizer.restart=none"]
+            "model.quantizer.init=random", "model.quantizer.restart=none", "model.quantizer.codebook_dim=null",
+            "model.quantizer.cosine=false"]
 
 
 def _train(root, name, extra):

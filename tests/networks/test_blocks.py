@@ -142,3 +142,18 @@ def test_attention_dropout_only_in_training():
     y1 = a(x)
     torch.manual_seed(1)
     assert not torch.allclose(y1, a(x))
+
+
+def test_attend_with_dropout_is_inverted_dropout_on_the_weights():
+    """attend(p>0): unbiased (mean over draws -> the no-dropout output), about p of the weights dropped."""
+    from ndvq.networks.attention import attend
+
+    torch.manual_seed(0)
+    q, k, v = (t.reshape(1, 2, 6, 4) for t in torch.randn(3, 2, 6, 4))  # [B=1, H=2, N=6, d=4] each
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert torch.allclose(attend(q, k, v, 0.0), exact)
+    draws = torch.stack([attend(q, k, v, 0.3) for _ in range(4000)])
+    assert torch.allclose(draws.mean(0), exact, atol=0.05)
+    ones = torch.eye(6).reshape(1, 1, 6, 6).expand(1, 2, 6, 6)  # v = identity: the output rows are the weights
+    w = torch.stack([attend(q, k, ones, 0.3) for _ in range(200)])
+    assert abs(float((w == 0).float().mean()) - 0.3) < 0.03

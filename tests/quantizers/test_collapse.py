@@ -9,7 +9,7 @@ import torch
 
 from ndvq.quantizers import VectorQuantizer, build_quantizer
 
-PLAIN = dict(update="gradient", init="random", restart="none")
+PLAIN = dict(update="gradient", init="random", restart="none", cosine=False, codebook_dim=None)  # classic VQ
 
 
 def _clusters(seed=0, k=32, d=8):
@@ -48,7 +48,8 @@ def _train(q, steps=60, spread_init=False):
         (dict(init="kmeans"), 30),
         (dict(restart="batch"), 24),
         (dict(restart="replay", replay_size=256), 24),
-        (dict(update="ema", init="kmeans", restart="batch"), 30),  # the default
+        (dict(update="ema", init="kmeans", restart="batch"), 30),  # the default remedies, Euclidean lookup
+        (dict(update="ema", init="kmeans", restart="batch", cosine=True), 30),  # the default, cosine codes
         (dict(sample_temperature=5.0), 12),
     ],
 )

@@ -78,3 +78,23 @@ def test_codebook_dim_default_is_a_low_dimensional_lookup(dim, codebook_dim, exp
     q.eval()
     z = torch.randn(3, 5, dim)
     assert torch.allclose(q.lookup(q(z).indices), q(z).quantized, atol=1e-6)
+
+
+@pytest.mark.parametrize("restart", ["batch", "replay"])
+def test_non_finite_batch_does_not_poison_the_codebook(restart):
+    """A batch with NaN/Inf tokens (a diverging encoder) leaves codes, EMA statistics and restarts finite."""
+    torch.manual_seed(0)
+    q = build_quantizer("vq", 8, 32, restart=restart, replay_size=64, codebook_dim=None).train()
+    for _ in range(3):
+        q(torch.randn(64, 8))
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    bad = torch.randn(64, 8)
+    bad[::3] = float("nan")
+    bad[1] = float("inf")
+    q(bad)
+    for key in ("embed", "cluster_size", "embed_sum", "pending"):
+        assert torch.isfinite(q.state_dict()[key]).all(), key
+    live = before["cluster_size"] >= q.restart_threshold  # dead ones may be re-seeded from the finite rows
+    assert live.any() and torch.equal(q.embed[live], before["embed"][live])  # that step's EMA update was skipped
+    q(torch.randn(64, 8))  # and training continues normally
+    assert torch.isfinite(q.embed).all() and not torch.equal(q.embed, before["embed"])

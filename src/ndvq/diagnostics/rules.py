@@ -154,6 +154,8 @@ def _codebook_rescue_fixes(view: RunView) -> list[str]:
     dim = int(view.cfg("model.embedding_dim", 64))
     if _full_dim_lookup(view, dim) and dim > 8:
         out.append(fmt_kv("model.quantizer.codebook_dim", 8))
+    if not view.cfg("model.quantizer.cosine", False):
+        out.append(fmt_kv("model.quantizer.cosine", True))
     if view.cfg("model.quantizer.restart", "batch") == "batch":
         out.append(fmt_kv("model.quantizer.restart", "replay"))
     if float(view.cfg("model.quantizer.entropy_weight", 0.0)) == 0.0:

@@ -24,9 +24,25 @@ from torch import nn
 
 from ndvq import nd
 
-__all__ = ["NDimAttention", "ATTN_TYPES"]
+__all__ = ["NDimAttention", "ATTN_TYPES", "attend"]
 
 ATTN_TYPES = ("axial", "full")
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` over ``[..., N, d]`` tensors, with dropout on the weights.
+
+    Without dropout this is ``F.scaled_dot_product_attention`` (fused kernels). With dropout the
+    CPU falls back to a generic path that also runs a masked-row-safe softmax (no mask is ever used
+    here) and Bernoulli sampling; the same math written out is about 1.5x faster on CPU (measured in
+    ``docs/benchmarks.md``'s setting), with dropout drawn from ``rand >= p`` (inverted dropout).
+    """
+    if dropout_p == 0.0:
+        return F.scaled_dot_product_attention(q, k, v)
+    w = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [..., N, N]
+    w = w.softmax(dim=-1)
+    w = w * (torch.rand_like(w) >= dropout_p) * (1.0 / (1.0 - dropout_p))
+    return w @ v  # [..., N, d]
 
 
 class NDimAttention(nn.Module):
@@ -74,14 +90,14 @@ class NDimAttention(nn.Module):
         per_axis = self.qkv(x).view(b, *s, self.n_axes, 3, h, dh).unbind(-4)  # A x [B, *S, 3, H, dh]
         if self.attn_type == "full":
             q, k, v = per_axis[0].reshape(b, -1, 3, h, dh).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, N, dh]
-            o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [B, H, N, dh]
+            o = attend(q, k, v, p)  # [B, H, N, dh]
             return self.proj(o.transpose(1, 2).reshape(b, *s, c))  # [B, H, N, dh] -> [B, *S, C]
         outs = []
         for a, t in enumerate(per_axis):
             t = t.movedim(1 + a, -2)  # [B, *S\a, 3, H, S_a, dh]
             rest = t.shape[:-4]
             q, k, v = t.reshape(-1, 3, h, s[a], dh).unbind(1)  # 3 x [B*prod(S\a), H, S_a, dh]
-            o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [N', H, S_a, dh]
+            o = attend(q, k, v, p)  # [N', H, S_a, dh]
             o = o.reshape(*rest, h, s[a], dh).movedim(-2, 1 + a)  # [B, *S, H, dh]
             outs.append(o.reshape(b, *s, c))
         return self.proj(torch.cat(outs, dim=-1))  # [B, *S, A*C] -> [B, *S, C]

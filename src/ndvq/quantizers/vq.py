@@ -80,12 +80,16 @@ class VectorQuantizer(Quantizer):
         ema_accumulate_steps: steps whose statistics are summed into each EMA update (small batches:
             counts, and so ``restart_threshold``, then refer to the accumulated batch). Default 1.
         entropy_weight: ``lambda`` of ``KL(q(c) || uniform)`` on the soft batch code distribution. Default 0.
-        cosine: l2-normalise tokens and codes. Default False.
+        cosine: l2-normalise tokens and codes (in the ``codebook_dim`` space), so the search is by
+            cosine similarity. Default True: with ``codebook_dim=8`` this is ViT-VQGAN's factorised,
+            l2-normalised lookup, which kept the most codes alive at the best PSNR on real image
+            patches (docs/benchmarks-codebook.md).
         codebook_dim: look codes up in this lower dimension through linear in/out projections
             (factorised codes, as in ViT-VQGAN): ``dim -> codebook_dim`` before the search and back
             after it. None, or a value >= ``dim``, searches in ``dim`` itself. Default 8: on real
             image patches it keeps far more of a large codebook alive than a full-dimensional
             lookup (docs/benchmarks-codebook.md) and makes the search ``dim / 8`` times cheaper.
+            ``cosine=False, codebook_dim=None`` is the classic VQ-VAE lookup.
         rotation_trick: rotation trick instead of the straight-through estimator. Default False.
         sample_temperature: sample codes from ``softmax(-d / T)`` while training. Default 0 (argmin).
         grow_to: grow the codebook to this many codes at ``grow_at_step`` (copies of live codes
@@ -105,7 +109,7 @@ class VectorQuantizer(Quantizer):
                  update: str = "ema", codebook_lr: float | None = None, init: str = "kmeans",
                  kmeans_iters: int = 10, kmeans_batches: int = 1, restart: str = "batch",
                  restart_interval: int = 1, restart_threshold: float = 1.0, replay_size: int = 8192,
-                 ema_accumulate_steps: int = 1, entropy_weight: float = 0.0, cosine: bool = False,
+                 ema_accumulate_steps: int = 1, entropy_weight: float = 0.0, cosine: bool = True,
                  codebook_dim: int | None = 8, rotation_trick: bool = False,
                  sample_temperature: float = 0.0, grow_to: int | None = None, grow_at_step: int = 0,
                  entropy_temperature: float = 10.0, chunk_rows: int | None = None) -> None:
@@ -283,6 +287,7 @@ class VectorQuantizer(Quantizer):
                 cand = F.normalize(cand, dim=-1)
             due = (torch.remainder(self.step, self.restart_interval) == 0) & self.initialised
             dead = (active & (size < self.restart_threshold) & due).unsqueeze(1)  # [K, 1]
+            dead = dead & torch.isfinite(cand).all(dim=1, keepdim=True)  # never re-seed from a non-finite output
             embed = torch.where(dead, cand, embed)
             size = torch.where(dead.squeeze(1), torch.full_like(size, self.restart_count), size)
             total = torch.where(dead, cand * self.restart_count, total)
@@ -311,8 +316,11 @@ class VectorQuantizer(Quantizer):
             stats[:, 1:].index_add_(0, idx, x)
         all_reduce_(stats, self.training)
         counts = stats[:, 0].clone()
-        self.pending.add_(stats)
-        apply = (torch.remainder(self.step + 1, self.ema_accumulate_steps) == 0) & self.initialised
+        # a non-finite batch (a diverging encoder; the trainer skips its optimizer step) must not poison
+        # the EMA statistics: it is left out on the device, without a host sync
+        finite = torch.isfinite(stats).all()
+        self.pending.add_(torch.where(finite, stats, torch.zeros_like(stats)))
+        apply = (torch.remainder(self.step + 1, self.ema_accumulate_steps) == 0) & self.initialised & finite
         acc = self.pending  # summed over the accumulated steps: one update sees one larger batch
         d = self.ema_decay
         size = torch.where(apply, d * self.cluster_size + (1 - d) * acc[:, 0], self.cluster_size)
