@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchmarks.common import ROOT, machine_info, markdown_table, set_threads
+from benchmarks.common import ROOT, machine_info, markdown_table, set_threads, time_calls
 
 KINDS = ("samples", "image", "video", "audio", "series", "volume")
 
@@ -149,13 +149,7 @@ def train_rate(cfg, x: torch.Tensor, steps: int) -> float:
         out.loss.backward()
         opt.step()
 
-    step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return x.shape[0] / statistics.median(times)
+    return x.shape[0] / statistics.median(time_calls(step, warmup=1, repeats=steps))
 
 
 def run(kinds, data_dir: Path, batches: int, steps: int) -> list[dict]:

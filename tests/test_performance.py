@@ -204,33 +204,31 @@ def _step(model, opt, x):
     return out
 
 
+def _count_syncs(model, x, state, warmup: int, counted: int) -> None:
+    """``warmup`` training steps, then ``counted`` steps with the sync counter on."""
+    model.train()
+    opt = make_optimizer(param_groups(model, 1e-3, 0.0), 1e-3, 0.9, 0.99)
+    for _ in range(warmup):
+        _step(model, opt, x)
+    state["on"] = True
+    for _ in range(counted):
+        _step(model, opt, x)
+    state["on"] = False
+
+
 @pytest.mark.parametrize("n_dims", [1, 2, 3])
 def test_training_step_makes_no_host_sync(n_dims, sync_counter):
     state, calls = sync_counter
-    model = tiny_model(n_dims).train()
-    opt = make_optimizer(param_groups(model, 1e-3, 0.0), 1e-3, 0.9, 0.99)
-    x = torch.randn(2, 3, *SHAPES[n_dims])
-    for _ in range(2):  # one-offs: k-means init (step 1), reading the "initialised" flag once (step 2)
-        _step(model, opt, x)
-    state["on"] = True
-    for _ in range(3):
-        _step(model, opt, x)
-    state["on"] = False
+    # one-offs before counting: k-means init (step 1), reading the "initialised" flag once (step 2)
+    _count_syncs(tiny_model(n_dims), torch.randn(2, 3, *SHAPES[n_dims]), state, warmup=2, counted=3)
     assert calls == [], f"host syncs in a training step: {sorted(set(calls))}"
 
 
 @pytest.mark.parametrize("kind, options", QUANTIZER_KINDS, ids=[k for k, _ in QUANTIZER_KINDS])
 def test_quantizer_training_step_makes_no_host_sync(kind, options, sync_counter):
     state, calls = sync_counter
-    model = tiny_model(2, quantizer={"kind": kind, **options}, embedding_dim=6 if kind == "fsq" else 8).train()
-    opt = make_optimizer(param_groups(model, 1e-3, 0.0), 1e-3, 0.9, 0.99)
-    x = torch.randn(2, 3, 16, 16)
-    for _ in range(2):  # one-offs: codebook initialisation
-        _step(model, opt, x)
-    state["on"] = True
-    for _ in range(2):
-        _step(model, opt, x)
-    state["on"] = False
+    model = tiny_model(2, quantizer={"kind": kind, **options}, embedding_dim=6 if kind == "fsq" else 8)
+    _count_syncs(model, torch.randn(2, 3, 16, 16), state, warmup=2, counted=2)  # warm-up: codebook initialisation
     assert calls == [], f"host syncs in a {kind} training step: {sorted(set(calls))}"
 
 
