@@ -2,18 +2,23 @@
 
 The same small ``ndvq.VQVAE`` is trained for a fixed number of steps on real 32x32 RGB patches
 (the built-in ``samples`` data: photographs bundled with scikit-image; the held-out split is cut
-from a photograph not used for training) with each quantizer configuration. Reported per
-configuration, on the held-out patches in eval mode: PSNR, the fraction of codes used at least
-once ("alive"), perplexity of the code distribution; plus the training-window usage
-(``CodeUsageTracker`` over the last 100 steps) and wall time.
+from a photograph not used for training) with each quantizer configuration and several seeds
+(initialisation and batch order). Reported per configuration, as means over the seeds (and the
+per-seed values for PSNR and usage): held-out PSNR, the fraction of codes used at least once
+("alive") on fresh crops of the training photographs and on the held-out photograph, perplexity of
+the code distribution, the training-window usage (``CodeUsageTracker`` over the last 100 steps) and
+wall time. The targets are read on the seed means: between seeds one configuration's PSNR moved
+by up to 1.0 dB on the five held-out photographs and by up to 1.6 dB on one photograph alone
+(2026-12-01 run), more than the 0.3 dB the target allows.
 
-One command (from the repository root)::
+One command (from the repository root, in the venv the README's set-up makes)::
 
-    /work/venv/bin/python -m benchmarks.codebook            # full: 1000 steps per configuration
-    /work/venv/bin/python -m benchmarks.codebook --quick    # smoke run: 20 steps, small data
+    .venv/bin/python -m benchmarks.codebook                # full: 1000 steps, seeds 0,1,2, 2 jobs
+    .venv/bin/python -m benchmarks.codebook --quick        # smoke run: 20 steps, small data, seed 0
 
-Options: ``--steps``, ``--only name1,name2`` (run some configurations; results of earlier runs
-are kept in ``benchmarks/results/codebook.json`` and the table is rebuilt from all of them).
+Options: ``--steps``, ``--seeds``, ``--jobs`` (parallel runs, ``--threads`` each), ``--only SUBSTRING``
+(repeatable: run the configurations whose names contain it; results of earlier runs are kept in
+``benchmarks/results/codebook.json`` and the tables are rebuilt from all of them).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -33,12 +40,19 @@ from ndvq.quantizers import CodeUsageTracker
 
 CLASSIC = dict(cosine=False, codebook_dim=None)  # Euclidean lookup in embedding_dim (ndvq: cosine, 8 dims)
 PLAIN = dict(update="gradient", init="random", restart="none", **CLASSIC)
+#: the dead-code rule of the default before 2026-12-01 (an absolute EMA count of 1, uniform candidates),
+#: on today's code
+PREVIOUS = dict(restart_threshold=1.0, restart_sampling="uniform")
+DEFAULT_1024, DEFAULT_8192 = "default (EMA, k-means init, restarts, cosine 8-dim lookup)", "default, K=8192"
 #: name -> (n_codes, quantizer dict). n_codes is the model's (per-level / per-group) codebook size.
 CONFIGS: dict[str, tuple[int, dict]] = {
     "plain VQ (gradient, random init, no restart, classic lookup)": (1024, dict(kind="vq", **PLAIN)),
-    "default (EMA, k-means init, restart batch, cosine 8-dim lookup)": (1024, dict(kind="vq")),
-    "default, K=8192": (8192, dict(kind="vq")),
-    "default, K=8192, ema_accumulate_steps=4": (8192, dict(kind="vq", ema_accumulate_steps=4)),
+    DEFAULT_1024: (1024, dict(kind="vq")),
+    DEFAULT_8192: (8192, dict(kind="vq")),
+    "default, K=8192, uniform restart candidates": (8192, dict(kind="vq", restart_sampling="uniform")),
+    "default, K=8192, absolute dead threshold 1.0": (8192, dict(kind="vq", restart_threshold=1.0)),
+    "default, K=8192, EMA waits for 1 token per code (ema_tokens_per_code=1)": (8192, dict(kind="vq", ema_tokens_per_code=1.0)),
+    "previous default rules, K=8192": (8192, dict(kind="vq", **PREVIOUS)),
     "default with Euclidean 8-dim lookup (cosine=false)": (1024, dict(kind="vq", cosine=False)),
     "default with Euclidean 8-dim lookup, K=8192": (8192, dict(kind="vq", cosine=False)),
     "default with classic lookup (cosine=false, codebook_dim=null)": (1024, dict(kind="vq", **CLASSIC)),
@@ -57,11 +71,12 @@ CONFIGS: dict[str, tuple[int, dict]] = {
     "residual VQ 2 x 1024": (1024, dict(kind="residual", num_quantizers=2)),
     "grouped VQ 2 x 1024": (1024, dict(kind="grouped", groups=2)),
 }
-DEFAULT_1024, DEFAULT_8192 = "default (EMA, k-means init, restart batch, cosine 8-dim lookup)", "default, K=8192"
 SMALL_CROPS = 2048  # 131,072 tokens; the large sample is BIG_CROPS (1,048,576 tokens, >= 128 per code at K=8192)
 BIG_CROPS = 16384
 MODEL = dict(n_dims=2, in_channels=3, n_hiddens=32, n_res_layers=1, downsample=4, embedding_dim=64, n_head=0)
 RESULTS = ROOT / "benchmarks" / "results" / "codebook.json"
+TARGETS = ((DEFAULT_1024, 1024, 95.0), (DEFAULT_8192, 8192, 90.0))  # (configuration, K, alive % wanted)
+PSNR_GAP = 0.3
 
 
 def fresh_train_crops(n: int, seed: int = 999) -> torch.Tensor:
@@ -79,6 +94,38 @@ def fresh_train_crops(n: int, seed: int = 999) -> torch.Tensor:
         crop = img[:, r:r + 32, c:c + 32]
         if float(crop.std()) * 127.5 >= 4:  # skip nearly flat crops, as the samples data does
             out.append(crop)
+    return torch.stack(out)
+
+
+#: unseen photographs for the held-out PSNR (none is a training photograph); the gray ones as RGB
+HELDOUT_IMAGES = ("chelsea", "stereo_motorcycle", "camera", "coins", "grass")
+HELDOUT_PER_IMAGE = 1024
+
+
+def heldout_crops(per_image: int = HELDOUT_PER_IMAGE, seed: int = 4321) -> torch.Tensor:
+    """``per_image`` random 32x32 crops of each of :data:`HELDOUT_IMAGES` (nearly flat crops skipped):
+    ``[5 * per_image, 3, 32, 32]`` in ``[-1, 1]``. Several unseen photographs, so the held-out PSNR
+    does not hang on one picture: on chelsea alone, the default's PSNR at K=8192 spread over 1.44 dB
+    across 3 seeds, on these five photographs over 0.47 dB (docs/benchmarks-codebook.md)."""
+    import numpy as np
+    import skimage.data
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for name in HELDOUT_IMAGES:
+        img = getattr(skimage.data, name)()
+        img = np.asarray(img[0] if isinstance(img, tuple) else img)  # stereo pair: the left view
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        t = torch.from_numpy(img[..., :3].astype(np.float32)).permute(2, 0, 1) / 127.5 - 1  # [3, H, W]
+        crops = []
+        while len(crops) < per_image:
+            r = int(torch.randint(t.shape[1] - 31, (1,), generator=g))
+            c = int(torch.randint(t.shape[2] - 31, (1,), generator=g))
+            crop = t[:, r:r + 32, c:c + 32]
+            if float(crop.std()) * 127.5 >= 4:
+                crops.append(crop)
+        out += crops
     return torch.stack(out)
 
 
@@ -104,7 +151,8 @@ def evaluate(model: VQVAE, val: torch.Tensor, batch: int = 256) -> dict[str, flo
 
 
 def run_config(name: str, n_codes: int, quantizer: dict, train: torch.Tensor, val: torch.Tensor,
-               crops: torch.Tensor, steps: int, batch: int, lr: float, seed: int = 0) -> dict:
+               crops: torch.Tensor, steps: int, batch: int, lr: float, seed: int = 0,
+               heldout: torch.Tensor | None = None) -> dict:
     torch.manual_seed(seed)
     model = VQVAE(**MODEL, n_codes=n_codes, quantizer=dict(quantizer))
     model.validate_inputs = False
@@ -122,100 +170,132 @@ def run_config(name: str, n_codes: int, quantizer: dict, train: torch.Tensor, va
         tracker.update(out.counts)
     seconds = time.perf_counter() - t0
     res = evaluate(model, val)
+    res["chelsea_psnr"] = res["psnr"]
+    if heldout is not None:  # the target metric: five unseen photographs
+        wide = evaluate(model, heldout)
+        res.update(psnr=wide["psnr"], alive=wide["alive"], perplexity=wide["perplexity"])
     on_train = evaluate(model, crops[:SMALL_CROPS])
     res.update(train_alive=on_train["alive"], train_perplexity=on_train["perplexity"], train_psnr=on_train["psnr"])
     res.update(train_alive_big=evaluate(model, crops)["alive"], big_crops=len(crops))
-    res.update(name=name, steps=steps, batch=batch, seconds=seconds,
+    res.update(name=name, seed=seed, steps=steps, batch=batch, seconds=seconds,
                window_usage=float(tracker.window_usage()), quantizer=quantizer, n_codes=n_codes)
     return res
 
 
+# ------------------------------------------------------------------ parallel workers
+_DATA: dict[str, torch.Tensor] = {}
+
+
+def _load_data(train_patches: int, quick: bool) -> dict[str, torch.Tensor]:
+    return {"train": _stack(create_dataset("samples", "train", patch_size=[32, 32], sample_patches=train_patches)),
+            "val": _stack(create_dataset("samples", "val", patch_size=[32, 32], sample_patches=train_patches)),
+            "crops": fresh_train_crops(256 if quick else BIG_CROPS),
+            "heldout": heldout_crops(64 if quick else HELDOUT_PER_IMAGE)}
+
+
+def _init_worker(threads: int, train_patches: int, quick: bool) -> None:
+    set_threads(threads)
+    _DATA.update(_load_data(train_patches, quick))
+
+
+def _run_task(name: str, seed: int, steps: int, batch: int, lr: float) -> dict:
+    n_codes, quantizer = CONFIGS[name]
+    return run_config(name, n_codes, quantizer, _DATA["train"], _DATA["val"], _DATA["crops"], steps, batch, lr, seed,
+                      heldout=_DATA["heldout"])
+
+
+# ------------------------------------------------------------------ tables
+def _runs(results: dict, name: str) -> list[dict]:
+    return [results[name][s] for s in sorted(results.get(name, {}), key=int)]
+
+
+def _mean(runs: list[dict], key: str, scale: float = 1.0) -> float:
+    vals = [scale * r[key] for r in runs if key in r]
+    return statistics.fmean(vals) if vals else float("nan")
+
+
+def _per_seed(runs: list[dict], key: str, scale: float = 1.0, digits: int = 2) -> str:
+    return " / ".join(f"{scale * r[key]:.{digits}f}" for r in runs)
+
+
 def targets_table(results: dict) -> list[str]:
-    """The issue's usage targets, read from ``results`` (rows missing from the run show n/a)."""
-    def alive(name):
-        r = results.get(name)
-        return None if r is None or "train_alive_big" not in r else 100 * r["train_alive_big"]
-
+    """The issue's targets, read on seed means (configurations missing from the results show n/a)."""
     rows = []
-    for name, wanted in ((DEFAULT_1024, 95.0), (DEFAULT_8192, 90.0)):
-        a = alive(name)
-        rows.append([f"{name}: codes alive (1M tokens)", f">= {wanted:.0f}%", "n/a" if a is None else f"{a:.1f}%",
-                     "n/a" if a is None else ("met" if a >= wanted else "**not met**")])
-    for name, k in ((DEFAULT_1024, 1024), (DEFAULT_8192, 8192)):
-        same_k = [r for n, r in results.items()
-                  if n != name and "(seed " not in n and r.get("codes") == k and r.get("codebooks") == 1]
-        if name in results and same_k:
-            best = max(same_k, key=lambda r: r["psnr"])
-            gap = best["psnr"] - results[name]["psnr"]
-            rows.append([f"{name}: PSNR vs best single-codebook alternative at K={k} ({best['name']})",
-                         "gap <= 0.3 dB", f"{results[name]['psnr']:.2f} vs {best['psnr']:.2f} dB (gap {gap:+.2f})",
-                         "met" if gap <= 0.3 else "**not met**"])
-    return ["Targets (issue 5):", "", markdown_table(["target", "wanted", "measured", ""], rows)]
-
-
-def seed_spread(results: dict) -> list[str]:
-    """Configurations run with several seeds (rows '<name> (seed N)' next to '<name>'): per-seed and mean."""
-    groups: dict[str, list[tuple[int, dict]]] = {}
-    for name, r in results.items():
-        base, _, tail = name.partition(" (seed ")
-        seed = int(tail.rstrip(")")) if tail else 0
-        groups.setdefault(base, []).append((seed, r))
-    rows = []
-    for base, runs in groups.items():
-        if len(runs) < 2 or not all("train_alive_big" in r for _, r in runs):
+    for name, _, wanted in TARGETS:
+        runs = _runs(results, name)
+        if not runs:
+            rows.append([f"{name}: codes alive (1M tokens)", f">= {wanted:.0f}%", "n/a", "n/a"])
             continue
-        runs.sort(key=lambda t: t[0])
-        alive = [100 * r["train_alive_big"] for _, r in runs]
-        psnr = [r["psnr"] for _, r in runs]
-        rows.append([base, " / ".join(str(s) for s, _ in runs),
-                     " / ".join(f"{a:.1f}" for a in alive) + f" (mean {sum(alive) / len(alive):.1f}, min {min(alive):.1f})",
-                     " / ".join(f"{p:.2f}" for p in psnr) + f" (mean {sum(psnr) / len(psnr):.2f})"])
-    if not rows:
-        return []
-    return ["Seed spread (`--seed N` runs of the same configuration: other initialisation and batch order;",
-            "single-seed differences of a few tenths of a dB or a few % of codes are within this spread):", "",
-            markdown_table(["configuration", "seeds", "alive % (1M tokens)", "held-out PSNR (dB)"], rows), ""]
+        a, lo = _mean(runs, "train_alive_big", 100), min(100 * r["train_alive_big"] for r in runs)
+        rows.append([f"{name}: codes alive (1M tokens)", f">= {wanted:.0f}%",
+                     f"mean {a:.1f}% (seeds: {_per_seed(runs, 'train_alive_big', 100, 1)}; min {lo:.1f}%)",
+                     "met" if a >= wanted else "**not met**"])
+    for name, k, _ in TARGETS:
+        runs = _runs(results, name)
+        same_k = [n for n in results if n != name and _runs(results, n) and _runs(results, n)[0]["codes"] == k
+                  and _runs(results, n)[0]["codebooks"] == 1]
+        if not runs or not same_k:
+            continue
+        best = max(same_k, key=lambda n: _mean(_runs(results, n), "psnr"))
+        mine, theirs = _mean(runs, "psnr"), _mean(_runs(results, best), "psnr")
+        rows.append([f"{name}: mean PSNR vs the best single-codebook alternative at K={k} ({best})",
+                     f"gap <= {PSNR_GAP} dB", f"{mine:.2f} vs {theirs:.2f} dB (gap {theirs - mine:+.2f})",
+                     "met" if theirs - mine <= PSNR_GAP else "**not met**"])
+    seeds = sorted({int(s) for runs in results.values() for s in runs})
+    return [f"Targets (issue 5), on the mean over seeds {', '.join(map(str, seeds))}:", "",
+            markdown_table(["target", "wanted", "measured", ""], rows)]
 
 
 def write_doc(path: Path, results: dict, info: dict, args) -> None:
-    rows = []
-    for name in [n for n in CONFIGS if n in results] + [n for n in results if n not in CONFIGS]:
-        r = results[name]
-        rows.append([name, r["codes"] if r["codebooks"] == 1 else f"{r['codebooks']} x {r['codes']}",
-                     r["psnr"], 100 * r["train_alive"], 100 * r.get("train_alive_big", float("nan")), 100 * r["alive"],
-                     r["train_perplexity"], r["perplexity"],
-                     100 * r["window_usage"], r["steps"], r["seconds"]])
-    steps = sorted({r["steps"] for r in results.values()})
+    names = [n for n in CONFIGS if n in results] + [n for n in results if n not in CONFIGS]
+    rows, seed_rows = [], []
+    for name in names:
+        runs = _runs(results, name)
+        r0 = runs[0]
+        psnr = [r["psnr"] for r in runs]
+        rows.append([name, r0["codes"] if r0["codebooks"] == 1 else f"{r0['codebooks']} x {r0['codes']}", len(runs),
+                     statistics.fmean(psnr), _mean(runs, "chelsea_psnr"), _mean(runs, "train_alive", 100), _mean(runs, "train_alive_big", 100),
+                     min(100 * r["train_alive_big"] for r in runs), _mean(runs, "alive", 100),
+                     _mean(runs, "train_perplexity"), _mean(runs, "perplexity"), _mean(runs, "window_usage", 100),
+                     _mean(runs, "seconds")])
+        seed_rows.append([name, " / ".join(str(r["seed"]) for r in runs), _per_seed(runs, "psnr"),
+                          _per_seed(runs, "train_alive_big", 100, 1)])
+    steps = sorted({r["steps"] for name in names for r in _runs(results, name)})
     lines = [
         "# Codebook usage benchmark",
         "",
-        "Produced by `python -m benchmarks.codebook" + (" --quick" if args.quick else "") + "` "
-        "(full run: `/work/venv/bin/python -m benchmarks.codebook`).",
+        "Produced by `.venv/bin/python -m benchmarks.codebook" + (" --quick" if args.quick else "") + "` "
+        f"(seeds {args.seeds}, {args.jobs} parallel job(s) of {args.threads} thread(s) each).",
         "",
         f"Model: `ndvq.VQVAE({', '.join(f'{k}={v}' for k, v in MODEL.items())})`, latent 8x8 tokens per 32x32 patch;",
-        f"Adam lr {args.lr}, batch {args.batch}, {', '.join(map(str, steps))} steps per configuration, seed 0 "
-        "(rows marked '(seed N)': `--seed N`, same data, other initialisation and batch order).",
+        f"Adam lr {args.lr}, batch {args.batch} (2048 tokens per step), {', '.join(map(str, steps))} steps per run;",
+        "each configuration runs once per seed (model initialisation and batch order; same data).",
         f"Data: built-in `samples` (real photographs from scikit-image), {args.train_patches} training patches;",
-        "the held-out split is cut from a photograph not used for training (chelsea).",
-        "Columns (eval mode): PSNR (dB, data range [-1, 1]) on the held-out photograph; alive = % of codes used",
-        "at least once when encoding (a) fresh crops of the training photographs (new positions: the",
-        f"training distribution): the first {SMALL_CROPS} (131,072 tokens) and all {BIG_CROPS} (1,048,576 tokens: at",
-        "least 128 tokens per code even at K=8192, the ratio at which published usage figures are measured,",
-        "e.g. 12.8M ImageNet-val tokens for 100k codes; the targets are read on this column), and (b) the",
-        "held-out photograph's patches (a different image: codes for content it lacks, e.g. star fields, stay",
-        "unused there); perplexity of those code distributions (mean over codebooks); window usage = % of",
-        "codes used in the last 100 training steps (with restarts on, re-seeded codes are used at once, so",
-        "this stays near 100% by construction and is not a usage figure).",
+        f"held-out: {HELDOUT_PER_IMAGE} random crops of each of five photographs not used for training",
+        f"({', '.join(HELDOUT_IMAGES)}; the last three are gray, fed as RGB).",
+        "Columns (eval mode, means over the seeds): PSNR (dB, data range [-1, 1]) on the held-out crops, and on",
+        "the `samples` val split alone (chelsea, the held-out figure of earlier versions of this page);",
+        "alive = % of codes used at least once when encoding (a) fresh crops of the training photographs",
+        f"(new positions: the training distribution): the first {SMALL_CROPS} (131,072 tokens) and all {BIG_CROPS}",
+        "(1,048,576 tokens: at least 128 tokens per code even at K=8192, the ratio at which published usage",
+        "figures are measured, e.g. 12.8M ImageNet-val tokens for 100k codes; the targets are read on this",
+        "column), and (b) the held-out crops (other images: codes for content they lack, e.g. star fields,",
+        "stay unused there); perplexity of those code distributions (mean over codebooks);",
+        "window usage = % of codes used in the last 100 training steps (with restarts on, re-seeded codes",
+        "are used at once, so this stays near 100% by construction and is not a usage figure).",
         "",
         markdown_table(["machine", ""], [[k, v] for k, v in info.items()]),
         "",
         *targets_table(results),
         "",
-        *seed_spread(results),
-        markdown_table(["configuration", "codes", "held-out PSNR (dB)", "alive % (train crops, 131k tokens)",
-                        "alive % (train crops, 1M tokens)", "alive % (held-out)", "perplexity (train crops)",
-                        "perplexity (held-out)",
-                        "window usage %", "steps", "train s"], rows),
+        markdown_table(["configuration", "codes", "seeds", "held-out PSNR (dB)", "chelsea PSNR (dB)",
+                        "alive % (train crops, 131k tokens)",
+                        "alive % (train crops, 1M tokens)", "alive % (1M tokens), worst seed", "alive % (held-out)",
+                        "perplexity (train crops)", "perplexity (held-out)", "window usage %", "train s"], rows),
+        "",
+        "Per seed:",
+        "",
+        markdown_table(["configuration", "seeds", "held-out PSNR (dB)", "alive % (1M tokens)"], seed_rows),
         "",
     ]
     path.write_text("\n".join(lines))
@@ -223,45 +303,47 @@ def write_doc(path: Path, results: dict, info: dict, args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="20 steps, 512 training patches: a smoke run")
-    p.add_argument("--steps", type=int, default=None, help="training steps per configuration (default 1000)")
+    p.add_argument("--quick", action="store_true", help="20 steps, 512 training patches, seed 0: a smoke run")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run (default 1000)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-patches", type=int, default=None, help="default 16384 (val: 1/8 of it)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--only", default=None, help="comma-separated substrings of configuration names to run")
-    p.add_argument("--seed", type=int, default=0,
-                   help="training seed (init and batch order); rows of seeds other than 0 are added as "
-                        "'<name> (seed N)' and kept out of the targets table (default 0)")
+    p.add_argument("--seeds", default=None, help="comma-separated training seeds (default 0,1,2; --quick: 0)")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel, each in its own process (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads per job (default 1)")
+    p.add_argument("--only", action="append", default=None, metavar="SUBSTRING",
+                   help="run the configurations whose name contains SUBSTRING (repeatable; names contain commas)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-codebook.md")
     p.add_argument("--results", type=Path, default=RESULTS, help="JSON of results, merged across runs")
     args = p.parse_args(argv)
     args.steps = args.steps or (20 if args.quick else 1000)
     args.train_patches = args.train_patches or (512 if args.quick else 16384)
-    set_threads(args.threads)
+    args.seeds = args.seeds or ("0" if args.quick else "0,1,2")
+    seeds = [int(s) for s in args.seeds.split(",")]
     info = machine_info(args.threads)
-    train = _stack(create_dataset("samples", "train", patch_size=[32, 32], sample_patches=args.train_patches))
-    val = _stack(create_dataset("samples", "val", patch_size=[32, 32], sample_patches=args.train_patches))
-    crops = fresh_train_crops(256 if args.quick else BIG_CROPS)
-    results = {}
+    info["parallel jobs"] = str(args.jobs)
+    results: dict[str, dict[str, dict]] = {}
     if args.results.is_file() and not args.quick:
         results = json.loads(args.results.read_text())
-    names = [n for n in CONFIGS if args.only is None or any(s.strip() in n for s in args.only.split(","))]
+    names = [n for n in CONFIGS if args.only is None or any(s in n for s in args.only)]
+    tasks = [(name, seed) for name in names for seed in seeds]
     start = time.perf_counter()
-    for name in names:
-        n_codes, quantizer = CONFIGS[name]
-        r = run_config(name, n_codes, quantizer, train, val, crops, args.steps, args.batch, args.lr, seed=args.seed)
-        if args.seed:
-            name = r["name"] = f"{name} (seed {args.seed})"
-        print(f"{name}: PSNR {r['psnr']:.2f} dB, alive {100 * r['train_alive']:.1f}% / {100 * r['train_alive_big']:.1f}% / "
-              f"{100 * r['alive']:.1f}%, perplexity {r['perplexity']:.0f}, "
-              f"window usage {100 * r['window_usage']:.1f}%, {r['seconds']:.0f} s", flush=True)
-        results[name] = r
-        if not args.quick:
-            args.results.parent.mkdir(parents=True, exist_ok=True)
-            args.results.write_text(json.dumps(results, indent=1))
-        write_doc(args.out, results, info, args)
-    print(f"{len(names)} configurations in {time.perf_counter() - start:.0f} s; wrote {args.out}")
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=_init_worker,
+                             initargs=(args.threads, args.train_patches, args.quick)) as pool:
+        futures = {pool.submit(_run_task, name, seed, args.steps, args.batch, args.lr): (name, seed)
+                   for name, seed in tasks}
+        for fut in as_completed(futures):
+            name, seed = futures[fut]
+            r = fut.result()
+            print(f"{name} (seed {seed}): PSNR {r['psnr']:.2f} dB, alive {100 * r['train_alive']:.1f}% / "
+                  f"{100 * r['train_alive_big']:.1f}% / {100 * r['alive']:.1f}%, perplexity {r['perplexity']:.0f}, "
+                  f"window usage {100 * r['window_usage']:.1f}%, {r['seconds']:.0f} s", flush=True)
+            results.setdefault(name, {})[str(seed)] = r
+            if not args.quick:
+                args.results.parent.mkdir(parents=True, exist_ok=True)
+                args.results.write_text(json.dumps(results, indent=1))
+            write_doc(args.out, results, info, args)
+    print(f"{len(tasks)} runs in {time.perf_counter() - start:.0f} s; wrote {args.out}")
 
 
 if __name__ == "__main__":

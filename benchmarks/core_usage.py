@@ -19,7 +19,7 @@ chosen at least once over all test patches, ``perplexity`` of that code distribu
 
 The two models train in two separate processes, one thread each, at the same time. The reference
 runs in a separate virtual environment that has ``nd_vq_vae`` installed (found automatically in
-``/work/refvenv`` or ``/work/perfvenv``, or given with ``--reference-python``); it is never an ndvq
+``/work/benchvenv`` (made as ``benchmarks/requirements.txt`` says), ``/work/refvenv`` or ``/work/perfvenv``, or given with ``--reference-python``); it is never an ndvq
 dependency.
 
 Run: ``python benchmarks/core_usage.py`` (``--steps 1000 --n-codes 512`` by default;
@@ -42,7 +42,7 @@ from pathlib import Path
 
 TRAIN_IMAGES = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 TEST_IMAGES = ("chelsea", "motorcycle")
-REFERENCE_PYTHONS = ("/work/refvenv/bin/python", "/work/perfvenv/bin/python")
+REFERENCE_PYTHONS = ("/work/benchvenv/bin/python", "/work/refvenv/bin/python", "/work/perfvenv/bin/python")
 
 
 # ----------------------------------------------------------------------------------- data

@@ -57,6 +57,9 @@ def test_unknown_key_in_file(tmp_path):
     ("train.lr_schedule=linear", ["train.lr_schedule='linear'", "'constant', 'cosine' or 'cyclic'"]),
     ("model.quantizer.quantizer_dropout=1.5", ["model.quantizer.quantizer_dropout=1.5", "0 <= value <= 1"]),
     ("model.downsample=[3,3]", ["model.downsample", "powers of two"]),
+    ("model.quantizer.restart_share=1.5", ["model.quantizer.restart_share=1.5", "0 < value <= 1"]),
+    ("model.quantizer.restart_sampling=random", ["model.quantizer.restart_sampling='random'", "'error' or 'uniform'"]),
+    ("model.quantizer.ema_tokens_per_code=-1", ["model.quantizer.ema_tokens_per_code=-1", "0 <= value"]),
 ])
 def test_bad_value_names_key_and_range(override, pieces):
     with pytest.raises(ConfigError) as e:

@@ -53,9 +53,17 @@ class QuantizerConfig(_Section):
     kmeans_batches: int = Field(1, ge=1, le=1000, description="batches of encoder outputs collected for k-means init")
     restart: Literal["batch", "replay", "none"] = "batch"
     restart_interval: int = Field(1, ge=1, description="check for dead codes every N steps")
-    restart_threshold: float = Field(1.0, ge=0, description="EMA usage count below which a code is dead")
+    restart_share: float = Field(0.5, gt=0, le=1, description="a code is dead when its EMA count is below this "
+                                 "fraction of the average code's (scale-free: any tokens-per-step / codes ratio)")
+    restart_threshold: float | None = Field(None, ge=0, description="absolute EMA count below which a code is "
+                                            "dead (replaces restart_share when set)")
+    restart_sampling: Literal["error", "uniform"] = Field(
+        "error", description="new values for dead codes: encoder outputs drawn in proportion to their "
+                             "quantization error (error) or uniformly (uniform)")
     replay_size: int = Field(8192, ge=1, description="replay buffer of recent encoder outputs (restart=replay)")
     ema_accumulate_steps: int = Field(1, ge=1, description="steps of statistics accumulated before an EMA update")
+    ema_tokens_per_code: float = Field(0.0, ge=0, description="an EMA update also waits until the accumulated "
+                                       "statistics hold this many tokens per code (0: every ema_accumulate_steps)")
     entropy_weight: float = Field(0.0, ge=0, description="lambda for KL(q(c) || uniform) on the batch code distribution")
     cosine: bool = Field(True, description="l2-normalised tokens and codes (with codebook_dim: ViT-VQGAN's lookup)")
     codebook_dim: int | None = Field(8, ge=1, description="low-dimensional lookup with in/out projections "

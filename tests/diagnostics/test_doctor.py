@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import fields
 
+import numpy as np
 import pytest
 from diag_synthetic import SCENARIOS, base_config, scenario, write_run
 
@@ -206,3 +207,35 @@ def test_docs_thresholds_table_is_in_sync():
     text = (Path(__file__).resolve().parents[2] / "docs" / "tuning.md").read_text()
     block = text.split("<!-- thresholds:start -->")[1].split("<!-- thresholds:end -->")[0].strip()
     assert block == thresholds_table(), "regenerate the table in docs/tuning.md from rules.thresholds_table()"
+
+
+@pytest.mark.parametrize("quantizer, expected", [
+    ({}, ["model.quantizer.restart=replay", "model.quantizer.restart_share=0.75"]),
+    ({"quantizer.restart_threshold": 2.0, "quantizer.restart_sampling": "uniform"},
+     ["model.quantizer.restart_threshold=4.0", "model.quantizer.restart_sampling=error"]),
+])
+def test_dead_code_fixes_follow_the_threshold_rule(quantizer, expected):
+    records, _ = scenario("dead_codes")
+    config = base_config(model=quantizer)
+    f = next(x for x in diagnose(records, config) if x.rule == "dead_codes")
+    for fix in expected:
+        assert fix in f.fixes, f.fixes
+    for fix in f.fixes:
+        load_config(None, [fix], base=config)
+
+
+@pytest.mark.parametrize("level, peak, critical", [(1.0, 300.0, True), (1.0, 120.0, True), (1.0, 50.0, False),
+                                                   (0.1, 50.0, False)])
+def test_a_loss_blowup_early_in_the_run_is_critical(level, peak, critical):
+    """A train loss above 100x the recent median and above 100 is a blow-up (critical) even when the run
+    recovers: a real lr=0.5 run logged 251 at step 5 against a recent median of 0.29 (870x). The train
+    losses are scaled so their recent median is ``level``; one early record is set to ``peak``."""
+    records, config = scenario("healthy")
+    train = [r for r in records if r["split"] == "train"]
+    scale = level / float(np.median([r["loss"] for r in train[-len(train) // 4:]]))
+    for r in train:
+        r["loss"] *= scale
+    train[1]["loss"] = peak
+    findings = [f for f in diagnose(records, config) if f.rule == "instability"]
+    exploded = any("exploded" in f.observed and f.severity == "critical" for f in findings)
+    assert exploded == critical, findings

@@ -21,6 +21,7 @@ CONFIGS = {
     "kmeans_2_batches": ("vq", dict(kmeans_batches=2, kmeans_iters=3)),
     "restart_replay": ("vq", dict(restart="replay", replay_size=64, restart_threshold=5.0)),
     "gradient_restart": ("vq", dict(update="gradient", init="random", restart="batch")),
+    "uniform_absolute_tokens": ("vq", dict(restart_sampling="uniform", restart_threshold=1.0, ema_tokens_per_code=2.0)),
     "grow_accumulate": ("vq", dict(grow_to=48, grow_at_step=2, ema_accumulate_steps=2, cosine=True)),
     "residual": ("residual", dict(num_quantizers=2)),
     "grouped": ("grouped", dict(groups=2)),
@@ -46,7 +47,7 @@ def _worker(rank: int, world: int, init_file: str) -> None:
                 out = q(z)
             assert float(out.counts.sum()) == (64 + 80) * q.n_codebooks, f"{name}: counts not summed over ranks"
             for key, value in q.state_dict().items():
-                if key.endswith("replay"):  # the replay buffer holds each rank's own recent outputs
+                if key.split(".")[-1] in ("replay", "replay_weight"):  # each rank's own recent outputs
                     continue
                 value = value.float().contiguous()
                 gathered = [torch.empty_like(value) for _ in range(world)]

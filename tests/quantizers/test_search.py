@@ -9,6 +9,7 @@ from ndvq.quantizers.search import (
     nearest_codes,
     sample_rows,
     soft_code_distribution,
+    weighted_rows,
 )
 
 
@@ -51,3 +52,14 @@ def test_kmeans_seed_picks_rows_of_the_data():
     assert ((seeds[:, None, :] - x[None]).norm(dim=-1).min(dim=1).values < 0.1).all()
     dup = sample_rows(x[:4], 16, jitter=0.01)  # more rows than the source: duplicates are jittered apart
     assert torch.unique(dup, dim=0).shape[0] == 16
+
+
+def test_weighted_rows_follow_the_weights():
+    torch.manual_seed(0)
+    x = torch.arange(4.0).unsqueeze(1)  # row i holds the value i
+    picked = weighted_rows(x, torch.tensor([0.0, 1.0, 3.0, 0.0]), 40000).squeeze(1)
+    assert set(picked.unique().tolist()) == {1.0, 2.0}, "rows of weight 0 were drawn"
+    assert abs(float((picked == 2.0).float().mean()) - 0.75) < 0.02
+    uniform = weighted_rows(x, torch.zeros(4), 40000).squeeze(1)  # all weights 0: uniform
+    assert set(uniform.unique().tolist()) == {0.0, 1.0, 2.0, 3.0}
+    assert abs(float((uniform == 0.0).float().mean()) - 0.25) < 0.02

@@ -52,7 +52,8 @@ def test_forward_compiles_without_graph_breaks_in_training():
     "opts",
     [dict(update="gradient", restart="replay", replay_size=64, entropy_weight=0.1),
      dict(cosine=True, codebook_dim=4, rotation_trick=True, sample_temperature=0.5, grow_to=48,
-          grow_at_step=1, ema_accumulate_steps=2, kmeans_batches=2)],
+          grow_at_step=1, ema_accumulate_steps=2, kmeans_batches=2),
+     dict(restart_sampling="uniform", restart_threshold=1.0, ema_tokens_per_code=4.0)],
 )
 def test_options_compile_fullgraph_with_backward(opts):
     q = build_quantizer("vq", dim=8, n_codes=32, **opts).train()
@@ -92,9 +93,26 @@ def test_non_finite_batch_does_not_poison_the_codebook(restart):
     bad[::3] = float("nan")
     bad[1] = float("inf")
     q(bad)
-    for key in ("embed", "cluster_size", "embed_sum", "pending"):
+    for key in ("embed", "cluster_size", "embed_sum", "pending", "candidates") + (("replay",) if restart == "replay" else ()):
         assert torch.isfinite(q.state_dict()[key]).all(), key
-    live = before["cluster_size"] >= q.restart_threshold  # dead ones may be re-seeded from the finite rows
+    threshold = q._dead_threshold(before["cluster_size"], before["active"])
+    live = before["cluster_size"] >= threshold  # dead ones may be re-seeded from the finite rows
     assert live.any() and torch.equal(q.embed[live], before["embed"][live])  # that step's EMA update was skipped
     q(torch.randn(64, 8))  # and training continues normally
     assert torch.isfinite(q.embed).all() and not torch.equal(q.embed, before["embed"])
+
+
+@pytest.mark.parametrize("restart", ["batch", "replay"])
+def test_loads_state_saved_before_the_restart_candidates_existed(restart):
+    """A state dict without ``candidates``/``has_candidates``/``replay_weight`` (ndvq 0.1.0) loads strictly."""
+    q = build_quantizer("vq", 8, 32, restart=restart, replay_size=64).train()
+    for _ in range(3):
+        q(torch.randn(64, 8))
+    old = {k: v for k, v in q.state_dict().items() if k not in ("candidates", "has_candidates", "replay_weight")}
+    q2 = build_quantizer("vq", 8, 32, restart=restart, replay_size=64)
+    q2.load_state_dict(old)  # strict
+    assert not bool(q2.has_candidates) and torch.equal(q2.embed, q.embed)
+    if restart == "replay":
+        assert float(q2.replay_weight.sum()) == min(64, int(q.replay_filled))
+    q2.train()(torch.randn(64, 8))  # trains on
+    assert bool(q2.has_candidates)

@@ -69,7 +69,7 @@ class Thresholds:
     spike_factor: float = _t(3.0, "a train loss above this multiple of the running median of the records before it is a spike")
     spike_count: int = _t(3, "warning: at least this many spikes after warm-up (instability)")
     divergence_factor: float = _t(1.5, "critical: smoothed recent train loss above this multiple of its post-warm-up minimum (diverging)")
-    blowup_factor: float = _t(1000.0, "critical: the train loss peaked above this multiple of its recent median ...")
+    blowup_factor: float = _t(100.0, "critical: the train loss peaked above this multiple of its recent median ...")
     blowup_abs: float = _t(100.0, "... and above this absolute value (sane losses on data scaled to [-1, 1] or z-scored stay far below)")
     psnr_trivial: float = _t(6.0, "critical: recent val PSNR (dB) below this is worse than predicting zeros for data in [-1, 1] (training blew up)")
     plateau: float = _t(0.02, "a loss is flat when it improved by less than this fraction across the recent window")
@@ -327,8 +327,15 @@ def rule_dead_codes(view: RunView, th: Thresholds) -> Finding | None:
         fixes.append(fmt_kv("model.quantizer.restart", "batch"))
     elif view.cfg("model.quantizer.restart", "batch") == "batch":
         fixes.append(fmt_kv("model.quantizer.restart", "replay"))
-    thr = float(view.cfg("model.quantizer.restart_threshold", 1.0))
-    fixes.append(fmt_kv("model.quantizer.restart_threshold", max(thr * 2, 0.5)))
+    thr = view.cfg("model.quantizer.restart_threshold", None)
+    if thr is not None:  # an absolute count: recycle rarer codes (or use the scale-free rule, below)
+        fixes.append(fmt_kv("model.quantizer.restart_threshold", max(float(thr) * 2, 0.5)))
+    else:
+        share = float(view.cfg("model.quantizer.restart_share", 0.5))
+        if share < 0.9:
+            fixes.append(fmt_kv("model.quantizer.restart_share", round(min(share * 1.5, 0.9), 2)))
+    if view.cfg("model.quantizer.restart_sampling", "error") == "uniform":
+        fixes.append(fmt_kv("model.quantizer.restart_sampling", "error"))
     fixes.append(fmt_kv("model.ema_decay", 0.95 if float(view.cfg("model.ema_decay", 0.99)) > 0.95 else 0.9))
     if n >= 64:
         fixes.append(fmt_kv("model.n_codes", n // 2))

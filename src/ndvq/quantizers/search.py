@@ -30,6 +30,7 @@ __all__ = [
     "soft_code_distribution",
     "sync_rows_",
     "sample_rows",
+    "weighted_rows",
     "lloyd_update",
     "kmeans_seed",
 ]
@@ -208,6 +209,27 @@ def sample_rows(x: torch.Tensor, n: int, offset: torch.Tensor | int = 0, jitter:
     if jitter > 0:
         rows = rows + jitter * _channel_std(x) * torch.randn_like(rows)
     return rows
+
+
+def weighted_rows(x: torch.Tensor, weight: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` rows of ``x [M, D]`` drawn with replacement, row ``i`` with probability ``weight[i] / sum(weight)``.
+
+    Inverse-CDF sampling (``searchsorted`` on the cumulative weights): no host sync and no
+    data-dependent shapes, so it traces into one graph; rows of weight 0 are never drawn. When every
+    weight is 0 the draw is uniform. Returns detached fp32 ``[n, D]``.
+
+    Args:
+        x: ``[M, D]`` source rows.
+        weight: ``[M]`` non-negative weights (e.g. quantization errors for k-means++-style seeding).
+        n: rows to draw.
+    """
+    x = x.detach().float()
+    cdf = weight.detach().float().clamp_min(0).cumsum(0)  # [M]
+    total = cdf[-1]
+    u = torch.rand(n, device=x.device) * total
+    idx = torch.searchsorted(cdf, u, right=True).clamp_max(x.shape[0] - 1)  # first i with cdf[i] > u
+    idx = torch.where(total > 0, idx, torch.randint(0, x.shape[0], (n,), device=x.device))
+    return x.index_select(0, idx)
 
 
 def lloyd_update(
