@@ -20,7 +20,7 @@ import argparse
 import json
 
 import torch
-from benchmarks.codebook import MODEL, _stack
+from benchmarks.codebook import MODEL, _stack, train_model
 from benchmarks.common import set_threads
 
 from ndvq.data import create_dataset
@@ -48,15 +48,7 @@ def count_reseeds(quantizer: dict, train: torch.Tensor, n_codes: int, steps: int
         counts.append(int((vq.embed.detach() != before).any(dim=1).sum()))
 
     vq._restart = counted
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        x = train[torch.randint(0, len(train), (32,), generator=g)]
-        out = model(x)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
+    train_model(model, train, steps, 32, 1e-3, seed)
     return counts
 
 

@@ -79,6 +79,14 @@ TARGETS = ((DEFAULT_1024, 1024, 95.0), (DEFAULT_8192, 8192, 90.0))  # (configura
 PSNR_GAP = 0.3
 
 
+def _random_crop(img: torch.Tensor, g: torch.Generator) -> torch.Tensor | None:
+    """A random 32x32 crop of ``img [3, H, W]``, or None when it is nearly flat (as the samples data skips)."""
+    r = int(torch.randint(img.shape[1] - 31, (1,), generator=g))
+    c = int(torch.randint(img.shape[2] - 31, (1,), generator=g))
+    crop = img[:, r:r + 32, c:c + 32]
+    return crop if float(crop.std()) * 127.5 >= 4 else None
+
+
 def fresh_train_crops(n: int, seed: int = 999) -> torch.Tensor:
     """``n`` new random 32x32 crops of the *training* photographs (positions from another seed than the
     training patches): ``[n, 3, 32, 32]`` in ``[-1, 1]``. Measures usage on the training distribution."""
@@ -88,11 +96,8 @@ def fresh_train_crops(n: int, seed: int = 999) -> torch.Tensor:
     photos = [torch.from_numpy(_photo(name)).permute(2, 0, 1).float() / 127.5 - 1 for name in TRAIN_IMAGES]
     out = []
     while len(out) < n:
-        img = photos[int(torch.randint(len(photos), (1,), generator=g))]
-        r = int(torch.randint(img.shape[1] - 31, (1,), generator=g))
-        c = int(torch.randint(img.shape[2] - 31, (1,), generator=g))
-        crop = img[:, r:r + 32, c:c + 32]
-        if float(crop.std()) * 127.5 >= 4:  # skip nearly flat crops, as the samples data does
+        crop = _random_crop(photos[int(torch.randint(len(photos), (1,), generator=g))], g)
+        if crop is not None:
             out.append(crop)
     return torch.stack(out)
 
@@ -120,10 +125,8 @@ def heldout_crops(per_image: int = HELDOUT_PER_IMAGE, seed: int = 4321) -> torch
         t = torch.from_numpy(img[..., :3].astype(np.float32)).permute(2, 0, 1) / 127.5 - 1  # [3, H, W]
         crops = []
         while len(crops) < per_image:
-            r = int(torch.randint(t.shape[1] - 31, (1,), generator=g))
-            c = int(torch.randint(t.shape[2] - 31, (1,), generator=g))
-            crop = t[:, r:r + 32, c:c + 32]
-            if float(crop.std()) * 127.5 >= 4:
+            crop = _random_crop(t, g)
+            if crop is not None:
                 crops.append(crop)
         out += crops
     return torch.stack(out)
@@ -150,14 +153,11 @@ def evaluate(model: VQVAE, val: torch.Tensor, batch: int = 256) -> dict[str, flo
             "codebooks": int(counts.shape[0])}
 
 
-def run_config(name: str, n_codes: int, quantizer: dict, train: torch.Tensor, val: torch.Tensor,
-               crops: torch.Tensor, steps: int, batch: int, lr: float, seed: int = 0,
-               heldout: torch.Tensor | None = None) -> dict:
-    torch.manual_seed(seed)
-    model = VQVAE(**MODEL, n_codes=n_codes, quantizer=dict(quantizer))
-    model.validate_inputs = False
+def train_model(model: VQVAE, train: torch.Tensor, steps: int, batch: int, lr: float, seed: int,
+                after_step=None) -> float:
+    """Adam on random batches of ``train`` (batch order from ``seed``); ``after_step(out)`` after each
+    step. Returns the seconds it took."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    tracker = CodeUsageTracker(model.quantizer.n_codebooks, model.quantizer.n_codes, window=100)
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     model.train()
@@ -167,8 +167,19 @@ def run_config(name: str, n_codes: int, quantizer: dict, train: torch.Tensor, va
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
-        tracker.update(out.counts)
-    seconds = time.perf_counter() - t0
+        if after_step is not None:
+            after_step(out)
+    return time.perf_counter() - t0
+
+
+def run_config(name: str, n_codes: int, quantizer: dict, train: torch.Tensor, val: torch.Tensor,
+               crops: torch.Tensor, steps: int, batch: int, lr: float, seed: int = 0,
+               heldout: torch.Tensor | None = None) -> dict:
+    torch.manual_seed(seed)
+    model = VQVAE(**MODEL, n_codes=n_codes, quantizer=dict(quantizer))
+    model.validate_inputs = False
+    tracker = CodeUsageTracker(model.quantizer.n_codebooks, model.quantizer.n_codes, window=100)
+    seconds = train_model(model, train, steps, batch, lr, seed, after_step=lambda out: tracker.update(out.counts))
     res = evaluate(model, val)
     res["chelsea_psnr"] = res["psnr"]
     if heldout is not None:  # the target metric: five unseen photographs
@@ -232,8 +243,8 @@ def targets_table(results: dict) -> list[str]:
                      "met" if a >= wanted else "**not met**"])
     for name, k, _ in TARGETS:
         runs = _runs(results, name)
-        same_k = [n for n in results if n != name and _runs(results, n) and _runs(results, n)[0]["codes"] == k
-                  and _runs(results, n)[0]["codebooks"] == 1]
+        first = {n: _runs(results, n)[0] for n in results if n != name and results[n]}
+        same_k = [n for n, r in first.items() if r["codes"] == k and r["codebooks"] == 1]
         if not runs or not same_k:
             continue
         best = max(same_k, key=lambda n: _mean(_runs(results, n), "psnr"))
@@ -252,9 +263,8 @@ def write_doc(path: Path, results: dict, info: dict, args) -> None:
     for name in names:
         runs = _runs(results, name)
         r0 = runs[0]
-        psnr = [r["psnr"] for r in runs]
         rows.append([name, r0["codes"] if r0["codebooks"] == 1 else f"{r0['codebooks']} x {r0['codes']}", len(runs),
-                     statistics.fmean(psnr), _mean(runs, "chelsea_psnr"), _mean(runs, "train_alive", 100), _mean(runs, "train_alive_big", 100),
+                     _mean(runs, "psnr"), _mean(runs, "chelsea_psnr"), _mean(runs, "train_alive", 100), _mean(runs, "train_alive_big", 100),
                      min(100 * r["train_alive_big"] for r in runs), _mean(runs, "alive", 100),
                      _mean(runs, "train_perplexity"), _mean(runs, "perplexity"), _mean(runs, "window_usage", 100),
                      _mean(runs, "seconds")])

@@ -47,7 +47,8 @@ QUANTIZER_KINDS = ("vq", "fsq", "lfq", "simvq", "residual", "grouped")
 #: Options of the vector quantizer (also passed to each level/group of residual and grouped).
 VQ_OPTIONS = (
     "update", "codebook_lr", "init", "kmeans_iters", "kmeans_batches", "restart", "restart_interval",
-    "restart_share", "restart_threshold", "restart_sampling", "replay_size", "ema_accumulate_steps", "ema_tokens_per_code", "entropy_weight", "cosine",
+    "restart_share", "restart_threshold", "restart_sampling", "replay_size", "ema_accumulate_steps",
+    "ema_tokens_per_code", "entropy_weight", "cosine",
     "codebook_dim", "rotation_trick", "sample_temperature", "grow_to", "grow_at_step",
     "entropy_temperature", "chunk_rows",
 )

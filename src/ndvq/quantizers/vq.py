@@ -393,9 +393,10 @@ class VectorQuantizer(Quantizer):
         n = min(r, x.shape[0])
         pos = torch.remainder(self.replay_filled + torch.arange(n, device=x.device), r)
         rows = torch.randint(0, x.shape[0], (n,), device=x.device)
-        picked = x.index_select(0, rows)
-        self.replay.index_copy_(0, pos, torch.where(torch.isfinite(picked), picked, torch.zeros_like(picked)))
-        self.replay_weight.index_copy_(0, pos, weight.index_select(0, rows))
+        picked, picked_weight = x.index_select(0, rows), weight.index_select(0, rows)
+        # non-finite rows weigh 0 (never drawn); store them as zeros so the buffer stays finite
+        self.replay.index_copy_(0, pos, torch.where(picked_weight.unsqueeze(1) > 0, picked, torch.zeros_like(picked)))
+        self.replay_weight.index_copy_(0, pos, picked_weight)
         self.replay_filled.add_(n)
         return self.replay, self.replay_weight
 
