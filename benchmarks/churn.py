@@ -24,7 +24,7 @@ from benchmarks.codebook import MODEL, _stack, train_model
 from benchmarks.common import set_threads
 
 from ndvq.data import create_dataset
-from ndvq.networks.vqvae import VQVAE
+from ndvq.models import VQVAE
 
 CONFIGS = {
     "previous rule (absolute threshold 1.0, uniform candidates)": dict(kind="vq", restart_threshold=1.0,

@@ -35,7 +35,7 @@ import torch
 from benchmarks.common import ROOT, machine_info, markdown_table, set_threads
 
 from ndvq.data import create_dataset
-from ndvq.networks.vqvae import VQVAE
+from ndvq.models import VQVAE
 from ndvq.quantizers import CodeUsageTracker
 
 CLASSIC = dict(cosine=False, codebook_dim=None)  # Euclidean lookup in embedding_dim (ndvq: cosine, 8 dims)

@@ -137,23 +137,22 @@ def loader_rate(ds, batch: int, workers: int, max_batches: int) -> float:
 
 def train_rate(cfg, x: torch.Tensor, steps: int) -> float:
     """Samples/s of full training steps of ``cfg``'s model on the batch ``x``."""
-    from ndvq import builders
+    from ndvq import build
 
-    net, _, _ = builders.build_model(cfg)
+    net, objective = build.build_model(cfg), build.build_objective(cfg)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.train.learning_rate)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        out = net(x)
-        out.loss.backward()
+        objective(x, net(x)).loss.backward()
         opt.step()
 
     return x.shape[0] / statistics.median(time_calls(step, warmup=1, repeats=steps))
 
 
 def run(kinds, data_dir: Path, batches: int, steps: int) -> list[dict]:
-    from ndvq.builders import build_dataset
+    from ndvq.build import build_dataset
 
     rows = []
     for kind in kinds:

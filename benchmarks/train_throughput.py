@@ -145,7 +145,7 @@ def make_ndvq_step(arch: Arch, batches: list[torch.Tensor], seed: int = 0, compi
     """
     if precision not in ("32", "bf16-mixed"):
         raise ValueError(f"precision must be '32' or 'bf16-mixed', got {precision!r}")
-    from ndvq.train.optim import make_optimizer, param_groups
+    from ndvq.run.optim import make_optimizer, param_groups
 
     torch.manual_seed(seed)
     model = build_ndvq(arch, **overrides).train()

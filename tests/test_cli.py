@@ -15,8 +15,8 @@ import yaml
 
 from ndvq.cli import main
 
-TINY = ["model.n_hiddens=16", "model.n_res_layers=1", "model.embedding_dim=8", "model.n_codes=16", "model.n_head=0",
-        "model.norm=group", "model.num_groups=8", "train.max_steps=2", "train.batch_size=2", "train.log_interval=1",
+TINY = ["model.videogpt.n_hiddens=16", "model.videogpt.num_res_blocks=1", "model.embedding_dim=8", "model.n_codes=16",
+        "model.videogpt.n_head=0", "model.videogpt.norm=group", "model.videogpt.norm_num_groups=8", "train.max_steps=2", "train.batch_size=2", "train.log_interval=1",
         "train.val_interval=2", "train.val_batches=1", "train.ckpt_interval=2", "train.sample_interval=2",
         "train.doctor_warnings=false"]
 
@@ -122,15 +122,15 @@ def _volume(path: Path, seed: int) -> None:
 
 MODALITIES = {
     # kind: (writer, file suffix, n files, model/data overrides, expected sample file suffixes)
-    "image": (_png, ".png", 5, ["model.n_dims=2", "model.in_channels=3", "model.downsample=[4,4]",
+    "image": (_png, ".png", 5, ["model.n_dims=2", "model.in_channels=3", "model.videogpt.downsample=[4,4]",
                                 "data.patch_size=[16,16]"], {".png"}),
-    "video": (_video, ".mp4", 3, ["model.n_dims=3", "model.in_channels=3", "model.downsample=[2,4,4]",
+    "video": (_video, ".mp4", 3, ["model.n_dims=3", "model.in_channels=3", "model.videogpt.downsample=[2,4,4]",
                                   "data.sequence_length=4", "data.resolution=[16,16]"], {".gif"}),
-    "audio": (_audio, ".wav", 3, ["model.n_dims=1", "model.in_channels=1", "model.downsample=[4]",
+    "audio": (_audio, ".wav", 3, ["model.n_dims=1", "model.in_channels=1", "model.videogpt.downsample=[4]",
                                   "data.segment_length=1024"], {".wav", ".png"}),
-    "series": (_series, ".csv", 3, ["model.n_dims=1", "model.in_channels=3", "model.downsample=[4]",
+    "series": (_series, ".csv", 3, ["model.n_dims=1", "model.in_channels=3", "model.videogpt.downsample=[4]",
                                     "data.segment_length=64"], {".png"}),
-    "volume": (_volume, ".nii.gz", 3, ["model.n_dims=3", "model.in_channels=1", "model.downsample=[4,4,4]",
+    "volume": (_volume, ".nii.gz", 3, ["model.n_dims=3", "model.in_channels=1", "model.videogpt.downsample=[4,4,4]",
                                        "data.patch_size=[16,16,16]"], {".png"}),
 }
 
@@ -158,7 +158,7 @@ def test_two_step_train_per_modality(kind, tmp_path, capsys):
     assert str(run_dir) in out.split("finished after")[0]
     assert "train data" in out and "val data" in out and "item shape" in out
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["step"] == 2 and ckpt["config"]["data"]["kind"] == kind
+    assert ckpt["state"]["step"] == 2 and ckpt["config"]["data"]["kind"] == kind
     assert list((run_dir / "checkpoints").glob("best-step*.ckpt"))
     recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in recs if r["split"] == "train"]
@@ -202,18 +202,18 @@ def test_eval_encode_decode_round_trip(kind, tmp_path, capsys):
     files = sorted(p for p in (tmp_path / "decoded").rglob("*") if p.is_file())
     assert files, "decode wrote nothing"
     # decoding the codes gives the same reconstruction as the model's forward pass
-    from ndvq.train.inference import load_model
+    from ndvq import build
+    from ndvq.run.checkpoint import load_model
 
-    model, cfg, _ = load_model(run_dir)
-    from ndvq import builders
-
-    ds = builders.build_dataset(cfg.model_copy(update={"data": cfg.data.model_copy(
-        update={"root": tmp_path / "data" / "test", "val_dir": None})}), "all", pad=True)
+    loaded = load_model(run_dir)
+    model, cfg = loaded.model, loaded.config
+    ds = build.build_dataset(cfg.model_copy(update={"data": cfg.data.model_copy(
+        update={"root": tmp_path / "data" / "test", "val_dir": None})}), "all", pad_multiple=tuple(model.downsample))
     x = ds[0]["data"][None]
     with torch.no_grad():
-        lv = builders.encode_batch(model, cfg.model.kind, x)
-        assert torch.equal(lv[0][0].cpu(), torch.from_numpy(codes[0]).long())
-        assert torch.allclose(builders.decode_codes(model, cfg.model.kind, lv), model(x).reconstruction, atol=1e-5)
+        z = model.encode(x)
+        assert torch.equal(z[0].cpu(), torch.from_numpy(codes[0]).long())
+        assert torch.allclose(model.decode(z), model(x).reconstruction, atol=1e-5)
 
 
 def test_resume_with_changed_model_is_refused(tmp_path, capsys):
@@ -239,3 +239,56 @@ def test_broken_pipe_exits_quietly(monkeypatch, capsys):
     monkeypatch.setattr(parser, "parse_args", lambda argv: (ns := real_parse(argv), setattr(ns, "func", raise_broken_pipe))[0])
     assert cli.main(["doctor", "some-run"]) == 0
     assert capsys.readouterr().err == ""
+
+
+# ----------------------------------------------------------------------------- exit codes
+
+
+def _raising(monkeypatch, exc: BaseException):
+    """Make `ndvq doctor x` raise ``exc`` from its handler."""
+    import ndvq.cli as cli
+
+    def handler(args):
+        raise exc
+
+    parser = cli.build_parser()
+    real_parse = parser.parse_args
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv: (ns := real_parse(argv), setattr(ns, "func", handler))[0])
+    return cli
+
+
+@pytest.mark.parametrize("exc, code, line", [
+    (__import__("ndvq.errors").errors.DataError("data.root 'x' is empty"), 2, "ndvq: error: data.root 'x' is empty"),
+    (FileNotFoundError(2, "No such file or directory", "/nope"), 2, "ndvq: error: [Errno 2] No such file or directory: '/nope'"),
+    (PermissionError(13, "Permission denied", "/root/x"), 2, "ndvq: error: [Errno 13] Permission denied: '/root/x'"),
+    (__import__("ndvq.errors").errors.NonFiniteLossError("50 non-finite steps in a row"), 1, "ndvq: 50 non-finite steps in a row"),
+    (KeyboardInterrupt(), 130, "ndvq: interrupted"),
+])
+def test_user_errors_are_one_line(monkeypatch, capsys, exc, code, line):
+    cli = _raising(monkeypatch, exc)
+    assert cli.main(["doctor", "x"]) == code
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+@pytest.mark.parametrize("exc", [TypeError("f() got an unexpected keyword argument 'x'"), ImportError("no module y"),
+                                 ValueError("a bug"), KeyError("k")])
+def test_anything_else_is_a_bug_with_its_traceback(monkeypatch, capsys, exc):
+    cli = _raising(monkeypatch, exc)
+    assert cli.main(["doctor", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and type(exc).__name__ in err
+    assert err.strip().splitlines()[-1] == ("ndvq: internal error (this is a bug in ndvq; please report it with the "
+                                            "traceback above)")
+
+
+def test_a_user_error_in_a_ddp_worker_is_one_line(monkeypatch, capsys):
+    ProcessRaisedException = type("ProcessRaisedException", (Exception,), {})
+    text = ("\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n  File \"x.py\", "
+            "line 1, in f\nndvq.errors.DataError: the 'train' split is empty\n")
+    cli = _raising(monkeypatch, ProcessRaisedException(text))
+    assert cli.main(["doctor", "x"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["ndvq: error: ndvq.errors.DataError: the 'train' split is empty"]
+    cli = _raising(monkeypatch, ProcessRaisedException(text.replace("ndvq.errors.DataError", "TypeError")))
+    assert cli.main(["doctor", "x"]) == 1
+    assert "internal error" in capsys.readouterr().err

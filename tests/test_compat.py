@@ -67,7 +67,7 @@ def test_drop_in_api(n_dims, channels, ds, spatial):
     assert vq["commitment_loss"].ndim == 0 and vq["perplexity"].ndim == 0
     loss = model.training_step({"data": x}, 0)
     loss.backward()
-    assert model.model.encoder.conv_last.conv.weight.grad.abs().sum() > 0
+    assert model.model.backbone.encoder.conv_last.conv.weight.grad.abs().sum() > 0
     model.eval()
     codes = model.encode(x)
     codes2, emb = model.encode(x, include_embeddings=True)
@@ -80,11 +80,11 @@ def test_reference_defaults_and_overrides(tmp_path):
     model = NDimVQVAE(embedding_dim=8, n_codes=16, n_dims=2, downsample=[4, 4], n_hiddens=16, n_res_layers=1,
                       codebook_beta=0.1, input_shape=(32, 32))  # spatial only: 3 channels, as the reference
     assert model.model.in_channels == 3
-    attn = model.model.encoder.res_stack[0].attn
+    attn = model.model.backbone.encoder.res_stack[0].attn
     assert attn.n_head == 2 and attn.attn_dropout == 0.1
     off = NDimVQVAE(embedding_dim=8, n_codes=16, n_dims=2, downsample=[4, 4], n_hiddens=16, n_res_layers=1,
                     codebook_beta=0.1, input_shape=(1, 32, 32), n_head=0, norm="group", recon_loss_factor=1.0)
-    assert off.model.encoder.res_stack[0].attn is None and off.model.recon_loss_factor == 1.0
+    assert off.model.backbone.encoder.res_stack[0].attn is None and off.model.recon_loss_factor == 1.0
     off.save_pretrained(tmp_path / "m")
     loaded = ndvq.load_pretrained(tmp_path / "m")
     assert type(loaded) is NDimVQVAE and loaded.config == off.config

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ndvq.config import ConfigError, load_config
-from ndvq.config_medical import MEDICAL_DEFAULTS, from_medical, is_medical_config, load_medical
+from ndvq.config.medical import MEDICAL_DEFAULTS, from_medical, is_medical_config, load_medical
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "medical" / "vae_config.json"
 
@@ -45,7 +45,9 @@ def test_example_file_mirrors_documented_defaults():
             continue
         assert d[key] == value, key
     cfg, extras = from_medical(d, check_paths=False)
-    assert cfg.model.kind == "klvae" and cfg.model.klvae.channels == [64, 128, 256]
+    assert cfg.model.kind == "klvae" and cfg.model.ldm.channels == [64, 128, 256]
+    assert (cfg.model.backbone, cfg.model.bottleneck, cfg.model.embedding_dim) == ("ldm", "gaussian", 4)
+    assert cfg.loss.recon_loss == "l1"
 
 
 def test_mapping():
@@ -53,7 +55,7 @@ def test_mapping():
                              "data_source": "dente", "run_dir": "/tmp/out/myrun", "augment": True,
                              "autoencoder_train.val_interval": 3, "autoencoder_train.patch_size": [64, 32]})
     assert cfg.model.kind == "klvae" and cfg.model.n_dims == 2 and cfg.model.in_channels == 1
-    assert cfg.model.recon_loss == "mse"
+    assert cfg.loss.recon_loss == "mse"
     assert cfg.data.kind == "image" and cfg.data.subfolders == ["dente"] and cfg.data.channels == 1
     assert cfg.data.root == Path("/nonexistent/data") and cfg.data.train_split == 0.9 and cfg.data.augment
     assert cfg.data.patch_size == [64, 32]
@@ -62,8 +64,8 @@ def test_mapping():
     assert cfg.train.val_every_epochs == 3 and extras.val_every_epochs == 3
     assert cfg.loss.perceptual_weight == 1.0 and cfg.loss.kl_weight == 1e-6
     assert cfg.run.root == Path("/tmp/out") and cfg.run.name == "myrun" and cfg.run.resume is None
-    k = cfg.model.klvae
-    assert (k.latent_channels, k.num_res_blocks, k.norm_num_groups, k.norm_eps) == (4, 2, 32, 1e-6)
+    k = cfg.model.ldm
+    assert (cfg.model.embedding_dim, k.num_res_blocks, k.norm_num_groups, k.norm_eps) == (4, 2, 32, 1e-6)
     assert k.attention_levels == [False, False, False] and k.with_encoder_nonlocal_attn
 
     cfg3, _ = convert(spatial_dims=3, **{"autoencoder_def.spatial_dims": 3,
@@ -160,7 +162,7 @@ def test_defaults_fill_missing_keys():
         from_medical(d, check_paths=False)  # the default has 3 entries, channels 2
     d["autoencoder_def"]["attention_levels"] = [False, True]
     cfg, _ = from_medical(d, check_paths=False)
-    assert cfg.model.klvae.channels == [32, 64] and cfg.train.batch_size == 8
+    assert cfg.model.ldm.channels == [32, 64] and cfg.train.batch_size == 8
 
 
 def test_path_checks(tmp_path):
@@ -186,7 +188,7 @@ def test_load_config_detects_medical_file(tmp_path):
     cfg = load_config(path, ["train.batch_size=2"])
     assert cfg.model.kind == "klvae" and cfg.train.batch_size == 2
     cfg2, _ = load_medical(path)
-    assert cfg2.model.klvae == cfg.model.klvae
+    assert cfg2.model.ldm == cfg.model.ldm and cfg2.model.embedding_dim == cfg.model.embedding_dim
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read"):
         load_medical(path)
@@ -221,7 +223,7 @@ def _tiny_weights(path: Path) -> Path:
     """A tiny randomly initialised VGG16-layout state dict (torchvision key names), never real weights."""
     import torch
 
-    from ndvq.losses.perceptual import LAYOUTS
+    from ndvq.objectives.perceptual import LAYOUTS
 
     g = torch.Generator().manual_seed(0)
     sd, c_in = {}, 3
@@ -281,14 +283,14 @@ def _records(run_dir: Path) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("source,folders", [("edente", {"edente"}), ("dente", {"dente"}), ("both", {"edente", "dente"})])
 def test_train_from_vae_config(dental, tmp_path, source, folders):
-    from ndvq import builders
+    from ndvq import build
     from ndvq.cli import main
 
     run_dir = tmp_path / "runs" / f"vae-{source}"
     path = _write(tiny_vae_config(dental, run_dir, data_source=source), tmp_path / "vae_config.json")
     assert main(["train", "-c", str(path)]) == 0
     cfg = load_config(path)
-    ds = builders.build_dataset(cfg, "all")
+    ds = build.build_dataset(cfg, "all")
     assert {Path(ds.item_info(i)["path"]).parent.name for i in range(len(ds))} == folders
     n_files = sum(len(list((dental / f).glob("*.tif"))) for f in folders)
     assert len(ds) == n_files
@@ -310,10 +312,10 @@ def test_train_resumes_from_checkpoint_dir(dental, tmp_path):
     first = _write(tiny_vae_config(dental, run_dir, **{"autoencoder_train.max_epochs": 1}), tmp_path / "a.json")
     assert main(["train", "-c", str(first)]) == 0
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    step1 = torch.load(ckpt, weights_only=True)["step"]
+    step1 = torch.load(ckpt, weights_only=True)["state"]["step"]  # TrainState.to_dict()
     second = tiny_vae_config(dental, run_dir, resume_ckpt=True, checkpoint_dir=str(ckpt))
     assert main(["train", "-c", str(_write(second, tmp_path / "b.json"))]) == 0
-    state = torch.load(ckpt, weights_only=True)
+    state = torch.load(ckpt, weights_only=True)["state"]
     assert state["step"] == 2 * step1 and state["epoch"] >= 1
     steps = [r["step"] for r in _records(run_dir) if r["split"] == "train"]
     assert steps == sorted(steps) and steps[-1] == 2 * step1  # continued, not restarted
@@ -350,8 +352,8 @@ def test_ddp_two_processes(dental, tmp_path):
     path = _write(d, tmp_path / "vae_config.json")
     assert main(["train", "-c", str(path), "train.devices=2", "train.accelerator=cpu",
                  "loss.adversarial_weight=0.1", "loss.disc_layers=1", "loss.disc_channels=4"]) == 0
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert state["step"] >= 1 and "discriminator" in state
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["state"]["step"] >= 1 and "discriminator" in ckpt
     train = [r for r in _records(run_dir) if r["split"] == "train"]
     assert train[-1]["lr"] == pytest.approx(2e-3)  # lr x world size
     assert "disc_loss" in train[-1]

@@ -29,11 +29,11 @@ import torch
 
 from ndvq import VQVAE
 from ndvq.quantizers import build_quantizer
-from ndvq.train.optim import make_optimizer, param_groups
+from ndvq.run.optim import make_optimizer, param_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = {1: (64,), 2: (16, 16), 3: (4, 8, 8)}
-QUANTIZER_KINDS = [("vq", {}), ("fsq", {"levels": [5, 5, 4]}), ("lfq", {}), ("simvq", {}),
+QUANTIZER_KINDS = [("vq", {}), ("fsq", {"fsq_levels": [5, 5, 4]}), ("lfq", {}), ("simvq", {}),
                    ("residual", {"num_quantizers": 2}), ("grouped", {"groups": 2})]
 
 
@@ -243,7 +243,7 @@ def test_input_check_is_the_only_switchable_sync(sync_counter):
     state["on"] = True
     model(x)
     state["on"] = False
-    assert len(calls) == 1 and "vqvae.py" in calls[0], calls
+    assert len(calls) == 1 and "checks.py" in calls[0], calls
 
 
 # ---------------------------------------------------------------------------------------- smoke

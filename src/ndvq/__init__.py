@@ -2,7 +2,8 @@
 
 Public names (imported lazily, so ``import ndvq.config`` stays light):
 
-- :class:`VQVAE`, :class:`HierarchicalVQVAE`, :class:`KLVAE` — the models;
+- :class:`Autoencoder` — any backbone (``videogpt``, ``ldm``) x any bottleneck (quantizers, ``gaussian``);
+- :class:`VQVAE`, :class:`HierarchicalVQVAE`, :class:`KLVAE` — the presets;
 - :class:`NDimVQVAE` — drop-in for the ``nd_vq_vae`` package's class;
 - :func:`load_pretrained` — load any model saved with ``save_pretrained``.
 
@@ -17,14 +18,15 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["VQVAE", "HierarchicalVQVAE", "KLVAE", "NDimVQVAE", "load_pretrained"]
+__all__ = ["Autoencoder", "VQVAE", "HierarchicalVQVAE", "KLVAE", "NDimVQVAE", "load_pretrained"]
 
 _WHERE = {
-    "VQVAE": "ndvq.networks.vqvae",
-    "HierarchicalVQVAE": "ndvq.networks.hierarchical",
-    "KLVAE": "ndvq.networks.klvae",
+    "Autoencoder": "ndvq.models",
+    "VQVAE": "ndvq.models",
+    "HierarchicalVQVAE": "ndvq.models",
+    "KLVAE": "ndvq.models",
     "NDimVQVAE": "ndvq.compat",
-    "load_pretrained": "ndvq.networks.pretrained",
+    "load_pretrained": "ndvq.models",
 }
 
 try:

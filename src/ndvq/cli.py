@@ -6,9 +6,10 @@
     ndvq decode RUN_OR_CKPT CODES.npz --out DIR
     ndvq doctor | report | tune ...   (added by ndvq.diagnostics.commands)
 
-Bad input (missing data, unreadable config, unknown key, bad value, incompatible checkpoint, a
-missing run) prints one line ``ndvq: error: ...`` and exits with code 2; set ``NDVQ_DEBUG=1`` to
-see the traceback instead.
+Exit codes: 0 done; 2 a user error (an :class:`ndvq.errors.NdvqError`: missing data, unreadable config,
+unknown key, bad value, incompatible checkpoint; or a user path that is missing or unreadable), printed as
+one line ``ndvq: error: ...``; 1 a non-finite training loss (one line) or a bug (the traceback, then a line
+saying so); 130 interrupted. Set ``NDVQ_DEBUG=1`` to see every traceback.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
+from ndvq.diagnostics.commands import USER_ERRORS, register
+from ndvq.errors import NonFiniteLossError
+
 __all__ = ["main", "build_parser"]
+
+_BUG = "ndvq: internal error (this is a bug in ndvq; please report it with the traceback above)"
 
 _OVERRIDES_HELP = ("key=value overrides applied on top of the config, e.g. model.n_codes=1024 "
                    "train.learning_rate=3e-4 model.downsample=[4,4] (values are YAML)")
@@ -86,41 +93,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("codes", type=Path, help="the .npz written by `ndvq encode`")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(func=_cmd_decode)
-    try:  # doctor / report / tune
-        from ndvq.diagnostics.commands import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
+    register(sub)  # doctor / report / tune
     return parser
 
 
+def _base_config(args) -> Path | None:
+    """``-c``, else the ``config.yaml`` of the run that ``--resume`` names, else None (the default run)."""
+    from ndvq.errors import ConfigError
+    from ndvq.run.rundir import config_path, find_checkpoint, run_dir_of
+
+    if args.resume is None:
+        return args.config
+    path = config_path(run_dir_of(find_checkpoint(args.resume)))  # a missing run: one-line error here
+    if args.config is None and not path.is_file():
+        raise ConfigError(f"{path.parent} has no config.yaml; pass the run's config with -c")
+    return args.config or path
+
+
 def _cmd_train(args) -> int:
-    from ndvq.config import ConfigError, config_to_yaml, load_config
+    from ndvq.config import config_to_yaml, load_config
 
-    base = None
-    if args.resume is not None:
-        from ndvq.train.checkpoint import find_checkpoint
-
-        ckpt = find_checkpoint(args.resume)
-        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        if args.config is None:
-            if not (run_dir / "config.yaml").is_file():
-                raise ConfigError(f"{run_dir} has no config.yaml; pass the run's config with -c")
-            base = run_dir / "config.yaml"
-    cfg = load_config(args.config or base, args.overrides,
+    cfg = load_config(_base_config(args), args.overrides,
                       config_format=args.config_format if args.config is not None else "auto")
     if args.print_config:
         print(config_to_yaml(cfg), end="")
         return 0
-    from ndvq.train.loop import train
+    from ndvq.diagnostics.doctor import warning_callback
+    from ndvq.run.train import train
 
-    result = train(cfg, resume=args.resume)
+    on_warning = warning_callback(cfg.model_dump(mode="json")) if cfg.train.doctor_warnings else None
+    result = train(cfg, resume=args.resume, on_warning=on_warning)
     return 130 if result.stopped == "interrupted" else 0
 
 
 def _cmd_eval(args) -> int:
-    from ndvq.train.inference import evaluate, format_table
+    from ndvq.run.infer import evaluate, format_table
 
     res = evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, out=args.out,
                    overrides=args.overrides)
@@ -129,7 +136,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_encode(args) -> int:
-    from ndvq.train.inference import encode
+    from ndvq.run.infer import encode
 
     out = encode(args.run, args.out, data=args.data, split=args.split or "all", batch_size=args.batch_size,
                  overrides=args.overrides)
@@ -138,7 +145,7 @@ def _cmd_encode(args) -> int:
 
 
 def _cmd_decode(args) -> int:
-    from ndvq.train.inference import decode
+    from ndvq.run.infer import decode
 
     files = decode(args.run, args.codes, args.out)
     print(f"wrote {len(files)} file(s) to {args.out}")
@@ -150,19 +157,38 @@ def _one_line(e: BaseException) -> str:
     return text if text else type(e).__name__
 
 
+def _names(cls: type) -> set[str]:
+    return {cls.__name__}.union(*(_names(c) for c in cls.__subclasses__()))
+
+
+_USER_ERROR_NAMES = set().union(*(_names(c) for c in USER_ERRORS))
+
+
+def _worker_error(e: BaseException) -> tuple[int, str] | None:
+    """``(exit code, line)`` for a user error raised in a spawned DDP worker (it arrives wrapped in a
+    ``ProcessRaisedException`` whose last line is ``module.ErrorName: message``), else None."""
+    if type(e).__name__ != "ProcessRaisedException":
+        return None
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    name = lines[-1].split(":", 1)[0].rsplit(".", 1)[-1] if lines else ""
+    if name == NonFiniteLossError.__name__:
+        return 1, f"ndvq: {lines[-1]}"
+    return (2, f"ndvq: error: {lines[-1]}") if name in _USER_ERROR_NAMES else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ndvq`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of the ``ndvq`` console script; returns the exit code (see the module docstring)."""
+    args = build_parser().parse_args(argv)
     if os.environ.get("NDVQ_DEBUG"):
         return args.func(args) or 0
-    from ndvq.train.loop import NonFiniteLossError
-
     try:
         return args.func(args) or 0
     except NonFiniteLossError as e:
         print(f"ndvq: {_one_line(e)}", file=sys.stderr)
         return 1
+    except USER_ERRORS as e:
+        print(f"ndvq: error: {_one_line(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ndvq: interrupted", file=sys.stderr)
         return 130
@@ -172,15 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):  # stdout is not a real file (captured)
             pass
         return 0
-    except (ValueError, TypeError, OSError, ImportError) as e:
-        print(f"ndvq: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except Exception as e:  # a failure inside a spawned DDP worker arrives wrapped; show its last line
-        if type(e).__name__ == "ProcessRaisedException":
-            last = [ln for ln in str(e).strip().splitlines() if ln.strip()][-1]
-            print(f"ndvq: error: {last.strip()}", file=sys.stderr)
-            return 2
-        raise
+    except Exception as e:  # a bug, or a user error wrapped by a DDP worker
+        wrapped = _worker_error(e)
+        if wrapped is not None:
+            print(wrapped[1], file=sys.stderr)
+            return wrapped[0]
+        traceback.print_exc()
+        print(_BUG, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

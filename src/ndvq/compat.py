@@ -30,8 +30,10 @@ import torch
 from torch import nn
 
 from ndvq import nd
-from ndvq.networks.pretrained import PretrainedMixin
-from ndvq.networks.vqvae import VQVAE, recon_error
+from ndvq.errors import ConfigError
+from ndvq.models.presets import VQVAE
+from ndvq.models.pretrained import PretrainedMixin
+from ndvq.objectives.reconstruction import reconstruction_loss
 
 __all__ = ["NDimVQVAE"]
 
@@ -81,7 +83,7 @@ class NDimVQVAE(PretrainedMixin, nn.Module):
         elif len(input_shape) == n_dims:
             in_channels, spatial = 3, input_shape
         else:
-            raise ValueError(f"input_shape must be (C, *S) with {n_dims} spatial sizes for n_dims={n_dims}, "
+            raise ConfigError(f"input_shape must be (C, *S) with {n_dims} spatial sizes for n_dims={n_dims}, "
                              f"got {input_shape}")
         allowed = set(inspect.signature(VQVAE).parameters) - set(_OWN_ARGS) - {"in_channels"}
         unknown = sorted(set(vqvae_kwargs) - allowed)
@@ -105,26 +107,34 @@ class NDimVQVAE(PretrainedMixin, nn.Module):
         """Latent spatial shape for ``input_shape`` (its channel entry ignored)."""
         return self.model.latent_shape(self._spatial)
 
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """Codes per index column (asked of the wrapped :class:`ndvq.VQVAE`)."""
+        return self.model.codebook_sizes
+
+    def code_shapes(self, input_shape) -> list[tuple[int, ...]]:
+        """Per-item shape of the code grid for an input spatial shape (as :meth:`ndvq.VQVAE.code_shapes`)."""
+        return self.model.code_shapes(input_shape)
+
     def _vq(self, x: torch.Tensor) -> dict:
-        q = self.model._quantize(x)
-        perplexity = q.perplexity
-        return dict(embeddings=nd.channels_first(q.quantized), encodings=q.indices, commitment_loss=q.loss,
-                    perplexity=perplexity, safe_perplexity=perplexity, usage=q.usage)
+        q = self.model.bottleneck(self.model.backbone.encode(x))  # latent [B, D, *L]
+        return dict(embeddings=q.latent, encodings=q.indices, commitment_loss=q.aux_loss,
+                    perplexity=q.perplexity, safe_perplexity=q.perplexity, usage=q.usage)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """``x [B, C, *S]`` -> ``(recon_loss, x_recon, vq_output)`` where ``recon_loss = mse(x_recon, x) / 0.06``
         (``recon_loss_factor``) and ``vq_output`` holds ``embeddings [B, D, *L]`` (straight-through),
         ``encodings [B, *L]``, ``commitment_loss`` (weighted by ``codebook_beta``), ``perplexity``,
         ``safe_perplexity`` (same value) and ``usage``."""
-        self.model._check_input(x)
+        self.model.check_input(x)
         vq = self._vq(x)
-        x_recon = self.model.decoder(self.model.post_vq_conv(vq["embeddings"]))
-        rec = self.model.recon_loss_factor * recon_error(x_recon, x, self.model.recon_loss_kind)
+        x_recon = self.model.backbone.decode(vq["embeddings"])
+        rec = self.model.recon_loss_factor * reconstruction_loss(x_recon, x, self.model.recon_loss_kind)
         return rec, x_recon, vq
 
     def encode(self, x: torch.Tensor, include_embeddings: bool = False):
         """``x -> encodings [B, *L]`` (and the channels-first ``embeddings`` when ``include_embeddings``)."""
-        self.model._check_input(x)
+        self.model.check_input(x)
         vq = self._vq(x)
         return (vq["encodings"], vq["embeddings"]) if include_embeddings else vq["encodings"]
 

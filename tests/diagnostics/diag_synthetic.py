@@ -20,14 +20,15 @@ VAL = 100
 
 
 def base_config(**sections) -> dict:
-    """``Config`` dumped to a dict with ``sections`` (``{"model": {...}}``) merged in, validated."""
-    cfg = Config().model_dump(mode="json")
+    """The resolved config (``Config`` dumped to a dict) of a config file holding only ``sections``
+    (``{"model": {"kind": "klvae", "ldm.channels": [8, 16]}}``; dotted keys nest), validated."""
+    cfg: dict = {}
     for sec, vals in sections.items():
         for k, v in vals.items():
-            node = cfg[sec]
+            node = cfg.setdefault(sec, {})
             *path, last = k.split(".")
             for p in path:
-                node = node[p]
+                node = node.setdefault(p, {})
             node[last] = v
     return Config.model_validate(cfg).model_dump(mode="json")
 

@@ -57,3 +57,11 @@ def test_tune_bad_input_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train.learnin_rate" in err and "did you mean 'train.learning_rate'" in err
     assert main(["tune", "-c", str(base), "--space", str(space), "--trials", "0"]) == 2
+
+
+def test_doctor_on_a_malformed_config_is_one_line_exit_2(tmp_path, capsys):
+    run = write_run(tmp_path, "m", *scenario("healthy"))
+    (run / "config.yaml").write_text("model: {n_codes: [unclosed\n")
+    assert main(["doctor", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ndvq doctor: error: cannot read") and "config.yaml" in err

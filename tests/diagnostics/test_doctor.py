@@ -14,12 +14,14 @@ from ndvq.config import load_config
 from ndvq.diagnostics.doctor import (
     diagnose,
     diagnose_run,
+    facts_from_config,
     findings_to_json,
     format_findings,
-    read_metrics,
+    warning_callback,
     warning_lines,
 )
 from ndvq.diagnostics.rules import SEVERITIES, Thresholds, thresholds_table
+from ndvq.run.rundir import read_metrics
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -63,9 +65,9 @@ def test_every_fix_is_a_valid_train_override(name):
 
 
 @pytest.mark.parametrize("quantizer", [
-    {"quantizer.kind": "fsq"}, {"quantizer.kind": "lfq"},
+    {"bottleneck": "fsq"}, {"bottleneck": "lfq"},
     {"quantizer.restart": "none", "quantizer.init": "random", "quantizer.update": "gradient"},
-    {"quantizer.kind": "residual"},
+    {"bottleneck": "residual"},
 ])
 def test_collapse_fixes_per_quantizer_kind_validate(quantizer):
     records, _ = scenario("collapse")
@@ -81,11 +83,11 @@ def test_collapse_fixes_per_quantizer_kind_validate(quantizer):
 
 def test_oom_fixes_follow_the_guide_order():
     records, _ = scenario("oom")
-    config = base_config(model={"kind": "klvae", "klvae.attention_levels": [False, True, True]},
+    config = base_config(model={"kind": "klvae", "ldm.attention_levels": [False, True, True]},
                          data={"patch_size": [256, 256]})
     fixes = diagnose(records, config)[0].fixes
     keys = [f.split("=")[0] for f in fixes]
-    assert keys[:4] == ["train.batch_size", "model.klvae.channels", "data.patch_size", "model.klvae.attention_levels"]
+    assert keys[:4] == ["train.batch_size", "model.ldm.channels", "data.patch_size", "model.ldm.attention_levels"]
     for fix in fixes:
         load_config(None, [fix], base=config)
 
@@ -152,12 +154,13 @@ def test_warning_lines_only_for_severe():
 def test_fast_enough_for_every_validation():
     """50k steps logged every 10 steps (5000 train + 500 val records): well under 0.2 s."""
     records, config = scenario("healthy")
+    facts = facts_from_config(config)  # asked once per run, as the training loop's warning callback does
     big = []
     for k in range(25):
         for r in records:
             big.append(dict(r, step=r["step"] + k * 2001))
     t0 = time.perf_counter()
-    diagnose(big, config)
+    diagnose(big, config, facts=facts)
     assert time.perf_counter() - t0 < 0.5
 
 
@@ -239,3 +242,67 @@ def test_a_loss_blowup_early_in_the_run_is_critical(level, peak, critical):
     findings = [f for f in diagnose(records, config) if f.rule == "instability"]
     exploded = any("exploded" in f.observed and f.severity == "critical" for f in findings)
     assert exploded == critical, findings
+
+
+# ----------------------------------------------------------------------------- model facts, old key names
+
+def _facts(sizes, **args):
+    return {"class": "Autoencoder", "args": args, "codebook_sizes": list(sizes), "downsample": [4, 4],
+            "code_shapes": None, "n_parameters": 1}
+
+
+def test_lfq_run_is_judged_against_its_own_codebook_size():
+    """An LFQ run with model.n_codes=512 has 512 codes (the model says so), not 2**len(levels)."""
+    records, _ = scenario("collapse")
+    config = base_config(model={"bottleneck": "lfq", "n_codes": 512})
+    f = diagnose(records, config)[0]
+    assert f.rule == "collapse" and "of 512 codes" in f.observed, f.observed
+
+
+def test_recorded_model_facts_are_asked_not_the_config(tmp_path):
+    from ndvq.run.rundir import write_model_facts
+
+    records, config = scenario("collapse")  # the config says model.n_codes=512
+    run = write_run(tmp_path, "r", records, config)
+    write_model_facts(run, _facts([1024], bottleneck="vq", n_codes=1024))
+    f = diagnose_run(run)[0]
+    assert f.rule == "collapse" and "of 1024 codes" in f.observed, f.observed
+
+
+def test_a_model_without_codes_gets_no_codebook_rules():
+    records, config = scenario("collapse")  # a VQ config, but the model's facts say: no codebook
+    rules = [f.rule for f in diagnose(records, config, facts=_facts([], bottleneck="gaussian", backbone="ldm"))]
+    assert not {"collapse", "dead_codes", "low_perplexity", "commitment_high"} & set(rules), rules
+
+
+def test_old_key_names_of_recorded_runs_are_read():
+    from ndvq.diagnostics.view import RunView, Series
+
+    old = {"model": {"n_hiddens": 64, "n_res_layers": 3, "codebook_beta": 0.5, "klvae": {"channels": [8, 16]},
+                     "quantizer": {"kind": "fsq", "levels": [4, 4]}}}
+    view = RunView(Series.from_records([]), Series.from_records([]), old, [], Thresholds(), _facts([16]))
+    assert view.cfg("model.videogpt.n_hiddens") == 64 and view.cfg("model.videogpt.num_res_blocks") == 3
+    assert view.cfg("model.quantizer.beta") == 0.5 and view.cfg("model.ldm.channels") == [8, 16]
+    assert view.cfg("model.quantizer.fsq_levels") == [4, 4] and view.cfg("model.bottleneck") == "fsq"
+    new = RunView(view.train, view.val, {"model": {"videogpt": {"n_hiddens": 32}, "n_hiddens": 64}}, [],
+                  Thresholds(), _facts([16], videogpt={"n_hiddens": 16}))
+    assert new.cfg("model.videogpt.n_hiddens") == 16  # the model's own arguments first, then the new name
+
+
+def test_fixes_use_the_new_key_names():
+    records, config = scenario("high_commitment")
+    fixes = [x for f in diagnose(records, config) for x in f.fixes]
+    assert any(x.startswith("model.quantizer.beta=") for x in fixes), fixes
+    records, config = scenario("recon_flat")
+    fixes = next(f for f in diagnose(records, config) if f.rule == "recon_flat").fixes
+    assert fixes[0].startswith("model.videogpt.n_hiddens=") and fixes[1].startswith("model.videogpt.num_res_blocks=")
+
+
+def test_warning_callback_reports_each_finding_once():
+    records, config = scenario("collapse")
+    cb = warning_callback(config)
+    half = [r for r in records if r["step"] <= 1600]
+    lines = cb(half)
+    assert len(lines) == 1 and lines[0].startswith("doctor [critical]: Codebook collapse"), lines
+    assert cb(records) == []  # the same finding again: not repeated
+    assert warning_callback(config)(records[:3]) == []  # too early: nothing

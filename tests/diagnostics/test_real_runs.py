@@ -8,11 +8,11 @@ import json
 import pytest
 
 from ndvq.config import load_config
-from ndvq.diagnostics.doctor import diagnose_run
+from ndvq.diagnostics.doctor import diagnose_run, warning_callback
 from ndvq.diagnostics.report import build_report, load_run
 
-TINY = ["data.kind=samples", "data.sample_patches=256", "data.patch_size=[32,32]", "model.n_hiddens=16",
-        "model.n_res_layers=1", "model.n_head=0", "train.max_steps=60", "train.batch_size=16",
+TINY = ["data.kind=samples", "data.sample_patches=256", "data.patch_size=[32,32]", "model.videogpt.n_hiddens=16",
+        "model.videogpt.num_res_blocks=1", "model.videogpt.n_head=0", "train.max_steps=60", "train.batch_size=16",
         "train.val_interval=20", "train.log_interval=5", "train.val_batches=2", "train.sample_interval=60",
         "train.ckpt_interval=60", "train.warmup_steps=0", "train.accelerator=cpu", "train.doctor_warnings=false"]
 PLAIN_VQ = ["model.n_codes=1024", "model.embedding_dim=32", "model.quantizer.update=gradient",
@@ -21,10 +21,11 @@ PLAIN_VQ = ["model.n_codes=1024", "model.embedding_dim=32", "model.quantizer.upd
 
 
 def _train(root, name, extra):
-    from ndvq.train.loop import train
+    from ndvq.run.train import train
 
     cfg = load_config(None, [*TINY, *extra, f"run.root={root}", f"run.name={name}"])
-    return train(cfg).run_dir
+    on_warning = warning_callback(cfg.model_dump(mode="json")) if cfg.train.doctor_warnings else None
+    return train(cfg, on_warning=on_warning).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -87,25 +88,26 @@ def test_report_encodes_the_val_split_with_the_best_checkpoint(collapsed_run):
 def test_tune_with_real_training_interrupted_and_resumed(tmp_path):
     """3 trials of 3 steps; the second is interrupted, the study resumes and writes the best config."""
     from ndvq.diagnostics.tune import tune
-    from ndvq.train.loop import train
+    from ndvq.run.train import train
 
     base = tmp_path / "base.yaml"
     base.write_text("data: {kind: samples, sample_patches: 64, patch_size: [16, 16]}\n"
-                    "model: {n_hiddens: 8, n_res_layers: 0, n_head: 0, norm: group, num_groups: 4, embedding_dim: 8, n_codes: 32, downsample: [4, 4]}\n"
+                    "model: {embedding_dim: 8, n_codes: 32, videogpt: {n_hiddens: 8, num_res_blocks: 0, n_head: 0, norm: group, "
+                    "norm_num_groups: 4, downsample: [4, 4]}}\n"
                     "train: {max_steps: 3, batch_size: 8, val_interval: 1, val_batches: 1, log_interval: 1, "
                     "sample_interval: 100, ckpt_interval: 100, accelerator: cpu, doctor_warnings: false}\n")
     space = tmp_path / "space.yaml"
-    space.write_text("train.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\nmodel.codebook_beta: [0.25, 0.5]\n")
+    space.write_text("train.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\nmodel.quantizer.beta: [0.25, 0.5]\n")
     calls = []
 
-    def interrupting(cfg, resume=None, on_validation=None):
+    def interrupting(cfg, resume=None, on_validation=None, on_warning=None):
         calls.append(cfg.run.name)
 
         def cb(step, metrics):
             if len(calls) == 2 and step == 2:
                 raise KeyboardInterrupt
             on_validation(step, metrics)
-        return train(cfg, resume=resume, on_validation=cb)
+        return train(cfg, resume=resume, on_validation=cb, on_warning=on_warning)
 
     study = tmp_path / "study"
     with pytest.raises(KeyboardInterrupt):
@@ -120,9 +122,9 @@ def test_tune_with_real_training_interrupted_and_resumed(tmp_path):
 
 
 def test_kl_vae_run_doctor_and_latent_histogram(tmp_path):
-    run = _train(tmp_path, "kl", ["model.kind=klvae", "model.klvae.channels=[8,16]", "model.klvae.norm_num_groups=4",
-                                  "model.klvae.attention_levels=[false,false]", "model.klvae.num_res_blocks=1",
-                                  "model.klvae.with_encoder_nonlocal_attn=false", "model.klvae.with_decoder_nonlocal_attn=false",
+    run = _train(tmp_path, "kl", ["model.kind=klvae", "model.embedding_dim=4", "model.ldm.channels=[8,16]", "model.ldm.norm_num_groups=4",
+                                  "model.ldm.attention_levels=[false,false]", "model.ldm.num_res_blocks=1",
+                                  "model.ldm.with_encoder_nonlocal_attn=false", "model.ldm.with_decoder_nonlocal_attn=false",
                                   "train.max_steps=20", "train.val_interval=10", "train.sample_interval=20", "train.ckpt_interval=20"])
     findings = diagnose_run(run)
     assert findings and all(f.rule not in ("collapse", "low_perplexity", "commitment_high") for f in findings)
@@ -131,3 +133,21 @@ def test_kl_vae_run_doctor_and_latent_histogram(tmp_path):
     assert sum(data.usage["hist"]) == 16 * 4 * 16 * 16 and data.usage["scale_factor"] > 0  # 16 items x 4 ch x (32/2)^2
     html = build_report([data])
     assert "Latent distribution" in html and "scale_factor" in html
+
+
+def test_lfq_run_is_judged_against_model_n_codes(tmp_path):
+    """A real LFQ run with model.n_codes=512: the run records the model's facts (model.json) and the doctor
+    and the report count 512 codes (not 2**len(levels) from config strings)."""
+    import re
+
+    from ndvq.run.rundir import read_model_facts
+
+    run = _train(tmp_path, "lfq", ["model.bottleneck=lfq", "model.n_codes=512", "train.max_steps=20",
+                                   "train.val_interval=10", "train.sample_interval=20", "train.ckpt_interval=20"])
+    assert read_model_facts(run)["codebook_sizes"] == [512]
+    found = " ".join(f.observed for f in diagnose_run(run))
+    assert all(n == "512" for n in re.findall(r"of (\d+) codes", found)), found
+    data = load_run(run, max_items=16)
+    assert data.usage["n_codes"] == [512] and len(data.usage["counts"][0][0]) == 512, data.usage_note
+    html = build_report([data])
+    assert re.search(r"<td>[\d.]+ / 512</td>", html)

@@ -15,25 +15,25 @@ from ndvq.diagnostics.tune import TuneError, load_space, tune
 S = optuna.trial.TrialState
 
 
-def _files(tmp_path, space: str, base: str = "model: {n_hiddens: 16, n_head: 0}\ntrain: {max_steps: 3}\n"):
+def _files(tmp_path, space: str, base: str = "model: {videogpt: {n_hiddens: 16, n_head: 0}}\ntrain: {max_steps: 3}\n"):
     (tmp_path / "base.yaml").write_text(base)
     (tmp_path / "space.yaml").write_text(space)
     return tmp_path / "base.yaml", tmp_path / "space.yaml"
 
 
 class FakeTrain:
-    """Stands in for ndvq.train.loop.train: reports 3 validations with a loss that depends on the config."""
+    """Stands in for ndvq.run.train.train: reports 3 validations with a loss that depends on the config."""
 
     def __init__(self, interrupt_at: int | None = None):
         self.calls, self.interrupt_at, self.configs = 0, interrupt_at, []
 
-    def __call__(self, cfg, resume=None, on_validation=None):
+    def __call__(self, cfg, resume=None, on_validation=None, on_warning=None):
         self.calls += 1
         self.configs.append(cfg)
         if self.calls == self.interrupt_at:
             on_validation(1, {"loss": 5.0, "recon_loss": 5.0})
             raise KeyboardInterrupt
-        v = abs(math.log10(cfg.train.learning_rate) + 3) + 10 * cfg.model.n_res_layers
+        v = abs(math.log10(cfg.train.learning_rate) + 3) + 10 * cfg.model.videogpt.num_res_blocks
         for step in (1, 2, 3):
             on_validation(step, {"loss": v + 2.0 / step, "recon_loss": v + 1.0 / step, "psnr": 30 - v})
         return types.SimpleNamespace(run_dir=None, best_val_loss=v)
@@ -41,18 +41,19 @@ class FakeTrain:
 
 SPACE = """
 train.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}
-model.n_res_layers: {low: 0, high: 2}
-model.downsample: {choices: [[4, 4], [2, 2]]}
+model.videogpt.num_res_blocks: {low: 0, high: 2}
+model.videogpt.downsample: {choices: [[4, 4], [2, 2]]}
 model.quantizer.restart: [batch, replay]
 """
 
 
 def test_load_space_kinds(tmp_path):
-    _, space = _files(tmp_path, SPACE + "model.codebook_beta: {low: 0.1, high: 1, type: float}\noptuna: {metric: psnr, direction: maximize}\n")
+    _, space = _files(tmp_path, SPACE + "model.quantizer.beta: {low: 0.1, high: 1, type: float}\noptuna: {metric: psnr, direction: maximize}\n")
     params, opts = load_space(space)
     kinds = {p.key: p.kind for p in params}
-    assert kinds == {"train.learning_rate": "float", "model.n_res_layers": "int", "model.downsample": "categorical",
-                     "model.quantizer.restart": "categorical", "model.codebook_beta": "float"}
+    assert kinds == {"train.learning_rate": "float", "model.videogpt.num_res_blocks": "int",
+                     "model.videogpt.downsample": "categorical", "model.quantizer.restart": "categorical",
+                     "model.quantizer.beta": "float"}
     assert params[0].log and opts == {"metric": "psnr", "direction": "maximize"}
 
 
@@ -95,14 +96,14 @@ def test_interrupted_study_resumes_and_writes_best_config(tmp_path):
     assert [t.state for t in trials].count(S.COMPLETE) == 3 and fake2.calls == 2
     retried = fake2.configs[0]  # the interrupted trial runs again with the same parameters
     assert retried.train.learning_rate == interrupted.train.learning_rate
-    assert retried.model.downsample == interrupted.model.downsample
+    assert retried.model.videogpt.downsample == interrupted.model.videogpt.downsample
     assert retried.run.name != interrupted.run.name and str(study_dir / "trials") in str(retried.run.root)
 
     best = load_config(res.best_config_path)  # a valid ndvq train config
     best_trial = min((t for t in trials if t.state == S.COMPLETE), key=lambda t: t.value)
     assert best.train.learning_rate == pytest.approx(best_trial.params["train.learning_rate"])
-    assert best.model.downsample == yaml.safe_load(best_trial.params["model.downsample"])
-    assert best.train.max_steps == 3 and best.model.n_hiddens == 16
+    assert best.model.videogpt.downsample == yaml.safe_load(best_trial.params["model.videogpt.downsample"])
+    assert best.train.max_steps == 3 and best.model.videogpt.n_hiddens == 16
     assert res.importance_path is not None and res.importance_path.stat().st_size > 1000
     lines = (study_dir / "results.csv").read_text().splitlines()
     assert lines[0].startswith("trial,state,recon_loss") and len(lines) == 1 + len(trials)
@@ -130,18 +131,18 @@ def test_stale_running_trial_is_retried(tmp_path):
 def test_pruning_on_intermediate_val_loss(tmp_path):
     """Two good trials, then a bad one (via an override) is pruned at its first validation."""
     base, space = _files(tmp_path, "train.weight_decay: [0.0]\noptuna: {n_startup_trials: 1}\n")
-    tune(base, space, 2, tmp_path / "s", overrides=["model.n_res_layers=0"], train_fn=FakeTrain())
+    tune(base, space, 2, tmp_path / "s", overrides=["model.videogpt.num_res_blocks=0"], train_fn=FakeTrain())
     bad = FakeTrain()
-    res = tune(base, space, 3, tmp_path / "s", overrides=["model.n_res_layers=2"], train_fn=bad)
+    res = tune(base, space, 3, tmp_path / "s", overrides=["model.videogpt.num_res_blocks=2"], train_fn=bad)
     last = res.study.trials[-1]
     assert last.state == S.PRUNED and list(last.intermediate_values) == [1] and bad.calls == 1
 
 
 def test_changed_space_is_a_clear_error(tmp_path):
-    base, space = _files(tmp_path, "model.n_res_layers: [0, 1]\n")
+    base, space = _files(tmp_path, "model.videogpt.num_res_blocks: [0, 1]\n")
     tune(base, space, 1, tmp_path / "s", train_fn=FakeTrain())
-    (tmp_path / "space.yaml").write_text("model.n_res_layers: [2, 3]\n")
-    with pytest.raises(TuneError, match="space of model.n_res_layers changed"):
+    (tmp_path / "space.yaml").write_text("model.videogpt.num_res_blocks: [2, 3]\n")
+    with pytest.raises(TuneError, match="space of model.videogpt.num_res_blocks changed"):
         tune(base, space, 2, tmp_path / "s", train_fn=FakeTrain())
 
 
@@ -163,7 +164,7 @@ def test_loop_stopped_by_ctrl_c_counts_as_interrupted(tmp_path):
     """The loop turns Ctrl-C into a clean stop (stopped="interrupted"); that trial must not count as complete."""
     base, space = _files(tmp_path, SPACE)
 
-    def stopped(cfg, resume=None, on_validation=None):
+    def stopped(cfg, resume=None, on_validation=None, on_warning=None):
         on_validation(1, {"recon_loss": 1.0})
         return types.SimpleNamespace(stopped="interrupted", best_val_loss=1.0)
 

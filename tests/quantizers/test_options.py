@@ -28,7 +28,7 @@ CASES = {
     "rotation_trick": ("vq", dict(rotation_trick=True)),
     "sample_temperature": ("vq", dict(sample_temperature=0.5)),
     "grow": ("vq", dict(grow_to=48, grow_at_step=1)),
-    "fsq": ("fsq", dict(levels=[5, 4, 3])),
+    "fsq": ("fsq", dict(fsq_levels=[5, 4, 3])),
     "lfq": ("lfq", {}),
     "simvq": ("simvq", {}),
     "residual": ("residual", dict(num_quantizers=3, quantizer_dropout=0.5)),
@@ -128,7 +128,7 @@ def test_build_accepts_every_config_field_and_rejects_unknown():
         ("vq", dict(ema_tokens_per_code=-1), "ema_tokens_per_code >= 0"),
         ("lfq", {}, "power of two"),
         ("grouped", dict(groups=3), "divisible by groups"),
-        ("fsq", dict(levels=[1, 4]), "levels"),
+        ("fsq", dict(fsq_levels=[1, 4]), "levels"),
     ],
 )
 def test_bad_options_raise_clear_errors(kind, opts, match):
@@ -154,3 +154,29 @@ def test_autocast_bf16_search_in_fp32():
     q.eval()
     ref = q(z.bfloat16().float())
     assert torch.equal(out.indices, ref.indices) or (out.indices != ref.indices).float().mean() < 0.05
+
+
+@pytest.mark.parametrize("kind, opts, sizes", [
+    ("vq", {}, (24,)),
+    ("vq", dict(grow_to=48), (48,)),
+    ("fsq", dict(fsq_levels=[5, 4, 3]), (60,)),
+    ("lfq", {}, (512,)),
+    ("simvq", {}, (24,)),
+    ("residual", dict(num_quantizers=3), (24, 24, 24)),
+    ("grouped", dict(groups=4), (24, 24, 24, 24)),
+])
+def test_codebook_sizes_are_the_quantizers_own(kind, opts, sizes):
+    """codebook_sizes: codes per index column (LFQ: 2**bits = n_codes, not 2**len(levels))."""
+    q = build_quantizer(kind, DIM, 512 if kind == "lfq" else 24, **opts)
+    assert q.codebook_sizes == sizes and len(sizes) == q.n_codebooks
+    out = q.eval()(torch.randn(2, 5, DIM))
+    assert out.counts.shape == (len(sizes), max(sizes))
+    assert int(out.indices.max()) < max(sizes)
+
+
+def test_old_fsq_option_name_warns_and_still_works():
+    with pytest.warns(DeprecationWarning, match="'levels' is deprecated; use 'fsq_levels'"):
+        q = build_quantizer("fsq", DIM, 24, levels=[4, 4])
+    assert q.codebook_sizes == (16,)
+    with pytest.raises(TypeError, match="both 'levels' and its new name 'fsq_levels'"):
+        build_quantizer("fsq", DIM, 24, levels=[4, 4], fsq_levels=[4, 4])

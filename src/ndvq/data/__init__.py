@@ -1,7 +1,7 @@
 """Datasets for every dimensionality, selected by ``data.kind`` (see docs/data.md).
 
-``create_dataset(kind, split, **options)`` returns a torch ``Dataset`` whose items are
-``{"data": FloatTensor[C, *S], "index": i}``:
+``create_dataset(kind, split, **options)`` (options: the ``DataConfig`` fields as keywords) returns a
+torch ``Dataset`` whose items are ``{"data": FloatTensor[C, *S], "index": i}``:
 
 ==========  =====================  ==============  ===========================================
 kind        class                  item            values
@@ -24,8 +24,8 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import logging
+from collections.abc import Sequence
 
 from ndvq.data.audio import AudioFolder
 from ndvq.data.common import FileDataset, cache_dir
@@ -35,11 +35,12 @@ from ndvq.data.series import SeriesFolder
 from ndvq.data.video import VideoFolder
 from ndvq.data.volume import VolumeFolder
 from ndvq.data.writers import write_item, write_samples
+from ndvq.errors import ConfigError
 
 __all__ = [
     "create_dataset",
     "DATASETS",
-    "OPTIONS",
+    "KIND_OPTIONS",
     "FileDataset",
     "SampleImages",
     "ImageFolder",
@@ -55,48 +56,68 @@ __all__ = [
 DATASETS = {"samples": SampleImages, "image": ImageFolder, "video": VideoFolder, "audio": AudioFolder,
             "series": SeriesFolder, "volume": VolumeFolder}
 
-# every option create_dataset accepts (the DataConfig fields other than kind, plus pad_multiple and
-# stats_dir, and the class-only index_path (video) and cache_mb (volume)); each dataset takes the ones
-# in its signature and ignores the rest
-OPTIONS = frozenset({
-    "root", "val_dir", "train_split", "split_seed", "subfolders", "extensions", "channels", "resolution",
-    "patch_size", "patches_per_item", "crop", "augment", "sequence_length", "frame_stride", "clip_stride",
-    "sample_rate", "mono", "segment_length", "hop_length", "normalize", "standardize", "intensity",
-    "percentiles", "ct_window", "sample_patches", "pad_multiple", "stats_dir", "index_path", "cache_mb",
-})
+#: The options each kind uses (== its class's keyword arguments, minus split and the class-only
+#: ``index_path`` (video) / ``cache_mb`` (volume)); ``create_dataset`` passes only these.
+_FILES = ("root", "val_dir", "train_split", "split_seed", "subfolders", "extensions", "channels", "pad_multiple")
+KIND_OPTIONS = {
+    "samples": ("patch_size", "sample_patches", "channels", "augment", "pad_multiple"),
+    "image": (*_FILES, "resolution", "crop", "patch_size", "patches_per_item", "augment"),
+    "video": (*_FILES, "resolution", "crop", "sequence_length", "frame_stride", "clip_stride", "augment"),
+    "audio": (*_FILES, "sample_rate", "mono", "segment_length", "hop_length", "normalize"),
+    "series": (*_FILES, "segment_length", "hop_length", "standardize", "stats_dir"),
+    "volume": (*_FILES, "patch_size", "patches_per_item", "intensity", "percentiles", "ct_window", "augment"),
+}
 
 log = logging.getLogger("ndvq.data")
 
 
-def create_dataset(kind: str, split: str = "train", **options) -> FileDataset:
-    """The dataset of ``kind`` for ``split``.
+def create_dataset(
+    kind: str = "samples", split: str = "train", *, root=None, val_dir=None, train_split: float = 0.9,
+    split_seed: int = 0, subfolders: Sequence[str] | None = None, extensions: Sequence[str] | None = None,
+    channels: int | None = None, resolution: Sequence[int] | None = None, patch_size: Sequence[int] | None = None,
+    patches_per_item: int = 1, crop: str = "center", augment: bool = False, sequence_length: int = 16,
+    frame_stride: int = 1, clip_stride: int | None = None, sample_rate: int | None = None, mono: bool = True,
+    segment_length: int = 16384, hop_length: int | None = None, normalize: str = "peak", standardize: bool = True,
+    intensity: str = "percentile", percentiles: Sequence[float] = (0.5, 99.5),
+    ct_window: Sequence[float] = (-1000.0, 1000.0), sample_patches: int = 2048,
+    pad_multiple: Sequence[int] | None = None, stats_dir=None,
+) -> FileDataset:
+    """The dataset of ``kind`` for ``split``; the keyword options are ``DataConfig``'s fields.
+
+    Each kind uses the options listed in :data:`KIND_OPTIONS` and ignores the others, so
+    ``create_dataset(**cfg.data.model_dump(), split="val")`` works for every kind. What each
+    option means: docs/data.md and ``ndvq.config.DataConfig``.
 
     Args:
-        kind: ``"samples" | "image" | "video" | "audio" | "series" | "volume"``.
+        kind: ``"samples" | "image" | "video" | "audio" | "series" | "volume"``. Default ``"samples"``.
         split: ``"train" | "val" | "all"``. Default ``"train"``.
-        **options: ``DataConfig`` fields other than ``kind`` (each dataset uses those that apply to
-            it), plus ``pad_multiple`` (per-axis multiple whole items are padded to, for eval/encode)
-            and ``stats_dir`` (where series statistics are saved/loaded). An unknown option is a
-            ``TypeError``.
+        root: data folder (every kind but samples). Default None.
+        val_dir, train_split (0.9), split_seed (0), subfolders, extensions, channels: which files
+            form each split and how many channels items get (file-based kinds).
+        resolution, crop ("center"), patch_size, patches_per_item (1), augment (False): image /
+            video / volume geometry (samples: patch_size, augment).
+        sequence_length (16), frame_stride (1), clip_stride: video clips.
+        sample_rate, mono (True), normalize ("peak"): audio; segment_length (16384), hop_length:
+            audio and series windows; standardize (True): series z-scoring.
+        intensity ("percentile"), percentiles ((0.5, 99.5)), ct_window ((-1000, 1000)): volumes.
+        sample_patches: patches cut from the built-in sample images (samples). Default 2048.
+        pad_multiple: per-axis multiple whole items are padded to (eval/encode). Default None.
+        stats_dir: where series statistics are saved/loaded. Default None.
 
     Raises:
-        ValueError: unknown kind or split, no usable files (naming the folder and extensions).
+        ConfigError: unknown kind or split, no ``root`` for a file-based kind.
+        DataError / ValueError: no usable files (naming the folder and extensions), bad option values.
         FileNotFoundError: a missing data folder.
     """
+    options = dict(locals())  # every parameter by name; each kind takes its own below
     if kind not in DATASETS:
-        raise ValueError(f"data.kind must be one of {sorted(DATASETS)}, got {kind!r}")
+        raise ConfigError(f"data.kind must be one of {sorted(DATASETS)}, got {kind!r}")
     if split not in ("train", "val", "all"):
-        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise TypeError(f"unknown data option(s) {unknown}; expected some of {sorted(OPTIONS)}")
-    cls = DATASETS[kind]
-    accepted = set(inspect.signature(cls.__init__).parameters)
-    kwargs = {k: v for k, v in options.items() if k in accepted}
-    if "root" in accepted and kwargs.get("root") is None:
-        raise ValueError(f"data.kind={kind!r} needs data.root (the folder of files); "
-                         f"data.kind='samples' needs none")
-    ds = cls(split=split, **kwargs)
+        raise ConfigError(f"split must be 'train', 'val' or 'all', got {split!r}")
+    if "root" in KIND_OPTIONS[kind] and root is None:
+        raise ConfigError(f"data.kind={kind!r} needs data.root (the folder of files); "
+                          f"data.kind='samples' needs none")
+    ds = DATASETS[kind](split=split, **{k: options[k] for k in KIND_OPTIONS[kind]})
     if log.isEnabledFor(logging.INFO):
         log.info(ds.summary())
     return ds

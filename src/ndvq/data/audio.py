@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ndvq.data.common import FileDataset, pad_to_multiple, split_files, warn_skip
+from ndvq.errors import DataError
 
 __all__ = ["AudioFolder", "read_window", "AUDIO_EXTENSIONS"]
 
@@ -93,9 +94,9 @@ class AudioFolder(FileDataset):
         import soundfile as sf
 
         if normalize not in ("peak", "rms", "none"):
-            raise ValueError(f"normalize must be 'peak', 'rms' or 'none', got {normalize!r}")
+            raise DataError(f"normalize must be 'peak', 'rms' or 'none', got {normalize!r}")
         if int(segment_length) < 1:
-            raise ValueError(f"segment_length must be >= 1, got {segment_length}")
+            raise DataError(f"segment_length must be >= 1, got {segment_length}")
         self.split, self.normalize, self.mono = split, normalize, bool(mono)
         self.segment_length = int(segment_length)
         self.hop_length = int(hop_length or segment_length)
@@ -109,7 +110,7 @@ class AudioFolder(FileDataset):
             try:
                 info = sf.info(str(f))
                 if info.frames <= 0 or info.samplerate <= 0:
-                    raise ValueError(f"no samples (frames={info.frames}, rate={info.samplerate})")
+                    raise DataError(f"no samples (frames={info.frames}, rate={info.samplerate})")
             except Exception as e:  # noqa: BLE001 - an unreadable file is skipped, never fatal
                 self.skipped.append((str(f), f"{type(e).__name__}: {e}"))
                 warn_skip(f, e)
@@ -146,7 +147,7 @@ class AudioFolder(FileDataset):
         m = self.meta[k]
         a = read_window(self.files[k], start, self.segment_length, m["rate"], self.sample_rate, m["frames"])
         if not np.isfinite(a).all():
-            raise ValueError("audio contains NaN or infinite samples")
+            raise DataError("audio contains NaN or infinite samples")
         if self.mono:
             a = a.mean(axis=1, keepdims=True)
         elif a.shape[1] < self.channels:

@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ndvq.errors import DataError
+
 __all__ = [
     "FileDataset",
     "find_files",
@@ -58,7 +60,7 @@ _VAL_NAMES = ("test", "val", "valid", "validation")
 def check_split(split: str) -> str:
     """``split`` must be ``"train" | "val" | "all"``."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise DataError(f"split must be one of {SPLITS}, got {split!r}")
     return split
 
 
@@ -125,7 +127,7 @@ def split_files(root: str | Path, split: str, extensions: Sequence[str], val_dir
     """
     check_split(split)
     if root is None:
-        raise ValueError("data.root is not set: pass the data folder (e.g. data.root=path/to/files)")
+        raise DataError("data.root is not set: pass the data folder (e.g. data.root=path/to/files)")
     root = Path(root).expanduser()
     if not root.is_dir():
         find_files(root, extensions)  # raises the missing-folder error
@@ -135,7 +137,7 @@ def split_files(root: str | Path, split: str, extensions: Sequence[str], val_dir
         files = find_files(folder, exts, subs)
         if not files:
             where = f"{str(folder)!r}" + (f" (subfolders {list(subs)})" if subs else "")
-            raise ValueError(f"no files with extensions {exts} found in {where}")
+            raise DataError(f"no files with extensions {exts} found in {where}")
         return files
 
     train_dir = root / "train"
@@ -198,7 +200,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: Sequence[int] | int | None, value
     spatial = x.shape[1:]
     mult = [multiple] * len(spatial) if isinstance(multiple, int) else list(multiple)
     if len(mult) != len(spatial):
-        raise ValueError(f"pad_multiple needs {len(spatial)} entries for items of shape {list(x.shape)}, got {mult}")
+        raise DataError(f"pad_multiple needs {len(spatial)} entries for items of shape {list(x.shape)}, got {mult}")
     return pad_to(x, [math.ceil(s / m) * m for s, m in zip(spatial, mult)], value)
 
 
@@ -276,7 +278,7 @@ class FileDataset(torch.utils.data.Dataset):
                     self.skipped.append((str(path), f"{type(e).__name__}: {e}"))
                     warn_skip(path, e)
             j = (j + 1) % n
-        raise RuntimeError(f"{self.max_replacements} consecutive items from index {i} failed to load; "
+        raise DataError(f"{self.max_replacements} consecutive items from index {i} failed to load; "
                            f"last files: {[s[0] for s in self.skipped[-3:]]}")
 
     # ------------------------------------------------------------------ summary
@@ -299,7 +301,7 @@ class FileDataset(torch.utils.data.Dataset):
     def _check_files(self, root) -> None:
         if not self.files:
             bad = f"; all {len(self.skipped)} file(s) were unreadable: {[s[0] for s in self.skipped[:5]]}" if self.skipped else ""
-            raise ValueError(f"no usable {self.modality} files in {str(root)!r} for the {self.split!r} split{bad}")
+            raise DataError(f"no usable {self.modality} files in {str(root)!r} for the {self.split!r} split{bad}")
 
 
 def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -28,6 +28,7 @@ from ndvq.data.common import (
     split_files,
     warn_skip,
 )
+from ndvq.errors import DataError
 
 __all__ = ["ImageFolder", "read_image", "IMAGE_EXTENSIONS"]
 
@@ -69,7 +70,7 @@ def _squeeze_tiff_shape(shape, axes) -> tuple[int, ...]:
     if len(shape) == 3 and shape[0] in (1, 2, 3, 4) and shape[-1] not in (1, 2, 3, 4):
         shape = (shape[1], shape[2], shape[0])  # planar [C, H, W] -> [H, W, C]
     if len(shape) not in (2, 3):
-        raise ValueError(f"expected a 2D image (H, W[, C]), got a TIFF of shape {shape} (axes {axes})")
+        raise DataError(f"expected a 2D image (H, W[, C]), got a TIFF of shape {shape} (axes {axes})")
     return shape
 
 
@@ -111,7 +112,7 @@ def read_image(path: str | Path, min_size: tuple[int, int] | None = None) -> tup
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:
-        raise ValueError(f"expected an image of shape (H, W[, C]), got {arr.shape}")
+        raise DataError(f"expected an image of shape (H, W[, C]), got {arr.shape}")
     info: dict = {"source_channels": int(arr.shape[2])}
     if arr.dtype == np.uint8 or arr.dtype == bool:
         out, info["bit_depth"] = arr.astype(np.float32) / (1.0 if arr.dtype == bool else 255.0), 8
@@ -120,7 +121,7 @@ def read_image(path: str | Path, min_size: tuple[int, int] | None = None) -> tup
     else:
         out = arr.astype(np.float32)
         if not np.isfinite(out).all():
-            raise ValueError("image contains NaN or infinite values")
+            raise DataError("image contains NaN or infinite values")
         lo, hi = float(out.min()), float(out.max())
         info["bit_depth"] = "float"
         if lo < 0 or hi > 1:
@@ -176,9 +177,9 @@ class ImageFolder(FileDataset):
                  pad_multiple: Sequence[int] | None = None):
         super().__init__()
         if channels not in (None, 1, 3, 4):
-            raise ValueError(f"image channels must be 1 (gray), 3 (RGB) or 4 (RGBA), got {channels}")
+            raise DataError(f"image channels must be 1 (gray), 3 (RGB) or 4 (RGBA), got {channels}")
         if crop not in ("center", "random", "resize", "none"):
-            raise ValueError(f"crop must be 'center', 'random', 'resize' or 'none', got {crop!r}")
+            raise DataError(f"crop must be 'center', 'random', 'resize' or 'none', got {crop!r}")
         self.split, self.crop, self.augment = split, crop, bool(augment) and split == "train"
         self.resolution = _size2(resolution, "resolution")
         self.patch_size = _size2(patch_size, "patch_size")
@@ -205,7 +206,7 @@ class ImageFolder(FileDataset):
         self.sizes = sizes
         if self.resolution is None and self.patch_size is None and self.pad_multiple is None and len(set(sizes)) > 1:
             a, b = sorted(set(sizes))[:2]
-            raise ValueError(f"images in {str(root)!r} have different sizes (e.g. {a[0]}x{a[1]} and {b[0]}x{b[1]}) "
+            raise DataError(f"images in {str(root)!r} have different sizes (e.g. {a[0]}x{a[1]} and {b[0]}x{b[1]}) "
                              f"and cannot be batched; set data.resolution=[H, W] or data.patch_size=[H, W]")
 
     def __len__(self) -> int:
@@ -250,5 +251,5 @@ def _size2(v, name) -> tuple[int, int] | None:
     if len(v) == 1:
         v = v * 2
     if len(v) != 2 or min(v) < 1:
-        raise ValueError(f"image {name} must be [H, W] (or [S]) with positive entries, got {v}")
+        raise DataError(f"image {name} must be [H, W] (or [S]) with positive entries, got {v}")
     return tuple(v)

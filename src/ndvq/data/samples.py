@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ndvq.data.common import FileDataset, augment_nd, cache_dir, pad_to_multiple
+from ndvq.errors import DataError
 
 __all__ = ["SampleImages", "TRAIN_IMAGES", "VAL_IMAGES", "make_sample_patches"]
 
@@ -62,7 +63,7 @@ def make_sample_patches(split: str, patch_size: Sequence[int], n: int) -> np.nda
     photos = [_photo(nm) for nm in names]
     small = [nm for nm, p in zip(names, photos) if p.shape[0] < h or p.shape[1] < w]
     if small:
-        raise ValueError(f"patch_size {h}x{w} is larger than the sample photograph(s) {small}; use at most 256x256")
+        raise DataError(f"patch_size {h}x{w} is larger than the sample photograph(s) {small}; use at most 256x256")
     rng = np.random.default_rng(_SEED[split] + h * 1000 + w)
     areas = np.array([p.shape[0] * p.shape[1] for p in photos], np.float64)
     which = rng.choice(len(photos), size=n, p=areas / areas.sum())
@@ -101,13 +102,13 @@ class SampleImages(FileDataset):
                  channels: int | None = None, augment: bool = False, pad_multiple: Sequence[int] | None = None):
         super().__init__()
         if channels not in (None, 1, 3):
-            raise ValueError(f"the sample images have 3 channels (or 1 as gray), got channels={channels}")
+            raise DataError(f"the sample images have 3 channels (or 1 as gray), got channels={channels}")
         ps = [32, 32] if patch_size is None else [int(p) for p in patch_size]
         ps = ps * 2 if len(ps) == 1 else ps
         if len(ps) != 2 or min(ps) < 1:
-            raise ValueError(f"samples patch_size must be [H, W] (or [S]) with positive entries, got {ps}")
+            raise DataError(f"samples patch_size must be [H, W] (or [S]) with positive entries, got {ps}")
         if int(sample_patches) < 1:
-            raise ValueError(f"sample_patches must be >= 1, got {sample_patches}")
+            raise DataError(f"sample_patches must be >= 1, got {sample_patches}")
         self.split, self.patch_size, self.channels = split, tuple(ps), channels or 3
         self.augment = bool(augment) and split == "train"
         self.pad_multiple = tuple(pad_multiple) if pad_multiple is not None else None

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ndvq.data.common import FileDataset, pad_to_multiple, split_files, warn_skip
+from ndvq.errors import DataError
 
 __all__ = ["SeriesFolder", "read_series", "SERIES_EXTENSIONS", "STATS_FILE"]
 
@@ -46,7 +47,7 @@ def _read_table(path: Path) -> tuple[np.ndarray, list[str]]:
     text = path.read_text(errors="strict")
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
-        raise ValueError("empty table")
+        raise DataError("empty table")
     if path.suffix.lower() == ".tsv":
         delim = "\t"
     else:
@@ -58,15 +59,15 @@ def _read_table(path: Path) -> tuple[np.ndarray, list[str]]:
     header = rows[0] if not all(_is_number(v) for v in rows[0]) else None
     body = rows[1:] if header else rows
     if not body:
-        raise ValueError("table has a header but no rows")
+        raise DataError("table has a header but no rows")
     width = len(body[0])
     numeric = [j for j in range(width) if all(_is_number(r[j]) for r in body[: min(len(body), 50)] if j < len(r))]
     if not numeric:
-        raise ValueError(f"no numeric columns (first row: {body[0][:5]})")
+        raise DataError(f"no numeric columns (first row: {body[0][:5]})")
     out = np.full((len(body), len(numeric)), np.nan, np.float32)
     for i, r in enumerate(body):
         if len(r) != width:
-            raise ValueError(f"row {i + 1 + bool(header)} has {len(r)} fields, expected {width}")
+            raise DataError(f"row {i + 1 + bool(header)} has {len(r)} fields, expected {width}")
         for jj, j in enumerate(numeric):
             v = r[j].strip()
             out[i, jj] = float(v) if v and v.lower() not in ("nan", "na", "null") else np.nan
@@ -77,11 +78,11 @@ def _read_table(path: Path) -> tuple[np.ndarray, list[str]]:
 def _as_tc(a: np.ndarray, what: str) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype.kind not in "fiub":
-        raise ValueError(f"{what} has dtype {a.dtype}, expected numbers")
+        raise DataError(f"{what} has dtype {a.dtype}, expected numbers")
     if a.ndim == 1:
         a = a[:, None]
     if a.ndim != 2 or a.shape[0] < 1:
-        raise ValueError(f"{what} must be [T] or [T, C] (time first, columns = channels), got shape {a.shape}")
+        raise DataError(f"{what} must be [T] or [T, C] (time first, columns = channels), got shape {a.shape}")
     return a.astype(np.float32)
 
 
@@ -99,7 +100,7 @@ def read_series(path: str | Path) -> list[tuple[str, np.ndarray, list[str]]]:
                 a = _as_tc(z[k], f"array {k!r}")
                 out.append((k, a, [f"ch{j}" for j in range(a.shape[1])]))
         if not out:
-            raise ValueError("NPZ file holds no arrays")
+            raise DataError("NPZ file holds no arrays")
         return out
     a, names = _read_table(path)
     return [("", a, names)]
@@ -134,7 +135,7 @@ class SeriesFolder(FileDataset):
                  standardize: bool = True, stats_dir=None, pad_multiple: Sequence[int] | None = None):
         super().__init__()
         if int(segment_length) < 1:
-            raise ValueError(f"segment_length must be >= 1, got {segment_length}")
+            raise DataError(f"segment_length must be >= 1, got {segment_length}")
         self.split, self.standardize = split, bool(standardize)
         self.segment_length = int(segment_length)
         self.hop_length = int(hop_length or segment_length)
@@ -175,7 +176,7 @@ class SeriesFolder(FileDataset):
                 width = channels or (series[0][1].shape[1] if series else parts[0][1].shape[1])
                 for _, a, _ in parts:
                     if a.shape[1] < width or (channels is None and a.shape[1] != width):
-                        raise ValueError(f"has {a.shape[1]} channel(s), expected {width} (as the first file)")
+                        raise DataError(f"has {a.shape[1]} channel(s), expected {width} (as the first file)")
             except Exception as e:  # noqa: BLE001 - an unreadable file is skipped, never fatal
                 if not quiet:
                     self.skipped.append((str(f), f"{type(e).__name__}: {e}"))
@@ -194,7 +195,7 @@ class SeriesFolder(FileDataset):
         if self.split != "train" and path is not None and path.is_file():
             stats = json.loads(path.read_text())
             if len(stats.get("mean", [])) != self.channels:
-                raise ValueError(f"{path} holds statistics for {len(stats.get('mean', []))} channel(s) but the data "
+                raise DataError(f"{path} holds statistics for {len(stats.get('mean', []))} channel(s) but the data "
                                  f"has {self.channels}")
             return stats
         if self.split == "train":

@@ -36,6 +36,7 @@ from ndvq.data.common import (
     split_files,
     warn_skip,
 )
+from ndvq.errors import DataError
 
 __all__ = ["VideoFolder", "ClipIndex", "probe_video", "read_frames", "VIDEO_EXTENSIONS"]
 
@@ -50,7 +51,7 @@ def probe_video(path: str | Path) -> dict:
 
     with av.open(str(path)) as c:
         if not c.streams.video:
-            raise ValueError("no video stream")
+            raise DataError("no video stream")
         s = c.streams.video[0]
         rate = s.average_rate or s.base_rate or s.guessed_rate
         fps = float(rate) if rate else 25.0
@@ -64,7 +65,7 @@ def probe_video(path: str | Path) -> dict:
             n = sum(1 for p in c.demux(s) if p.size)  # count packets, decode nothing
         h, w = s.codec_context.height, s.codec_context.width
     if n <= 0 or not h or not w:
-        raise ValueError(f"no frames found (frames={n}, size={w}x{h})")
+        raise DataError(f"no frames found (frames={n}, size={w}x{h})")
     return {"frames": n, "fps": fps, "height": int(h), "width": int(w)}
 
 
@@ -106,7 +107,7 @@ def read_frames(path: str | Path, indices: Sequence[int], fps: float, gray: bool
             if started:
                 break
     if not got:
-        raise ValueError(f"could not decode frames {first}..{last}")
+        raise DataError(f"could not decode frames {first}..{last}")
     out, prev = [], None
     for i in indices:
         prev = got.get(int(i), prev if prev is not None else got[min(got)])
@@ -203,17 +204,17 @@ class VideoFolder(FileDataset):
                  augment: bool = False, pad_multiple: Sequence[int] | None = None, index_path=None):
         super().__init__()
         if channels not in (None, 1, 3):
-            raise ValueError(f"video channels must be 1 (gray) or 3 (RGB), got {channels}")
+            raise DataError(f"video channels must be 1 (gray) or 3 (RGB), got {channels}")
         if crop not in ("center", "random", "resize", "none"):
-            raise ValueError(f"crop must be 'center', 'random', 'resize' or 'none', got {crop!r}")
+            raise DataError(f"crop must be 'center', 'random', 'resize' or 'none', got {crop!r}")
         for name, v in (("sequence_length", sequence_length), ("frame_stride", frame_stride)):
             if int(v) < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
+                raise DataError(f"{name} must be >= 1, got {v}")
         self.split, self.crop, self.channels = split, crop, channels or 3
         self.sequence_length, self.frame_stride = int(sequence_length), int(frame_stride)
         self.clip_stride = int(clip_stride or self.sequence_length * self.frame_stride)
         if self.clip_stride < 1:
-            raise ValueError(f"clip_stride must be >= 1, got {clip_stride}")
+            raise DataError(f"clip_stride must be >= 1, got {clip_stride}")
         res = None if resolution is None else [int(r) for r in resolution]
         self.resolution = None if res is None else tuple(res * 2 if len(res) == 1 else res)
         self.augment = bool(augment) and split == "train"
@@ -240,7 +241,7 @@ class VideoFolder(FileDataset):
         self._check_files(root)
         sizes = {(m["height"], m["width"]) for m in self.meta}
         if self.resolution is None and self.pad_multiple is None and len(sizes) > 1:
-            raise ValueError(f"videos in {str(root)!r} have different frame sizes {sorted(sizes)[:3]} and cannot be "
+            raise DataError(f"videos in {str(root)!r} have different frame sizes {sorted(sizes)[:3]} and cannot be "
                              f"batched; set data.resolution=[H, W]")
 
     def __len__(self) -> int:

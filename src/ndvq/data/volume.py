@@ -41,6 +41,7 @@ from ndvq.data.common import (
     split_files,
     warn_skip,
 )
+from ndvq.errors import DataError
 
 __all__ = ["VolumeFolder", "VOLUME_EXTENSIONS", "intensity_map"]
 
@@ -63,11 +64,11 @@ def _open(path: Path):
         if len(shape) == 5 and shape[3] == 1:  # [X, Y, Z, 1, C] (NIfTI vector intent)
             shape = shape[:3] + shape[4:]
         if len(shape) not in (3, 4):
-            raise ValueError(f"expected a 3-D or 4-D NIfTI image, got shape {img.shape}")
+            raise DataError(f"expected a 3-D or 4-D NIfTI image, got shape {img.shape}")
         return img.dataobj, shape[:3], (shape[3] if len(shape) == 4 else 1), True, np.asarray(img.affine, np.float64)
     arr = np.load(path, mmap_mode="r", allow_pickle=False)
     if arr.ndim not in (3, 4) or arr.dtype.kind not in "fiub":
-        raise ValueError(f"expected a numeric 3-D [D, H, W] or 4-D [C, D, H, W] array, got {arr.dtype} {arr.shape}")
+        raise DataError(f"expected a numeric 3-D [D, H, W] or 4-D [C, D, H, W] array, got {arr.dtype} {arr.shape}")
     shape = tuple(int(s) for s in arr.shape)
     return arr, shape[-3:], (shape[0] if arr.ndim == 4 else 1), False, np.eye(4)
 
@@ -91,7 +92,7 @@ def intensity_map(v: np.ndarray, intensity: str, percentiles=(0.5, 99.5), ct_win
         flat = flat[:: flat.size // _MAX_STAT_VOXELS + 1]
     flat = flat[np.isfinite(flat)]
     if flat.size == 0:
-        raise ValueError("volume has no finite voxels")
+        raise DataError("volume has no finite voxels")
     if intensity in ("percentile", "ct"):
         lo, hi = (np.percentile(flat, list(percentiles)) if intensity == "percentile" else ct_window)
         lo, hi = float(lo), float(hi)
@@ -104,7 +105,7 @@ def intensity_map(v: np.ndarray, intensity: str, percentiles=(0.5, 99.5), ct_win
         mean, std = float(fg.mean()), float(fg.std())
         std = std if std > 1e-8 else 1.0
         return 1.0 / (5 * std), -mean / (5 * std)
-    raise ValueError(f"intensity must be 'percentile', 'ct', 'zscore' or 'none', got {intensity!r}")
+    raise DataError(f"intensity must be 'percentile', 'ct', 'zscore' or 'none', got {intensity!r}")
 
 
 class VolumeFolder(FileDataset):
@@ -138,18 +139,18 @@ class VolumeFolder(FileDataset):
                  pad_multiple: Sequence[int] | None = None, cache_mb: float = 256):
         super().__init__()
         if intensity not in ("percentile", "ct", "zscore", "none"):
-            raise ValueError(f"intensity must be 'percentile', 'ct', 'zscore' or 'none', got {intensity!r}")
+            raise DataError(f"intensity must be 'percentile', 'ct', 'zscore' or 'none', got {intensity!r}")
         lo, hi = (float(p) for p in percentiles)
         if not 0 <= lo < hi <= 100:
-            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {list(percentiles)}")
+            raise DataError(f"percentiles must satisfy 0 <= low < high <= 100, got {list(percentiles)}")
         if float(ct_window[0]) >= float(ct_window[1]):
-            raise ValueError(f"ct_window must be (low, high) with low < high, got {list(ct_window)}")
+            raise DataError(f"ct_window must be (low, high) with low < high, got {list(ct_window)}")
         self.split, self.intensity = split, intensity
         self.percentiles, self.ct_window = (lo, hi), (float(ct_window[0]), float(ct_window[1]))
         self.pad_multiple = tuple(pad_multiple) if pad_multiple is not None else None
         ps = None if patch_size is None else [int(p) for p in patch_size]
         if ps is not None and (len(ps) not in (1, 3) or min(ps) < 1):
-            raise ValueError(f"volume patch_size must be [X, Y, Z] (or [S]) with positive entries, got {ps}")
+            raise DataError(f"volume patch_size must be [X, Y, Z] (or [S]) with positive entries, got {ps}")
         self.patch_size = None if ps is None else tuple(ps * 3 if len(ps) == 1 else ps)
         if self.pad_multiple is not None and split != "train":
             self.patch_size = None  # whole volumes for eval / encode
@@ -162,9 +163,9 @@ class VolumeFolder(FileDataset):
             try:
                 _, shape, c, _, affine = _open(f)
                 if channels is not None and c != channels:
-                    raise ValueError(f"has {c} channel(s), expected data.channels={channels}")
+                    raise DataError(f"has {c} channel(s), expected data.channels={channels}")
                 if self.meta and c != self.meta[0]["channels"]:
-                    raise ValueError(f"has {c} channel(s), the first volume has {self.meta[0]['channels']}")
+                    raise DataError(f"has {c} channel(s), the first volume has {self.meta[0]['channels']}")
             except Exception as e:  # noqa: BLE001 - an unreadable file is skipped, never fatal
                 self.skipped.append((str(f), f"{type(e).__name__}: {e}"))
                 warn_skip(f, e)
@@ -178,7 +179,7 @@ class VolumeFolder(FileDataset):
         self.cache_bytes = int(cache_mb * 2**20)
         shapes = {m["shape"] for m in self.meta}
         if self.patch_size is None and self.pad_multiple is None and len(shapes) > 1:
-            raise ValueError(f"volumes in {str(root)!r} have different shapes {sorted(shapes)[:3]} and cannot be "
+            raise DataError(f"volumes in {str(root)!r} have different shapes {sorted(shapes)[:3]} and cannot be "
                              f"batched; set data.patch_size=[X, Y, Z]")
 
     def __len__(self) -> int:

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ndvq.errors import DataError
+
 __all__ = ["write_item", "write_samples", "MODALITIES"]
 
 MODALITIES = ("image", "video", "audio", "series", "volume")
@@ -39,12 +41,12 @@ def _np(x) -> np.ndarray:
 
 def _check(modality: str, x: np.ndarray, batched: bool = False) -> None:
     if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        raise DataError(f"modality must be one of {MODALITIES}, got {modality!r}")
     n_dims = {"image": 2, "video": 3, "audio": 1, "series": 1, "volume": 3}[modality]
     want = n_dims + 1 + int(batched)
     if x.ndim != want:
         lay = ("[B, C, " if batched else "[C, ") + ", ".join("S" * n_dims) + "]"
-        raise ValueError(f"{modality} {'batches' if batched else 'items'} must be {lay} ({want} axes), got shape {list(x.shape)}")
+        raise DataError(f"{modality} {'batches' if batched else 'items'} must be {lay} ({want} axes), got shape {list(x.shape)}")
 
 
 def _to_unit(x: np.ndarray) -> np.ndarray:
@@ -190,7 +192,7 @@ def _write_volume(x: np.ndarray, stem: Path, info: dict) -> Path:
     v = v[0] if v.shape[0] == 1 else np.moveaxis(v, 0, -1)  # [C, X, Y, Z] -> [X, Y, Z(, C)]
     affine = np.asarray(info.get("affine", np.eye(4)), np.float64)
     if affine.shape != (4, 4):
-        raise ValueError(f"info['affine'] must be a 4x4 matrix, got shape {affine.shape}")
+        raise DataError(f"info['affine'] must be a 4x4 matrix, got shape {affine.shape}")
     path = Path(str(stem) + ".nii.gz")
     nib.save(nib.Nifti1Image(v.astype(np.float32), affine), str(path))
     return path
@@ -212,7 +214,7 @@ def write_samples(modality: str, inputs, recons, out_dir: str | Path, info: dict
     x, y = _np(inputs), _np(recons)
     _check(modality, x, batched=True)
     if x.shape != y.shape:
-        raise ValueError(f"inputs {list(x.shape)} and reconstructions {list(y.shape)} differ in shape")
+        raise DataError(f"inputs {list(x.shape)} and reconstructions {list(y.shape)} differ in shape")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x, y = x[:max_items], y[:max_items]

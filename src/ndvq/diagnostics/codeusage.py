@@ -2,10 +2,11 @@
 
 How the histogram is obtained (in this order):
 
-1. **Encode the validation split** with the run's best checkpoint (``checkpoints/best-*.ckpt``,
-   the lowest validation loss; else ``checkpoints/last.ckpt``): the model is rebuilt from the
-   checkpoint's ``model_class`` + ``model_args``, the val split from the run's ``config.yaml``
-   through ``ndvq.builders`` (up to ``max_items`` items), and every code index is counted.
+1. **Encode the validation split** with the run's best checkpoint (the newest ``checkpoints/best-*.ckpt``;
+   else ``checkpoints/last.ckpt``, :func:`ndvq.run.rundir.find_checkpoint`): the model comes from
+   :func:`ndvq.run.checkpoint.load_model`, the val split from the checkpoint's config through
+   :func:`ndvq.build.build_dataset` (up to ``max_items`` items), and every code index is counted
+   against the model's own ``codebook_sizes``.
    The result is cached as ``<run>/code_usage.json`` with the checkpoint's name and mtime, so a
    second report is instant and a newer checkpoint is re-encoded.
 2. **A cached/logged** ``code_usage.json`` when the checkpoint cannot be used (no model code,
@@ -18,7 +19,7 @@ How the histogram is obtained (in this order):
      "split": "val", "items": 64, "n_codes": [512],            # one entry per level
      "counts": [[[...K ints...]]]}                              # [level][codebook G][K]
 
-For a KL-VAE, ``"kind": "latent"`` with a histogram of the posterior means (``edges``,
+For a model without codes (a Gaussian bottleneck, ``codebook_sizes == ()``), ``"kind": "latent"`` with a histogram of the posterior means (``edges``,
 ``hist``), their ``mean``/``std`` and the ``scale_factor = 1 / std`` a diffusion model would use.
 """
 
@@ -31,19 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["find_best_checkpoint", "code_usage", "usage_summary"]
+from ndvq.errors import CheckpointError
+from ndvq.run.rundir import find_checkpoint, metrics_path, read_metrics
+
+__all__ = ["code_usage", "usage_summary"]
 
 _BEST = re.compile(r"best-step(\d+)")
-
-
-def find_best_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest ``best-step*.ckpt`` (the loop keeps the best N), else ``last.ckpt``, else None."""
-    ck = Path(run_dir) / "checkpoints"
-    best = sorted(ck.glob("best-*.ckpt"), key=lambda p: int(m.group(1)) if (m := _BEST.search(p.name)) else -1)
-    if best:
-        return best[-1]
-    last = ck / "last.ckpt"
-    return last if last.is_file() else None
 
 
 def _read_cache(path: Path) -> dict | None:
@@ -52,6 +46,13 @@ def _read_cache(path: Path) -> dict | None:
     except (OSError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) and data.get("kind") in ("codes", "latent") else None
+
+
+def _best_checkpoint(run: Path) -> Path | None:
+    try:
+        return find_checkpoint(run, best=True)
+    except CheckpointError:
+        return None
 
 
 def code_usage(run_dir: str | Path, max_items: int = 256, batch_size: int = 16, encode: bool = True) -> tuple[dict | None, str]:
@@ -69,13 +70,13 @@ def code_usage(run_dir: str | Path, max_items: int = 256, batch_size: int = 16, 
     run = Path(run_dir)
     cache_path = run / "code_usage.json"
     cache = _read_cache(cache_path) if cache_path.is_file() else None
-    ckpt = find_best_checkpoint(run)
+    ckpt = _best_checkpoint(run)
     if ckpt is not None and cache and cache.get("checkpoint") == ckpt.name and cache.get("mtime") == ckpt.stat().st_mtime:
         return cache, f"encoded {cache.get('items')} val items with {ckpt.name} (cached)"
     if ckpt is not None and encode:
         try:
             data = _encode_val(run, ckpt, max_items, batch_size)
-        except Exception as e:  # the report must still render: say why, fall back to the cache
+        except Exception as e:  # the report must still render: it shows why (a bug included), and the cache
             why = f"could not encode the val split with {ckpt.name} ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
             if cache:
                 return cache, why + f"; showing the saved histogram of {cache.get('checkpoint', '?')}"
@@ -90,63 +91,75 @@ def code_usage(run_dir: str | Path, max_items: int = 256, batch_size: int = 16, 
     return None, "no checkpoint in the run folder yet, so the val split could not be encoded"
 
 
+def _checkpoint_step(run: Path, ckpt: Path) -> int:
+    """The step of a ``best-stepN.ckpt`` from its name; of ``last.ckpt``, the last logged step."""
+    m = _BEST.search(ckpt.name)
+    if m:
+        return int(m.group(1))
+    steps = [r["step"] for r in read_metrics(metrics_path(run)) if isinstance(r.get("step"), (int, float))]
+    return int(max(steps, default=0))
+
+
 def _encode_val(run: Path, ckpt: Path, max_items: int, batch_size: int) -> dict:
     import torch
 
-    from ndvq.builders import build_dataset, encode_batch, model_from_args
-    from ndvq.config import validate_config
-    from ndvq.diagnostics.doctor import read_config
-    from ndvq.train.checkpoint import load_checkpoint
+    from ndvq.build import build_dataset
+    from ndvq.run.checkpoint import load_model
 
-    state = load_checkpoint(ckpt)
-    cfg = validate_config(state.get("config") or read_config(run))
-    model = model_from_args(state["model_class"], state["model_args"])
-    model.load_state_dict(state["model"])
-    model.eval()
-    ds = build_dataset(cfg, "val", stats_dir=run)
+    loaded = load_model(ckpt)
+    model = loaded.model
+    ds = build_dataset(loaded.config, "val", stats_dir=run)
     n = min(len(ds), max_items)
-    kind = cfg.model.kind
+    sizes = [int(k) for k in model.codebook_sizes]
     levels: list[list[torch.Tensor]] = []
-    for start in range(0, n, batch_size):
-        x = torch.stack([ds[i]["data"] for i in range(start, min(n, start + batch_size))])
-        out = encode_batch(model, kind, x)
-        if not levels:
-            levels = [[] for _ in out]
-        for acc, t in zip(levels, out):
-            acc.append(t.cpu())
-    base = {"checkpoint": ckpt.name, "mtime": ckpt.stat().st_mtime, "step": int(state.get("step", 0)),
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            x = torch.stack([ds[i]["data"] for i in range(start, min(n, start + batch_size))])
+            out = _levels(model.encode(x), bool(sizes))
+            levels = levels or [[] for _ in out]
+            for acc, t in zip(levels, out):
+                acc.append(t.cpu())
+    base = {"checkpoint": ckpt.name, "mtime": ckpt.stat().st_mtime, "step": _checkpoint_step(run, ckpt),
             "split": "val", "items": n}
-    if kind == "klvae":
-        means = torch.cat([t.flatten() for t in levels[0]]).double().numpy()
-        std = float(means.std())
-        hist, edges = np.histogram(means, bins=60)
-        return {"kind": "latent", **base, "mean": float(means.mean()), "std": std,
-                "scale_factor": 1.0 / std if std > 0 else math.inf, "hist": hist.tolist(), "edges": edges.tolist()}
-    margs = state["model_args"]
-    n_codes = _codes_per_level(margs, len(levels))
-    counts = []
-    for lv, (acc, k) in enumerate(zip(levels, n_codes)):
-        g = acc[0].shape[-1] if _grouped(margs) else 1
-        idx = torch.cat([t.reshape(-1, g) for t in acc])  # [B, *latent(, G)] -> [N, G]
+    if not sizes:
+        return {"kind": "latent", **base, **_latent_histogram(levels[0])}
+    return {"kind": "codes", **base, **_code_counts(levels, sizes, model.n_dims)}
+
+
+def _levels(encoded, discrete: bool) -> list:
+    """``model.encode`` output as a list of tensors: codes per level (hierarchical: top, bottom), or the
+    latent means of a Gaussian bottleneck."""
+    if not discrete:
+        return [encoded.mean if hasattr(encoded, "mean") and not callable(encoded.mean) else encoded]
+    if hasattr(encoded, "top") and hasattr(encoded, "bottom"):
+        return [encoded.top, encoded.bottom]
+    return [encoded]
+
+
+def _latent_histogram(means: list) -> dict:
+    import torch
+
+    values = torch.cat([t.flatten() for t in means]).double().numpy()
+    std = float(values.std())
+    hist, edges = np.histogram(values, bins=60)
+    return {"mean": float(values.mean()), "std": std, "scale_factor": 1.0 / std if std > 0 else math.inf,
+            "hist": hist.tolist(), "edges": edges.tolist()}
+
+
+def _code_counts(levels: list, sizes: list[int], n_dims: int) -> dict:
+    """``{"n_codes": [K per level], "counts": [level][G][K]}``; the level's index columns take their
+    codebook sizes from ``sizes`` in order (the model's ``codebook_sizes``)."""
+    import torch
+
+    n_codes, counts, col = [], [], 0
+    for acc in levels:
+        g = acc[0].shape[-1] if acc[0].ndim == n_dims + 2 else 1  # [B, *L(, G)]
+        k = max(sizes[min(col + j, len(sizes) - 1)] for j in range(g))
+        col += g
+        idx = torch.cat([t.reshape(-1, g) for t in acc])  # [B, *L(, G)] -> [N, G]
         counts.append([torch.bincount(idx[:, j].clamp_min(0), minlength=k).tolist() for j in range(g)])
-        n_codes[lv] = max(k, len(counts[-1][0]))  # never hide an index beyond the expected K
-    return {"kind": "codes", **base, "n_codes": n_codes, "counts": counts}
-
-
-def _grouped(model_args: dict) -> bool:
-    return (model_args.get("quantizer") or {}).get("kind") in ("residual", "grouped")
-
-
-def _codes_per_level(model_args: dict, n_levels: int) -> list[int]:
-    q = model_args.get("quantizer") or {}
-    k = int(model_args.get("n_codes", 512))
-    if q.get("kind") == "fsq":
-        k = int(np.prod(q.get("levels", [8, 5, 5, 5])))
-    elif q.get("kind") == "lfq":
-        k = 2 ** len(q.get("levels", [8, 5, 5, 5]))
-    if n_levels == 2:
-        return [int(model_args.get("top_n_codes") or k), k]
-    return [k] * n_levels
+        n_codes.append(max(k, len(counts[-1][0])))  # never hide an index beyond the expected K
+    return {"n_codes": n_codes, "counts": counts}
 
 
 def usage_summary(data: dict) -> str:

@@ -2,7 +2,8 @@
 
 ``ndvq.cli`` calls :func:`register` with its subparsers; each subcommand sets ``func`` to a
 handler ``handler(args) -> int`` (exit code). Bad input (a missing run folder, an unreadable
-space file, ...) prints one line ``ndvq <command>: error: ...`` to stderr and returns 2.
+space file, ...: the :data:`USER_ERRORS`) prints one line ``ndvq <command>: error: ...`` to stderr and
+returns 2; anything else is a bug and reaches ``ndvq.cli.main`` (traceback, exit 1).
 
 Example:
     >>> import argparse
@@ -19,7 +20,12 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["register", "run_doctor", "run_report", "run_tune"]
+from ndvq.errors import NdvqError
+
+__all__ = ["USER_ERRORS", "register", "run_doctor", "run_report", "run_tune"]
+
+USER_ERRORS = (NdvqError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+"""Exceptions that are the user's doing (bad input, a path that is missing or not readable): one line, exit 2."""
 
 
 def _fail(command: str, message: str) -> int:
@@ -69,7 +75,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
     try:
         findings = diagnose_run(args.run, logs=args.log)
-    except (ValueError, OSError) as e:
+    except USER_ERRORS as e:
         return _fail("doctor", e)
     if args.json:
         print(findings_to_json(findings, args.run))
@@ -85,14 +91,14 @@ def run_report(args: argparse.Namespace) -> int:
         return _fail("report", f"--max-items must be >= 1, got {args.max_items}")
     try:
         out = write_report(args.runs, args.out, encode=not args.no_encode, max_items=args.max_items)
-    except (ValueError, OSError) as e:
+    except USER_ERRORS as e:
         return _fail("report", e)
     print(f"report written to {out}")
     return 0
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from ndvq.diagnostics.tune import TuneError, tune
+    from ndvq.diagnostics.tune import tune
 
     if args.trials < 1:
         return _fail("tune", f"--trials must be >= 1, got {args.trials}")
@@ -100,7 +106,7 @@ def run_tune(args: argparse.Namespace) -> int:
     try:
         result = tune(args.config, args.space, args.trials, study_dir, overrides=args.overrides,
                       study_name=args.study_name, seed=args.seed)
-    except (TuneError, ValueError, OSError) as e:
+    except USER_ERRORS as e:
         return _fail("tune", e)
     except KeyboardInterrupt:
         print(f"\nndvq tune: interrupted; run the same command again to resume the study in {study_dir}", file=sys.stderr)

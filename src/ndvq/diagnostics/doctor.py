@@ -1,13 +1,17 @@
-"""``ndvq doctor``: read a run's metrics and config, return findings, most important first.
+"""``ndvq doctor``: read a run's metrics, config and model facts, return findings, most important first.
 
 Example:
     >>> from ndvq.diagnostics.doctor import diagnose_run, format_findings
     >>> findings = diagnose_run("runs/my-run")            # doctest: +SKIP
     >>> print(format_findings(findings))                  # doctest: +SKIP
 
-The training loop calls :func:`diagnose` at every validation with the records it has logged
-so far and prints the ``critical`` ones (``Finding.severe``). The rules and their thresholds
-live in :mod:`ndvq.diagnostics.rules`.
+The training loop does not import this module: ``ndvq train`` hands it :func:`warning_callback`, which
+turns the records logged so far into one line per new ``critical`` finding (``Finding.severe``, the one
+severity policy). The rules and their thresholds live in :mod:`ndvq.diagnostics.rules`.
+
+Model facts (codebook sizes, downsampling, constructor arguments) come from the model: the run's
+``model.json`` (:func:`ndvq.run.rundir.read_model_facts`), or, for runs recorded before it existed, the
+model built from the run's config by :func:`ndvq.build.model_facts`.
 """
 
 from __future__ import annotations
@@ -15,24 +19,24 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-import yaml
-
 from ndvq.diagnostics.rules import RULES, SEVERITIES, Finding, RunView, Series, Thresholds, fmt_num
+from ndvq.run.rundir import check_run_dir, metrics_path, read_config, read_metrics, read_model_facts
 
 __all__ = [
     "Finding",
     "Thresholds",
     "diagnose",
     "diagnose_run",
-    "read_metrics",
-    "read_config",
+    "facts_from_config",
+    "run_facts",
     "read_errors",
     "format_findings",
     "findings_to_json",
     "warning_lines",
+    "warning_callback",
 ]
 
 _ERROR_PATTERN = re.compile(r"(out of memory|outofmemoryerror|cuda error|runtimeerror|traceback)", re.I)
@@ -48,7 +52,21 @@ def _config_dict(config) -> dict:
     raise TypeError(f"config must be a dict or an ndvq.config.Config, got {type(config).__name__}")
 
 
-def diagnose(records: Sequence[dict], config, thresholds: Thresholds | None = None) -> list[Finding]:
+def facts_from_config(config) -> dict:
+    """The model facts of ``config`` (a dict or a Config), asked of the model it builds
+    (:func:`ndvq.build.model_facts`; built on the meta device, no weights)."""
+    from ndvq.build import model_facts
+
+    return model_facts(config)
+
+
+def run_facts(run_dir: str | Path, config: dict) -> dict:
+    """A run's model facts: its ``model.json``, else (older runs) those of the model its config builds."""
+    return read_model_facts(run_dir) or facts_from_config(config)
+
+
+def diagnose(records: Sequence[dict], config, thresholds: Thresholds | None = None,
+             facts: dict | None = None) -> list[Finding]:
     """Run every rule over the logged records.
 
     Args:
@@ -56,6 +74,8 @@ def diagnose(records: Sequence[dict], config, thresholds: Thresholds | None = No
             with ``split == "error"`` carry an ``error`` text (e.g. a crash message). Order does not matter.
         config: the resolved config, a nested dict (``config.yaml``) or a :class:`ndvq.config.Config`.
         thresholds: thresholds to use; default ``Thresholds()``.
+        facts: the model's facts (``model.json``, :func:`run_facts`). Default None: those of the model
+            ``config`` builds (:func:`facts_from_config`).
 
     Returns:
         Findings sorted by severity (``critical``, ``warning``, ``info``, ``ok``) then rule priority.
@@ -72,7 +92,7 @@ def diagnose(records: Sequence[dict], config, thresholds: Thresholds | None = No
     train = Series.from_records([r for r in records if r.get("split", "train") == "train"])
     val = Series.from_records([r for r in records if r.get("split") == "val"])
     errors = [str(r.get("error", "")) for r in records if r.get("split") == "error"]
-    view = RunView(train, val, cfg, errors, th)
+    view = RunView(train, val, cfg, errors, th, facts if facts is not None else facts_from_config(cfg))
     found: list[tuple[int, int, Finding]] = []
     for i, rule in enumerate(RULES):
         f = rule(view, th)
@@ -102,56 +122,72 @@ def _healthy_or_too_early(view: RunView, th: Thresholds) -> Finding:
     if view.val.has("psnr"):
         st, v = view.val.get("psnr")
         parts.append(f"val PSNR {v[-1]:.3g} dB at step {int(st[-1])}")
-    if not view.is_kl and view.train.has("perplexity"):
+    if not view.continuous and view.train.has("perplexity"):
         p = view.recent_median("train", "perplexity")
         parts.append(f"perplexity {p:.3g} of {view.n_codes} codes ({100 * p / view.n_codes:.2g}%)")
     if view.train.has("usage"):
         parts.append(f"batch usage {100 * view.recent_median('train', 'usage'):.3g}%")
     return Finding("ok", "Looks healthy",
                    f"no warning over steps {int(view.first_step)}-{int(view.last_step)}: " + ", ".join(parts),
-                   "losses fall and nothing is unstable" if view.is_kl else
+                   "losses fall and nothing is unstable" if view.continuous else
                    "losses fall, the codebook is used and nothing is unstable", [], "healthy")
 
 
-def warning_lines(records: Sequence[dict], config, thresholds: Thresholds | None = None) -> list[str]:
-    """One short line per severe finding, for the training loop to print at a validation."""
-    return [f"doctor: {f.title}: {f.observed}" + (f" -> try {f.fixes[0]}" if f.fixes else "")
-            for f in diagnose(records, config, thresholds) if f.severe]
+def warning_lines(records: Sequence[dict], config, thresholds: Thresholds | None = None,
+                  facts: dict | None = None) -> list[str]:
+    """One short line per severe finding (``Finding.severe``): ``doctor [critical]: title - observed; try fix1; fix2``."""
+    return [_warning_line(f) for f in diagnose(records, config, thresholds, facts) if f.severe]
+
+
+def _warning_line(f: Finding) -> str:
+    return f"doctor [{f.severity}]: {f.title} - {f.observed}" + (f"; try {'; '.join(f.fixes[:2])}" if f.fixes else "")
+
+
+class _WarningCallback:
+    """See :func:`warning_callback`."""
+
+    def __init__(self, config: dict, thresholds: Thresholds | None):
+        self.config, self.thresholds = _config_dict(config), thresholds
+        self.facts: dict | None = None
+        self.seen: set[str] = set()
+
+    def __call__(self, records: list[dict]) -> list[str]:
+        try:
+            if self.facts is None:
+                self.facts = facts_from_config(self.config)
+            found = [f for f in diagnose(records, self.config, self.thresholds, self.facts) if f.severe]
+        except Exception as e:  # the doctor must never stop a training run: say once that it was skipped
+            key = f"skipped: {type(e).__name__}"
+            if key in self.seen:
+                return []
+            self.seen.add(key)
+            return [f"doctor: skipped ({type(e).__name__}: {' '.join(str(e).split())[:200]})"]
+        new = [f for f in found if f.title not in self.seen]
+        self.seen.update(f.title for f in new)
+        return [_warning_line(f) for f in new]
+
+
+def warning_callback(config: dict, thresholds: Thresholds | None = None) -> Callable[[list[dict]], list[str]]:
+    """What the training loop calls at each validation instead of importing the doctor.
+
+    Args:
+        config: the run's resolved config (a dict, or a Config).
+        thresholds: default ``Thresholds()``.
+
+    Returns:
+        ``on_warning(records) -> list[str]``: one line per severe finding of the records logged so far
+        that this callback has not reported before (each finding title once per run). The model facts
+        are computed once, at the first call.
+
+    Example:
+        >>> cb = warning_callback({"model": {"n_codes": 64}})      # doctest: +SKIP
+        >>> cb(logger.records)                                      # doctest: +SKIP
+        ['doctor [critical]: Codebook collapse - perplexity 1.2 of 64 codes ...; try model.quantizer.restart=batch; ...']
+    """
+    return _WarningCallback(config, thresholds)
 
 
 # ----------------------------------------------------------------------------- run folder
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """Read ``metrics.jsonl``; blank, truncated or otherwise unparsable lines are skipped.
-
-    Works while the run is writing the file (the last line may be half written).
-    """
-    path = Path(path)
-    out = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-    return out
-
-
-def read_config(run_dir: str | Path) -> dict:
-    """The run's resolved ``config.yaml`` as a dict (``{}`` when absent)."""
-    p = Path(run_dir) / "config.yaml"
-    if not p.is_file():
-        return {}
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{p} should hold a mapping of config sections, got {type(data).__name__}")
-    return data
 
 
 def read_errors(paths: Iterable[str | Path]) -> list[dict]:
@@ -167,29 +203,19 @@ def read_errors(paths: Iterable[str | Path]) -> list[dict]:
     return out
 
 
-def check_run_dir(run_dir: str | Path) -> Path:
-    """The run folder as a Path; ValueError when it is not a run folder."""
-    p = Path(run_dir)
-    if not p.is_dir():
-        raise ValueError(f"run folder {str(p)!r} does not exist")
-    if not (p / "metrics.jsonl").is_file():
-        raise ValueError(f"{str(p)!r} is not a run folder: no metrics.jsonl in it")
-    return p
-
-
 def diagnose_run(run_dir: str | Path, logs: Sequence[str | Path] = (), thresholds: Thresholds | None = None) -> list[Finding]:
     """Diagnose a run folder (running or finished).
 
     Args:
-        run_dir: ``runs/<name>`` with ``metrics.jsonl`` and ``config.yaml``.
+        run_dir: ``runs/<name>`` with ``metrics.jsonl``, ``config.yaml`` and (newer runs) ``model.json``.
         logs: extra text logs to scan for crash messages (out of memory); ``*.log`` files in the
             run folder are always scanned. Default ``()``.
         thresholds: default ``Thresholds()``.
     """
     p = check_run_dir(run_dir)
-    records = read_metrics(p / "metrics.jsonl")
-    records += read_errors(sorted(p.glob("*.log")) + [Path(x) for x in logs])
-    return diagnose(records, read_config(p), thresholds)
+    config = read_config(p)
+    records = read_metrics(metrics_path(p)) + read_errors(sorted(p.glob("*.log")) + [Path(x) for x in logs])
+    return diagnose(records, config, thresholds, run_facts(p, config))
 
 
 # ----------------------------------------------------------------------------- output

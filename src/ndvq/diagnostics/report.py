@@ -27,8 +27,9 @@ import numpy as np
 import yaml
 
 from ndvq.diagnostics.codeusage import code_usage, usage_summary
-from ndvq.diagnostics.doctor import check_run_dir, diagnose, read_config, read_errors, read_metrics
+from ndvq.diagnostics.doctor import diagnose, read_errors, run_facts
 from ndvq.diagnostics.rules import Finding, RunView, Series, Thresholds, fmt_num
+from ndvq.run.rundir import check_run_dir, metrics_path, read_config, read_metrics, samples_dir
 
 __all__ = ["RunData", "load_run", "build_report", "write_report"]
 
@@ -41,11 +42,12 @@ _SAMPLE_DIR = re.compile(r"step(\d+)$")
 
 @dataclass
 class RunData:
-    """One run as the report sees it."""
+    """One run as the report sees it (``facts``: its model's facts, :func:`ndvq.diagnostics.doctor.run_facts`)."""
 
     path: Path
     name: str
     config: dict
+    facts: dict
     records: list[dict]
     findings: list[Finding]
     train: Series
@@ -59,18 +61,19 @@ class RunData:
 def load_run(run_dir: str | Path, encode: bool = True, max_items: int = 256) -> RunData:
     """Read a run folder (metrics, config, findings, code usage, latest samples)."""
     p = check_run_dir(run_dir)
-    records = read_metrics(p / "metrics.jsonl")
+    records = read_metrics(metrics_path(p))
     config = read_config(p)
-    findings = diagnose(records + read_errors(sorted(p.glob("*.log"))), config)
+    facts = run_facts(p, config)
+    findings = diagnose(records + read_errors(sorted(p.glob("*.log"))), config, facts=facts)
     usage, note = code_usage(p, max_items=max_items, encode=encode)
-    steps = sorted((d for d in (p / "samples").glob("step*") if d.is_dir() and _SAMPLE_DIR.search(d.name)),
+    steps = sorted((d for d in samples_dir(p).glob("step*") if d.is_dir() and _SAMPLE_DIR.search(d.name)),
                    key=lambda d: int(_SAMPLE_DIR.search(d.name).group(1)))
     samples, sstep = [], None
     if steps:
         samples = sorted(f for f in steps[-1].rglob("*") if f.is_file())
         sstep = int(_SAMPLE_DIR.search(steps[-1].name).group(1))
     name = (config.get("run") or {}).get("name") or p.name
-    return RunData(p, str(name), config, records, findings,
+    return RunData(p, str(name), config, facts, records, findings,
                    Series.from_records([r for r in records if r.get("split", "train") == "train"]),
                    Series.from_records([r for r in records if r.get("split") == "val"]),
                    usage, note, samples, sstep)
@@ -237,7 +240,7 @@ def _samples_html(run: RunData) -> str:
             continue
         total += size
         src = f"data:{mime};base64,{_b64(f)}"
-        cap = _esc(f.relative_to(run.path / "samples").as_posix())
+        cap = _esc(f.relative_to(samples_dir(run.path)).as_posix())
         if mime.startswith("image/"):
             out.append(f"<figure><img src='{src}' alt='{cap}'><figcaption>{cap}</figcaption></figure>")
         elif mime.startswith("audio/"):
@@ -299,8 +302,12 @@ def _config_html(runs: Sequence[RunData]) -> str:
     return "".join(parts)
 
 
+def _view(run: RunData) -> RunView:
+    return RunView(run.train, run.val, run.config, [], Thresholds(), run.facts)
+
+
 def _summary_row(run: RunData) -> str:
-    view = RunView(run.train, run.val, run.config, [], Thresholds())
+    view = _view(run)
     cells = [run.name, f"{int(view.last_step)}"]
     t = [r.get("time") for r in run.records if isinstance(r.get("time"), (int, float))]
     cells.append(f"{max(t) / 60:.1f} min" if t else "")
@@ -310,7 +317,7 @@ def _summary_row(run: RunData) -> str:
     else:
         cells.append("")
     cells.append(f"{view.recent_median('val', 'psnr'):.3g} dB" if run.val.has("psnr") else "")
-    if not view.is_kl and run.train.has("perplexity"):
+    if not view.continuous and run.train.has("perplexity"):
         p = view.recent_median("train", "perplexity")
         cells.append(f"{p:.3g} / {view.n_codes}")
     else:
@@ -344,15 +351,16 @@ def build_report(runs: Sequence[RunData]) -> str:
     import datetime
 
     names = ", ".join(r.name for r in runs)
-    n_codes = {i: RunView(r.train, r.val, r.config, [], Thresholds()).n_codes for i, r in enumerate(runs)}
-    is_kl = all((r.config.get("model") or {}).get("kind") == "klvae" for r in runs)
+    views = [_view(r) for r in runs]
+    n_codes = {i: v.n_codes for i, v in enumerate(views) if not v.continuous}
+    continuous = all(v.continuous for v in views)
     plots = [
         _curve_plot(runs, ["loss"], "Total loss", "loss", "p1", log=True),
         _curve_plot(runs, ["recon_loss"], "Reconstruction loss", "recon loss", "p2", log=True),
-        _curve_plot(runs, ["kl_loss"] if is_kl else ["commitment_loss"], "KL loss" if is_kl else "Commitment loss",
-                    "kl" if is_kl else "commitment", "p3", log=True),
+        _curve_plot(runs, ["kl_loss"] if continuous else ["commitment_loss"], "KL loss" if continuous else "Commitment loss",
+                    "kl" if continuous else "commitment", "p3", log=True),
     ]
-    if is_kl:
+    if continuous:
         plots.append(_curve_plot(runs, ["perceptual_loss"], "Perceptual loss", "perceptual", "p4"))
         plots.append(_curve_plot(runs, ["gen_loss"], "Generator (adversarial) loss", "gen", "p4b"))
         plots.append(_curve_plot(runs, ["disc_loss"], "Discriminator loss", "disc", "p4c", splits=("train",)))
@@ -382,7 +390,7 @@ def build_report(runs: Sequence[RunData]) -> str:
 <section id="summary"><h2>Summary</h2>{summary}</section>
 <section id="doctor"><h2>Doctor</h2>{findings}</section>
 <section id="curves"><h2>Training curves</h2><p class='note'>Train: faint raw values and a smoothed line; val: dashed with markers.</p><div class="grid">{curves}</div></section>
-<section id="codes"><h2>{'Latent distribution' if is_kl else 'Code usage on the validation split'}</h2>{hist_html}</section>
+<section id="codes"><h2>{'Latent distribution' if continuous else 'Code usage on the validation split'}</h2>{hist_html}</section>
 <section id="samples"><h2>Reconstructions</h2>{samples}</section>
 <section id="config"><h2>Resolved config</h2>{_config_html(runs)}</section>
 </main></body></html>

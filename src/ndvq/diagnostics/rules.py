@@ -1,15 +1,15 @@
 """The doctor's rules and the one table of thresholds they use.
 
 Every rule is a function ``rule(view, th) -> Finding | None`` that reads a
-:class:`~ndvq.diagnostics.view.RunView` (the run's metrics as arrays plus its resolved config)
-and the :class:`Thresholds`. Rules
+:class:`~ndvq.diagnostics.view.RunView` (the run's metrics as arrays, its resolved config and its
+model's facts: codebook sizes, downsampling, constructor arguments) and the :class:`Thresholds`. Rules
 only look at numbers that ``metrics.jsonl`` already holds (names in docs/design.md), so they
 work on a running run, a finished run and inside the training loop at every validation.
 
 All numbers a rule compares against live in :class:`Thresholds` (one field each, with its
 meaning in ``metadata["doc"]``); ``thresholds_table()`` renders them as the Markdown table in
 docs/tuning.md. Fixes are ``key=value`` overrides for ``ndvq train`` whose keys exist in
-:class:`ndvq.config.Config` (tests validate every fix the rules can emit).
+:class:`ndvq.config.Config` under their current names (tests validate every fix the rules can emit).
 """
 
 from __future__ import annotations
@@ -115,18 +115,18 @@ def _bigger_batch(view: RunView) -> str:
 
 
 def _capacity_fixes(view: RunView) -> list[str]:
-    if view.is_kl:
-        ch = list(view.cfg("model.klvae.channels", [64, 128, 256]))
+    if view.backbone == "ldm":
+        ch = list(view.cfg("model.ldm.channels", [64, 128, 256]))
         return [
-            fmt_kv("model.klvae.channels", [c * 2 for c in ch]),
-            fmt_kv("model.klvae.num_res_blocks", int(view.cfg("model.klvae.num_res_blocks", 2)) + 1),
-            fmt_kv("model.klvae.latent_channels", int(view.cfg("model.klvae.latent_channels", 4)) * 2),
+            fmt_kv("model.ldm.channels", [c * 2 for c in ch]),
+            fmt_kv("model.ldm.num_res_blocks", int(view.cfg("model.ldm.num_res_blocks", 2)) + 1),
+            fmt_kv("model.embedding_dim", view.embedding_dim * 2),
         ]
-    out = [fmt_kv("model.n_hiddens", int(view.cfg("model.n_hiddens", 128)) * 2),
-           fmt_kv("model.n_res_layers", int(view.cfg("model.n_res_layers", 2)) + 1)]
-    ds = list(view.cfg("model.downsample", [4, 4]))
+    out = [fmt_kv("model.videogpt.n_hiddens", int(view.cfg("model.videogpt.n_hiddens", 128)) * 2),
+           fmt_kv("model.videogpt.num_res_blocks", int(view.cfg("model.videogpt.num_res_blocks", 2)) + 1)]
+    ds = list(view.facts.get("downsample") or view.cfg("model.videogpt.downsample", [4, 4]))
     if max(ds) > 1:
-        out.append(fmt_kv("model.downsample", [max(1, d // 2) for d in ds]))
+        out.append(fmt_kv("model.videogpt.downsample", [max(1, d // 2) for d in ds]))
     return out
 
 
@@ -138,10 +138,10 @@ def _full_dim_lookup(view, dim: int) -> bool:
 
 def _codebook_rescue_fixes(view: RunView) -> list[str]:
     """Ranked fixes for a collapsing VQ codebook (one change at a time)."""
-    q, out = view.qkind, []
+    q, out = view.bottleneck, []
     if q == "fsq":
-        levels = list(view.cfg("model.quantizer.levels", [8, 5, 5, 5]))
-        return [fmt_kv("model.quantizer.levels", [max(2, lv // 2) for lv in levels]), _lower_lr(view)]
+        levels = list(view.cfg("model.quantizer.fsq_levels", [8, 5, 5, 5]))
+        return [fmt_kv("model.quantizer.fsq_levels", [max(2, lv // 2) for lv in levels]), _lower_lr(view)]
     if q == "lfq":
         w = float(view.cfg("model.quantizer.lfq_entropy_weight", 0.1))
         return [fmt_kv("model.quantizer.lfq_entropy_weight", max(0.1, w * 3)), _lower_lr(view)]
@@ -151,7 +151,7 @@ def _codebook_rescue_fixes(view: RunView) -> list[str]:
         out.append(fmt_kv("model.quantizer.init", "kmeans"))
     if view.cfg("model.quantizer.update", "ema") == "gradient" and q in ("vq", "residual", "grouped"):
         out.append(fmt_kv("model.quantizer.update", "ema"))
-    dim = int(view.cfg("model.embedding_dim", 64))
+    dim = view.embedding_dim
     if _full_dim_lookup(view, dim) and dim > 8:
         out.append(fmt_kv("model.quantizer.codebook_dim", 8))
     if not view.cfg("model.quantizer.cosine", False):
@@ -163,7 +163,7 @@ def _codebook_rescue_fixes(view: RunView) -> list[str]:
     n = view.n_codes
     if n >= 64:
         out.append(fmt_kv("model.n_codes", n // 4))
-    out.append(fmt_kv("model.quantizer.kind", "fsq"))
+    out.append(fmt_kv("model.bottleneck", "fsq"))
     return out
 
 
@@ -176,21 +176,21 @@ def rule_out_of_memory(view: RunView, th: Thresholds) -> Finding | None:
         return None
     bs = int(view.cfg("train.batch_size", 32))
     fixes = [fmt_kv("train.batch_size", max(1, bs // 2))]
-    if view.is_kl:
-        ch = list(view.cfg("model.klvae.channels", [64, 128, 256]))
-        fixes.append(fmt_kv("model.klvae.channels", [max(view.cfg("model.klvae.norm_num_groups", 32), c // 2) for c in ch]))
+    if view.backbone == "ldm":
+        ch = list(view.cfg("model.ldm.channels", [64, 128, 256]))
+        fixes.append(fmt_kv("model.ldm.channels", [max(view.cfg("model.ldm.norm_num_groups", 32), c // 2) for c in ch]))
     else:
-        fixes.append(fmt_kv("model.n_hiddens", max(2, int(view.cfg("model.n_hiddens", 128)) // 2)))
+        fixes.append(fmt_kv("model.videogpt.n_hiddens", max(2, int(view.cfg("model.videogpt.n_hiddens", 128)) // 2)))
     patch = view.cfg("data.patch_size") or view.cfg("data.resolution")
     if patch:
         fixes.append(fmt_kv("data.patch_size" if view.cfg("data.patch_size") else "data.resolution", [max(8, p // 2) for p in patch]))
-    if view.is_kl:
-        levels = view.cfg("model.klvae.attention_levels", [])
+    if view.backbone == "ldm":
+        levels = view.cfg("model.ldm.attention_levels", [])
         if any(levels):
-            fixes.append(fmt_kv("model.klvae.attention_levels", [False] * len(levels)))
-        fixes += [fmt_kv("model.klvae.with_encoder_nonlocal_attn", False), fmt_kv("model.klvae.with_decoder_nonlocal_attn", False)]
-    elif int(view.cfg("model.n_head", 2)):
-        fixes.append(fmt_kv("model.n_head", 0))
+            fixes.append(fmt_kv("model.ldm.attention_levels", [False] * len(levels)))
+        fixes += [fmt_kv("model.ldm.with_encoder_nonlocal_attn", False), fmt_kv("model.ldm.with_decoder_nonlocal_attn", False)]
+    elif int(view.cfg("model.videogpt.n_head", 2)):
+        fixes.append(fmt_kv("model.videogpt.n_head", 0))
     if view.cfg("train.precision", "32") in ("32", "32-true"):
         fixes.append(fmt_kv("train.precision", "bf16-mixed"))
     return Finding(
@@ -223,7 +223,7 @@ def rule_nonfinite(view: RunView, th: Thresholds) -> Finding | None:
     if bad_loss:
         parts.append(f"a logged loss is NaN/inf at step(s) {', '.join(str(int(s)) for s in bad_loss[:5])}")
     fixes = [_lower_lr(view, 10.0 if severe else 3.0)]
-    if view.is_kl:
+    if view.continuous:
         fixes.append(fmt_kv("loss.kl_weight", float(view.cfg("loss.kl_weight", 1e-6)) / 10))
     clip = view.cfg("train.grad_clip")
     fixes.append(fmt_kv("train.grad_clip", 0.5 if clip is None else min(0.5, float(clip) / 2)))
@@ -232,13 +232,13 @@ def rule_nonfinite(view: RunView, th: Thresholds) -> Finding | None:
     if int(view.cfg("train.warmup_steps", 0)) == 0:
         fixes.append(_warmup(view))
     cause = ("the learning rate (or the KL weight) is too high for this model: activations or the KL term overflow"
-             if view.is_kl else
+             if view.continuous else
              "updates too large for the loss surface (learning rate too high, no warm-up) or fp16 overflow")
     return Finding("critical" if severe else "warning", "Non-finite steps (NaN/inf)", "; ".join(parts), cause, fixes, "nonfinite")
 
 
 def rule_collapse(view: RunView, th: Thresholds) -> Finding | None:
-    if view.is_kl or not view.train.has("perplexity") or len(view.train) < th.min_records:
+    if view.continuous or not view.train.has("perplexity") or len(view.train) < th.min_records:
         return None
     st, p = view.recent("train", "perplexity")
     if view.warm_end >= view.last_step or not len(p):
@@ -312,7 +312,7 @@ def rule_divergence(view: RunView, th: Thresholds) -> Finding | None:
 
 
 def rule_dead_codes(view: RunView, th: Thresholds) -> Finding | None:
-    if view.is_kl or not view.train.has("dead_codes") or len(view.train) < th.min_records:
+    if view.continuous or not view.train.has("dead_codes") or len(view.train) < th.min_records:
         return None
     st, v = view.train.get("dead_codes", view.warm_end)
     if len(v) < 2:
@@ -336,7 +336,7 @@ def rule_dead_codes(view: RunView, th: Thresholds) -> Finding | None:
             fixes.append(fmt_kv("model.quantizer.restart_share", round(min(share * 1.5, 0.9), 2)))
     if view.cfg("model.quantizer.restart_sampling", "error") == "uniform":
         fixes.append(fmt_kv("model.quantizer.restart_sampling", "error"))
-    fixes.append(fmt_kv("model.ema_decay", 0.95 if float(view.cfg("model.ema_decay", 0.99)) > 0.95 else 0.9))
+    fixes.append(fmt_kv("model.quantizer.ema_decay", 0.95 if float(view.cfg("model.quantizer.ema_decay", 0.99)) > 0.95 else 0.9))
     if n >= 64:
         fixes.append(fmt_kv("model.n_codes", n // 2))
     return Finding(
@@ -347,9 +347,9 @@ def rule_dead_codes(view: RunView, th: Thresholds) -> Finding | None:
 
 
 def rule_commitment(view: RunView, th: Thresholds) -> Finding | None:
-    if view.is_kl or view.qkind == "fsq" or not view.train.has("commitment_loss") or len(view.train) < th.min_records:
+    if view.continuous or view.bottleneck == "fsq" or not view.train.has("commitment_loss") or len(view.train) < th.min_records:
         return None
-    beta = float(view.cfg("model.codebook_beta", 0.25))
+    beta = float(view.cfg("model.quantizer.beta", 0.25))
     st, c = view.recent("train", "commitment_loss")
     recon = view.recent_median("train", view.recon_name)
     if not len(c) or not math.isfinite(recon) or recon <= 0:
@@ -360,28 +360,28 @@ def rule_commitment(view: RunView, th: Thresholds) -> Finding | None:
     cmin = float(post.min()) if len(post) else cm
     rising = cmin > 0 and cm > th.commitment_rise * cmin and share > th.commitment_rise_share
     if share > th.commitment_high or rising:
-        obs = f"codebook_beta*commitment = {beta:g}*{fmt_num(cm)} = {fmt_num(beta * cm)} vs recon loss {fmt_num(recon)} ({share:.2g}x) {_over(view, st)}"
+        obs = f"beta*commitment = {beta:g}*{fmt_num(cm)} = {fmt_num(beta * cm)} vs recon loss {fmt_num(recon)} ({share:.2g}x) {_over(view, st)}"
         if rising:
             obs += f"; commitment rose {cm / cmin:.2g}x above its minimum {fmt_num(cmin)}"
         return Finding("warning", "Commitment loss too high", obs,
                        "the encoder is pulled towards the codebook harder than it is pushed to reconstruct "
-                       "(codebook_beta too high), or encoder outputs move faster than the codebook follows",
-                       [fmt_kv("model.codebook_beta", beta / 2), fmt_kv("model.codebook_beta", beta / 4), _lower_lr(view, 2.0)],
+                       "(model.quantizer.beta too high), or encoder outputs move faster than the codebook follows",
+                       [fmt_kv("model.quantizer.beta", beta / 2), fmt_kv("model.quantizer.beta", beta / 4), _lower_lr(view, 2.0)],
                        "commitment_high")
     cv = float(np.std(c) / cm) if cm > 0 else 0.0
     if share < th.commitment_low or (cv > th.commitment_cv and len(c) >= th.min_records):
-        what = (f"codebook_beta*commitment = {fmt_num(beta * cm)} is {share:.2g}x the recon loss {fmt_num(recon)}"
+        what = (f"beta*commitment = {fmt_num(beta * cm)} is {share:.2g}x the recon loss {fmt_num(recon)}"
                 if share < th.commitment_low else
                 f"commitment loss fluctuates: std/median {cv:.2g} (median {fmt_num(cm)})")
         return Finding("warning", "Commitment loss too low or unstable", f"{what} {_over(view, st)}",
                        "encoder outputs are barely tied to the codebook, so they wander and code assignments keep changing",
-                       [fmt_kv("model.codebook_beta", min(2.0, max(beta * 2, 0.1))), fmt_kv("model.codebook_beta", min(4.0, max(beta * 4, 0.25)))],
+                       [fmt_kv("model.quantizer.beta", min(2.0, max(beta * 2, 0.1))), fmt_kv("model.quantizer.beta", min(4.0, max(beta * 4, 0.25)))],
                        "commitment_low")
     return None
 
 
 def rule_perplexity(view: RunView, th: Thresholds) -> Finding | None:
-    if view.is_kl or not view.train.has("perplexity") or len(view.train) < th.min_records:
+    if view.continuous or not view.train.has("perplexity") or len(view.train) < th.min_records:
         return None
     split = "val" if view.val.has("perplexity") else "train"
     st, p = view.recent(split, "perplexity")
@@ -389,12 +389,12 @@ def rule_perplexity(view: RunView, th: Thresholds) -> Finding | None:
         return None
     perp, n = float(np.median(p)), view.n_codes
     ratio = perp / n
-    dim = int(view.cfg("model.embedding_dim", 64))
+    dim = view.embedding_dim
     if ratio < th.low_perplexity_ratio:
         fixes = []
         if dim > 4:
             fixes.append(fmt_kv("model.embedding_dim", dim // 2))
-        if view.qkind not in ("fsq", "lfq"):
+        if view.bottleneck not in ("fsq", "lfq"):
             if _full_dim_lookup(view, dim) and dim > 8:
                 fixes.append(fmt_kv("model.quantizer.codebook_dim", 8))
             fixes.append(fmt_kv("model.n_codes", n * 2))
@@ -407,7 +407,7 @@ def rule_perplexity(view: RunView, th: Thresholds) -> Finding | None:
                        fixes, "low_perplexity")
     if ratio > th.high_perplexity_ratio:
         fixes = [fmt_kv("model.embedding_dim", dim * 2)]
-        if view.qkind not in ("fsq", "lfq") and n >= 8:
+        if view.bottleneck not in ("fsq", "lfq") and n >= 8:
             fixes.insert(0, fmt_kv("model.n_codes", n // 2))
         return Finding("info", "Perplexity close to n_codes",
                        f"{split} perplexity {perp:.3g} of {n} codes ({100 * ratio:.3g}%) {_over(view, st)}",
@@ -429,7 +429,7 @@ def _recon_is_high(view: RunView, th: Thresholds) -> tuple[bool, str]:
 
 
 def rule_recon_flat(view: RunView, th: Thresholds) -> Finding | None:
-    if len(view.train) < th.min_records or view.is_kl:
+    if len(view.train) < th.min_records or view.continuous:
         return None
     name = view.recon_name
     drop, a, b, s0, s1 = view.improvement("train", name)
@@ -459,7 +459,10 @@ def rule_overfitting(view: RunView, th: Thresholds) -> Finding | None:
         return float(np.median(tv[near])) if near.any() else float(np.interp(step, tst, tv))
 
     i_min = int(np.argmin(vv))
-    fixes = [fmt_kv("model.dropout", 0.1) if float(view.cfg("model.dropout", 0.0)) < 0.1 else fmt_kv("model.dropout", min(0.5, float(view.cfg("model.dropout")) * 2))]
+    fixes = []
+    if view.backbone == "videogpt":  # the LDM backbone has no dropout
+        p = float(view.cfg("model.videogpt.dropout", 0.0))
+        fixes.append(fmt_kv("model.videogpt.dropout", 0.1 if p < 0.1 else min(0.5, p * 2)))
     if not view.cfg("data.augment", False):
         fixes.append(fmt_kv("data.augment", True))
     fixes.append(fmt_kv("train.weight_decay", max(1e-4, float(view.cfg("train.weight_decay", 0.0)) * 10)))
@@ -503,9 +506,10 @@ def rule_gap(view: RunView, th: Thresholds) -> Finding | None:
     fixes = [_bigger_batch(view)]
     if not view.cfg("data.augment", False):
         fixes.append(fmt_kv("data.augment", True))
-    fixes.append(fmt_kv("model.dropout", 0.1))
-    if view.cfg("model.norm", "batch") == "batch" and not view.is_kl:
-        fixes.append(fmt_kv("model.norm", "group"))
+    if view.backbone == "videogpt":
+        fixes.append(fmt_kv("model.videogpt.dropout", 0.1))
+        if view.cfg("model.videogpt.norm", "batch") == "batch":
+            fixes.append(fmt_kv("model.videogpt.norm", "group"))
     return Finding("warning", "Validation loss far above training loss",
                    f"val {name} {fmt_num(v)} is {v / t:.2g}x train {name} {fmt_num(t)} {where}",
                    "the validation data differ from what a batch shows the model (small batches, little "
@@ -550,7 +554,7 @@ def rule_lr_constant(view: RunView, th: Thresholds) -> Finding | None:
 
 
 def rule_kl_blurry(view: RunView, th: Thresholds) -> Finding | None:
-    if not view.is_kl or len(view.train) < th.min_records:
+    if not view.continuous or len(view.train) < th.min_records:
         return None
     name = view.recon_name
     drop, a, b, s0, s1 = view.improvement("train", name)
@@ -583,7 +587,7 @@ def rule_kl_blurry(view: RunView, th: Thresholds) -> Finding | None:
 
 
 def rule_kl_unstructured(view: RunView, th: Thresholds) -> Finding | None:
-    if not view.is_kl or not view.train.has("kl_loss") or len(view.train) < th.min_records:
+    if not view.continuous or not view.train.has("kl_loss") or len(view.train) < th.min_records:
         return None
     st, kl = view.train.get("kl_loss", view.warm_end)
     if len(kl) < 2 or kl.min() <= 0:

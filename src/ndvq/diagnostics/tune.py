@@ -3,11 +3,11 @@
 The space file (YAML) maps dotted config keys to what to sample::
 
     train.learning_rate: {low: 1.0e-4, high: 3.0e-3, log: true}   # float range, log scale
-    model.n_res_layers: {low: 1, high: 3}                          # int range (both ends ints)
-    model.n_hiddens: {low: 32, high: 128, step: 32}                # int range with a step
-    model.codebook_beta: {low: 0.1, high: 1.0, type: float}        # explicit type
+    model.videogpt.num_res_blocks: {low: 1, high: 3}               # int range (both ends ints)
+    model.videogpt.n_hiddens: {low: 32, high: 128, step: 32}       # int range with a step
+    model.quantizer.beta: {low: 0.1, high: 1.0, type: float}       # explicit type
     model.quantizer.restart: [batch, replay]                       # categorical (a list)
-    model.downsample: {choices: [[4, 4], [2, 2]]}                  # categorical of lists
+    model.videogpt.downsample: {choices: [[4, 4], [2, 2]]}         # categorical of lists
     optuna:                                                        # optional study settings
       metric: recon_loss      # val metric the trial is judged on (any val scalar), default recon_loss
       direction: minimize     # or maximize (e.g. metric: psnr)
@@ -32,11 +32,13 @@ from pathlib import Path
 
 import yaml
 
+from ndvq.errors import ConfigError, NdvqError
+
 __all__ = ["TuneError", "TuneResult", "Param", "load_space", "tune"]
 
 
-class TuneError(ValueError):
-    """A bad space file or study; the message is one line."""
+class TuneError(ConfigError):
+    """A bad space file or study; the message is one line (a user error: exit 2)."""
 
 
 @dataclass
@@ -188,13 +190,13 @@ def tune(config: str | Path, space: str | Path, trials: int, study_dir: str | Pa
         overrides: ``key=value`` applied to the base config. Default ``()``.
         study_name: Optuna study name. Default: the study folder's name.
         seed: sampler seed (offset by the number of earlier trials on resume). Default 0.
-        train_fn: ``train(cfg, resume=None, on_validation=cb) -> TrainResult``. Default
-            ``ndvq.train.loop.train``.
+        train_fn: ``train(cfg, resume=None, on_validation=cb, on_warning=None) -> TrainResult``. Default
+            ``ndvq.run.train.train`` (imported here, never when this module is imported).
     """
     import optuna
 
     if train_fn is None:
-        from ndvq.train.loop import train as train_fn
+        from ndvq.run.train import train as train_fn
     params, opts = load_space(space)
     base = _base_dict(config, overrides)
     study_dir = Path(study_dir)
@@ -203,7 +205,7 @@ def tune(config: str | Path, space: str | Path, trials: int, study_dir: str | Pa
         for v in p.examples():
             try:
                 _trial_config(base, params, {p.key: v}, run_root, "check")
-            except ValueError as e:
+            except NdvqError as e:
                 raise TuneError(f"space {p.key}={v!r} does not give a valid config: {e}") from None
     metric = str(opts.get("metric", "recon_loss"))
     direction = opts.get("direction", "minimize")
@@ -242,7 +244,7 @@ def tune(config: str | Path, space: str | Path, trials: int, study_dir: str | Pa
 
         trial.set_user_attr("run_dir", str(run_root / f"trial{trial.number:04d}"))
         try:
-            result = train_fn(cfg, resume=None, on_validation=on_validation)
+            result = train_fn(cfg, resume=None, on_validation=on_validation, on_warning=_on_warning(cfg))
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
@@ -262,6 +264,13 @@ def tune(config: str | Path, space: str | Path, trials: int, study_dir: str | Pa
         study.optimize(objective, n_trials=remaining + max(2, remaining), catch=(ValueError, RuntimeError, FloatingPointError),
                        callbacks=[optuna.study.MaxTrialsCallback(trials, states=(S.COMPLETE, S.PRUNED)), _print_trial])
     return _finish(study, params, base, study_dir, metric)
+
+
+def _on_warning(cfg):
+    """The doctor's warning callback for a trial when its config asks for doctor warnings."""
+    from ndvq.diagnostics.doctor import warning_callback
+
+    return warning_callback(cfg.model_dump(mode="json")) if cfg.train.doctor_warnings else None
 
 
 def _check_same_space(study, params: list[Param]) -> None:

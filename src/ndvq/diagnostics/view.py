@@ -122,16 +122,52 @@ def _as_float(v) -> float:
     return math.nan
 
 
+_OLD_NAMES: dict[str, tuple[str, ...]] = {
+    "model.videogpt.n_hiddens": ("model.n_hiddens",),
+    "model.videogpt.num_res_blocks": ("model.n_res_layers",),
+    "model.videogpt.norm_num_groups": ("model.num_groups",),
+    "model.videogpt.downsample": ("model.downsample",),
+    "model.videogpt.norm": ("model.norm",),
+    "model.videogpt.n_head": ("model.n_head",),
+    "model.videogpt.attn_type": ("model.attn_type",),
+    "model.videogpt.dropout": ("model.dropout",),
+    "model.quantizer.beta": ("model.codebook_beta",),
+    "model.quantizer.ema_decay": ("model.ema_decay",),
+    "model.quantizer.fsq_levels": ("model.quantizer.levels",),
+    "model.bottleneck": ("model.quantizer.kind",),
+    "loss.recon_loss": ("model.recon_loss",),
+    "loss.recon_weight": ("model.recon_loss_factor",),
+}
+"""New config key -> the names recorded runs used before the schema was renamed (read as a fallback)."""
+
+
+def _old_names(dotted: str) -> tuple[str, ...]:
+    if dotted.startswith("model.ldm."):
+        return ("model.klvae." + dotted.removeprefix("model.ldm."),)
+    return _OLD_NAMES.get(dotted, ())
+
+
+def _lookup(node, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 @dataclass
 class RunView:
-    """What the rules read: the run's train/val series, its config and derived facts.
+    """What the rules read: the run's train/val series, its config and its model's facts.
 
     Args:
         train: train split series.
         val: val split series.
-        config: resolved config as a plain nested dict (``Config.model_dump(mode="json")``).
+        config: resolved config as a plain nested dict (``Config.model_dump(mode="json")`` or a recorded
+            ``config.yaml``, old key names included).
         errors: error texts seen in the run (crash logs; ``{"split": "error", "error": ...}`` records).
         th: thresholds in use.
+        facts: the model's facts (``model.json``: ``class``, ``args``, ``codebook_sizes``, ``downsample``,
+            ...), asked of the model, never rebuilt from config strings.
     """
 
     train: Series
@@ -139,32 +175,47 @@ class RunView:
     config: dict
     errors: list[str]
     th: Thresholds
+    facts: dict
 
     def cfg(self, dotted: str, default=None):
-        node = self.config
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return default if node is None else node
+        """A config value by its (new) dotted key, ``default`` when absent or null.
+
+        ``model.*`` keys are read from the model's constructor arguments (``facts["args"]``) first, then
+        from the config under the new name, then under the old names of recorded runs
+        (``model.n_hiddens`` for ``model.videogpt.n_hiddens``, ``model.klvae.*`` for ``model.ldm.*``, ...).
+        """
+        candidates = []
+        if dotted.startswith("model."):
+            candidates.append(_lookup(self.facts.get("args") or {}, dotted.removeprefix("model.")))
+        candidates += [_lookup(self.config, name) for name in (dotted, *_old_names(dotted))]
+        return next((c for c in candidates if c is not None), default)
 
     @property
-    def is_kl(self) -> bool:
-        return self.cfg("model.kind") == "klvae"
-
-    @property
-    def qkind(self) -> str:
-        return self.cfg("model.quantizer.kind", "vq")
+    def continuous(self) -> bool:
+        """True for a model without discrete codes (a Gaussian bottleneck): ``not codebook_sizes``."""
+        return not self.facts.get("codebook_sizes")
 
     @property
     def n_codes(self) -> int:
-        """Codes per codebook that perplexity/usage refer to (FSQ/LFQ: the implicit codebook size)."""
-        levels = self.cfg("model.quantizer.levels", [8, 5, 5, 5])
-        if self.qkind == "fsq":
-            return int(np.prod(levels))
-        if self.qkind == "lfq":
-            return int(2 ** len(levels))
-        return int(self.cfg("model.n_codes", 512))
+        """Codes per codebook that the logged perplexity/usage refer to (the model's
+        ``codebook_sizes``; hierarchical: the bottom level, the last entry). 0 for a continuous model."""
+        sizes = self.facts.get("codebook_sizes") or [0]
+        return int(sizes[-1])
+
+    @property
+    def bottleneck(self) -> str:
+        """The model's bottleneck kind (``vq``, ``residual``, ``grouped``, ``fsq``, ``lfq``, ``simvq``, ``gaussian``)."""
+        return str(self.cfg("model.bottleneck", "vq"))
+
+    @property
+    def backbone(self) -> str:
+        """The model's backbone (``videogpt`` or ``ldm``)."""
+        return str(self.cfg("model.backbone", "videogpt"))
+
+    @property
+    def embedding_dim(self) -> int:
+        """Channels of the latent the bottleneck sees (the model's default when its args leave it None)."""
+        return int(self.cfg("model.embedding_dim") or (4 if self.continuous else 64))
 
     @property
     def last_step(self) -> float:

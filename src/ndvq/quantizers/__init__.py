@@ -15,6 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
+from ndvq.errors import ConfigError
+
 from .base import Quantizer, QuantizerOutput, all_reduce_, is_distributed, usage_from_counts
 from .fsq import FSQ
 from .grouped import GroupedVQ
@@ -55,12 +59,26 @@ VQ_OPTIONS = (
 #: Every option name ``build_quantizer`` accepts (== QuantizerConfig fields other than ``kind``, plus
 #: two constructor-only VQ knobs ``entropy_temperature`` and ``chunk_rows``).
 ALL_OPTIONS = VQ_OPTIONS + (
-    "num_quantizers", "quantizer_dropout", "groups", "levels", "lfq_entropy_weight", "lfq_diversity_gamma",
+    "num_quantizers", "quantizer_dropout", "groups", "fsq_levels", "lfq_entropy_weight", "lfq_diversity_gamma",
 )
+#: Old option names still accepted (with a DeprecationWarning) -> their current names.
+OPTION_ALIASES = {"levels": "fsq_levels"}
 
 
 def _pick(options: dict, names) -> dict:
     return {k: v for k, v in options.items() if k in names}
+
+
+def _rename_aliases(options: dict) -> dict:
+    """Old option names (:data:`OPTION_ALIASES`) -> current ones, with a DeprecationWarning."""
+    options = dict(options)
+    for old, new in OPTION_ALIASES.items():
+        if old in options:
+            if new in options:
+                raise TypeError(f"build_quantizer got both {old!r} and its new name {new!r}; pass only {new!r}")
+            warnings.warn(f"quantizer option {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3)
+            options[new] = options.pop(old)
+    return options
 
 
 def build_quantizer(kind: str, dim: int, n_codes: int, beta: float = 0.25, ema_decay: float = 0.99,
@@ -70,15 +88,18 @@ def build_quantizer(kind: str, dim: int, n_codes: int, beta: float = 0.25, ema_d
     Args:
         kind: ``"vq"`` (default VQ), ``"fsq"``, ``"lfq"``, ``"simvq"``, ``"residual"`` or ``"grouped"``.
         dim: token dimension ``D``.
-        n_codes: codes per codebook (ignored by ``fsq``, whose size is ``prod(levels)``; for ``lfq``
+        n_codes: codes per codebook (ignored by ``fsq``, whose size is ``prod(fsq_levels)``; for ``lfq``
             a power of two, ``2**bits``; for ``grouped`` the codes per group).
         beta: commitment weight. Default 0.25.
         ema_decay: EMA decay for EMA-updated codebooks. Default 0.99.
-        **options: ``QuantizerConfig`` fields other than ``kind`` (see :data:`ALL_OPTIONS`).
+        **options: ``QuantizerConfig`` fields other than ``kind`` (see :data:`ALL_OPTIONS`), e.g.
+            ``fsq_levels=[8, 5, 5, 5]`` for ``fsq`` (the old name ``levels`` still works, with a
+            ``DeprecationWarning``).
 
     Raises:
-        ValueError: unknown ``kind``. TypeError: unknown option name.
+        ConfigError: unknown ``kind``. TypeError: unknown option name.
     """
+    options = _rename_aliases(options)
     unknown = sorted(set(options) - set(ALL_OPTIONS))
     if unknown:
         raise TypeError(f"build_quantizer got unknown options {unknown}; expected a subset of {sorted(ALL_OPTIONS)}")
@@ -86,7 +107,7 @@ def build_quantizer(kind: str, dim: int, n_codes: int, beta: float = 0.25, ema_d
     if kind == "vq":
         return VectorQuantizer(dim, n_codes, beta=beta, ema_decay=ema_decay, **vq_opts)
     if kind == "fsq":
-        return FSQ(dim, **_pick(options, ("levels",)))
+        return FSQ(dim, **({"levels": options["fsq_levels"]} if "fsq_levels" in options else {}))
     if kind == "lfq":
         return LFQ(dim, n_codes, beta=beta, entropy_weight=options.get("lfq_entropy_weight", 0.1),
                    diversity_gamma=options.get("lfq_diversity_gamma", 1.0))
@@ -97,4 +118,4 @@ def build_quantizer(kind: str, dim: int, n_codes: int, beta: float = 0.25, ema_d
                           **_pick(options, ("num_quantizers", "quantizer_dropout")), **vq_opts)
     if kind == "grouped":
         return GroupedVQ(dim, n_codes, beta=beta, ema_decay=ema_decay, **_pick(options, ("groups",)), **vq_opts)
-    raise ValueError(f"quantizer kind must be one of {QUANTIZER_KINDS}, got {kind!r}")
+    raise ConfigError(f"quantizer kind must be one of {QUANTIZER_KINDS}, got {kind!r}")

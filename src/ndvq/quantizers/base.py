@@ -59,6 +59,7 @@ class Quantizer(nn.Module):
         dim: token dimension ``D`` the quantizer accepts.
         n_codes: codes per codebook ``K`` (for FSQ/LFQ the implicit codebook size).
         n_codebooks: ``G``, number of index columns (1 for a plain quantizer; residual levels or groups).
+        codebook_sizes: codes per index column, ``G`` ints (the one owner of the codebook size).
     """
 
     dim: int
@@ -71,6 +72,12 @@ class Quantizer(nn.Module):
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         """Indices (``[...]`` or ``[..., G]``) -> quantized vectors ``[..., D]``; inverse of forward's indices."""
         raise NotImplementedError
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """Codes per index column: ``(n_codes,) * n_codebooks`` (FSQ ``prod(levels)``, LFQ ``2**bits``);
+        composite quantizers (residual, grouped) ask their parts."""
+        return (int(self.n_codes),) * self.n_codebooks
 
     @property
     def index_suffix(self) -> tuple[int, ...]:

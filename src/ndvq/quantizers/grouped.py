@@ -64,6 +64,11 @@ class GroupedVQ(Quantizer):
         self.dim, self.n_codes, self.n_codebooks, self.width = dim, sizes.pop(), groups, width
         self.codebook_lr = getattr(quantizers[0], "codebook_lr", None)
 
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """Codes per index column, asked of each group's quantizer."""
+        return tuple(size for q in self.groups for size in q.codebook_sizes)
+
     def codebook_parameters(self) -> list[nn.Parameter]:
         """Codebook parameters of every group."""
         return [p for q in self.groups for p in q.codebook_parameters()]

@@ -70,6 +70,11 @@ class ResidualVQ(Quantizer):
         self.quantizer_dropout = quantizer_dropout
         self.codebook_lr = getattr(quantizers[0], "codebook_lr", None)
 
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """Codes per index column, asked of each level's quantizer."""
+        return tuple(size for q in self.levels for size in q.codebook_sizes)
+
     def codebook_parameters(self) -> list[nn.Parameter]:
         """Codebook parameters of every level."""
         return [p for q in self.levels for p in q.codebook_parameters()]

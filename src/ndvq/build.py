@@ -1,0 +1,112 @@
+"""Config -> objects: the model, the objective, the datasets, and the facts a run records about its model.
+
+Config sections pass straight through: their fields are the constructors' keyword arguments
+(``tests/test_passthrough.py`` checks it), so nothing here lists a field by hand.
+
+Example:
+    >>> from ndvq.config import load_config
+    >>> cfg = load_config(None, ["model.n_codes=64"])
+    >>> facts = model_facts(cfg)
+    >>> facts["class"], facts["codebook_sizes"]
+    ('Autoencoder', [64])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ndvq.config import Config, validate_config
+from ndvq.errors import ConfigError, DataError
+
+__all__ = ["model_spec", "build_model", "model_facts", "build_objective", "build_dataset", "check_data_fits_model"]
+
+
+def model_spec(cfg: Config) -> tuple[str, dict[str, Any]]:
+    """``(class name, constructor kwargs)`` of the model ``cfg.model`` describes (kwargs are JSON-able).
+
+    ``model.kind=hierarchical`` builds a ``HierarchicalAutoencoder`` from every model field but ``kind``;
+    every other kind builds an ``Autoencoder`` from every field but ``kind`` and ``top``.
+    """
+    if cfg.model.kind == "hierarchical":
+        return "HierarchicalAutoencoder", cfg.model.model_dump(mode="json", exclude={"kind"})
+    return "Autoencoder", cfg.model.model_dump(mode="json", exclude={"kind", "top"})
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """The model for ``cfg`` (a one-line :class:`ConfigError` when the constructor refuses the values)."""
+    from ndvq.models.pretrained import model_class
+
+    name, kwargs = model_spec(cfg)
+    try:
+        return model_class(name)(**kwargs)
+    except ValueError as e:  # the constructors' own checks (direct Python use) catch what the schema cannot
+        raise ConfigError(f"cannot build {name} from the model config: {' '.join(str(e).split())}") from None
+
+
+def model_facts(cfg: Config | dict, model: nn.Module | None = None,
+                item_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """What a run records about its model in ``model.json`` (docs/design.md), asked of the model itself.
+
+    Args:
+        cfg: the run's config (a :class:`Config` or its dict, e.g. a recorded ``config.yaml``).
+        model: the built model; default None builds it on the ``meta`` device (no memory, no weights).
+        item_shape: spatial shape of a training item, for ``code_shapes``. Default None: no ``code_shapes``.
+
+    Returns:
+        ``{"class", "args", "codebook_sizes", "downsample", "code_shapes", "n_parameters"}``.
+    """
+    cfg = cfg if isinstance(cfg, Config) else validate_config(cfg)
+    name, kwargs = model_spec(cfg)
+    if model is None:
+        with torch.device("meta"):
+            model = build_model(cfg)
+    shapes = None
+    if item_shape is not None:
+        shapes = [list(s) for s in model.code_shapes(tuple(item_shape))]
+    return {"class": name, "args": kwargs, "codebook_sizes": list(model.codebook_sizes),
+            "downsample": list(model.downsample), "code_shapes": shapes,
+            "n_parameters": sum(p.numel() for p in model.parameters())}
+
+
+def build_objective(cfg: Config) -> nn.Module:
+    """The :class:`ndvq.objectives.Objective` for ``cfg.loss`` (it owns every loss weight)."""
+    from ndvq.objectives import Objective
+
+    return Objective(**cfg.loss.model_dump(exclude={"disc_learning_rate"}), n_dims=cfg.model.n_dims,
+                     in_channels=cfg.model.in_channels)
+
+
+def build_dataset(cfg: Config, split: str, stats_dir: str | Path | None = None,
+                  pad_multiple: tuple[int, ...] | None = None):
+    """``ndvq.data.create_dataset`` for ``cfg.data`` (its fields pass straight through).
+
+    Args:
+        cfg: the config.
+        split: ``"train" | "val" | "all"``.
+        stats_dir: where series statistics are saved/loaded. Default None.
+        pad_multiple: pad whole items to a multiple of this per-axis factor (eval/encode: the model's
+            ``downsample``). Default None: no padding.
+    """
+    from ndvq.data import create_dataset
+
+    ds = create_dataset(**cfg.data.model_dump(), split=split, pad_multiple=pad_multiple,
+                        stats_dir=Path(stats_dir) if stats_dir is not None else None)
+    if len(ds) == 0:
+        where = f" in {str(cfg.data.root)!r}" if cfg.data.root else ""
+        raise DataError(f"the {split!r} split of data.kind={cfg.data.kind!r}{where} is empty")
+    return ds
+
+
+def check_data_fits_model(cfg: Config, dataset, model: nn.Module) -> None:
+    """One-line :class:`ConfigError` when the data's dimensionality or channels do not fit the model."""
+    n_dims, channels = getattr(dataset, "n_dims", None), getattr(dataset, "channels", None)
+    if n_dims is not None and n_dims != model.n_dims:
+        raise ConfigError(f"data.kind={cfg.data.kind!r} gives {n_dims}D items but model.n_dims={model.n_dims}; "
+                          f"set model.n_dims={n_dims}")
+    if channels is not None and channels != model.in_channels:
+        raise ConfigError(f"the data has {channels} channel(s) but model.in_channels={model.in_channels}; "
+                          f"set model.in_channels={channels} (or data.channels={model.in_channels})")

@@ -1,0 +1,192 @@
+"""Checkpoints: atomic writes, safe loads, RNG state and the keep-N best files.
+
+A checkpoint is a ``torch.save`` dict of tensors and plain Python values (see docs/design.md),
+loaded only with ``torch.load(..., weights_only=True)``. Writes go to a temporary file in the same
+folder, are flushed to disk and then renamed over the target with ``os.replace``, so a crash mid-write
+leaves the previous file intact.
+
+Example:
+    >>> import tempfile, torch
+    >>> d = tempfile.mkdtemp()
+    >>> p = save_checkpoint({"model": {"w": torch.ones(2)}, "step": 3}, f"{d}/last.ckpt")
+    >>> load_checkpoint(p)["step"]
+    3
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ndvq.errors import CheckpointError
+from ndvq.run.rundir import find_checkpoint, run_dir_of
+
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "update_best",
+           "check_same_model", "load_model", "LoadedModel"]
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``, on CPU)."""
+    p = find_checkpoint(path)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # any reader error -> one line, never the unpickling advice torch appends
+        msg = " ".join(str(e).split()).split(" Please file an issue")[0].split("(1) In PyTorch 2.6")[0][:200]
+        raise CheckpointError(f"cannot read checkpoint {str(p)!r} (expected a file written by ndvq train): "
+                              f"{type(e).__name__}: {msg}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{str(p)!r} is not an ndvq checkpoint (no 'model' entry)")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA RNG states as tensors / plain values."""
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]) + [random.getstate()[0]],
+        "python_gauss": random.getstate()[2],
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_gauss": [int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py[-1], tuple(py[:-1]), state["python_gauss"]))
+    has_gauss, gauss = state["numpy_gauss"]
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
+                         has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def update_best(best: list[list], value: float, step: int, ckpt_dir: Path, keep: int,
+                delete: bool = True) -> tuple[list[list], Path | None]:
+    """Keep-N bookkeeping of the best checkpoints (lowest ``value``).
+
+    Args:
+        best: ``[[value, file name], ...]`` sorted ascending (stored in every checkpoint).
+        value: this validation's reconstruction loss.
+        step: current step (names the file ``best-step0001000.ckpt``).
+        ckpt_dir: folder of the checkpoints.
+        keep: how many best files to keep.
+        delete: delete the files that dropped out (rank 0 only). Default True.
+
+    Returns:
+        The new list and the path to write now (None when this one is not among the best);
+        files that dropped out of the list are deleted.
+    """
+    if not np.isfinite(value):
+        return best, None
+    name = f"best-step{step:07d}.ckpt"
+    best = sorted([b for b in best if b[1] != name] + [[float(value), name]], key=lambda b: b[0])
+    dropped, best = best[keep:], best[:keep]
+    for _, old in dropped if delete else ():
+        (ckpt_dir / old).unlink(missing_ok=True)
+    return best, (ckpt_dir / name if any(b[1] == name for b in best) else None)
+
+
+def check_same_model(ckpt: dict[str, Any], model_class: str, model_args: dict[str, Any], where) -> None:
+    """One-line :class:`CheckpointError` unless the checkpoint holds the architecture the config builds.
+
+    Only the architecture is compared (``model_class`` + ``model_args``); loss weights and training
+    settings live in other config sections and may change on resume.
+    """
+    if ckpt.get("model_class") != model_class:
+        raise CheckpointError(f"checkpoint in {where} holds a {ckpt.get('model_class')}, the config builds a {model_class}")
+    old = _flat(ckpt.get("model_args") or {})
+    new = _flat(model_args)
+    for k in sorted(set(old) | set(new)):
+        if old.get(k) != new.get(k):
+            raise CheckpointError(f"checkpoint in {where} was trained with model.{k}={old.get(k)!r} but the config "
+                                  f"has {new.get(k)!r}; drop that override to resume")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"videogpt": {"n_hiddens": 8}} -> {"videogpt.n_hiddens": 8}`` (names the differing key exactly)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@dataclass
+class LoadedModel:
+    """What :func:`load_model` returns.
+
+    Attributes:
+        model: the model in eval mode.
+        config: the run's :class:`ndvq.config.Config` (None for a pretrained folder).
+        run_dir: the run directory (None for a pretrained folder).
+        path: the checkpoint file or the pretrained folder.
+    """
+
+    model: torch.nn.Module
+    config: Any
+    run_dir: Path | None
+    path: Path
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
+    """The one way from a file to a model: a run directory, a ``.ckpt`` file or a ``save_pretrained`` folder.
+
+    Args:
+        path: run directory, checkpoints folder, checkpoint file, or a folder with ``config.json`` +
+            ``model.safetensors``.
+        map_location: device of the weights. Default ``"cpu"``.
+
+    Raises:
+        CheckpointError: missing, unreadable or incompatible files (one line).
+    """
+    from ndvq.models.pretrained import load_pretrained, model_class
+
+    p = Path(path)
+    if p.is_dir() and (p / "config.json").is_file() and not (p / "checkpoints").is_dir():
+        return LoadedModel(load_pretrained(p, map_location=map_location).eval(), None, None, p)
+    from ndvq.config import validate_config
+
+    ckpt_path = find_checkpoint(p)
+    ckpt = load_checkpoint(ckpt_path)
+    try:
+        cfg = validate_config(ckpt["config"])
+        model = model_class(ckpt["model_class"])(**ckpt["model_args"])
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {str(ckpt_path)!r} is incompatible with this ndvq: "
+                              f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
+    return LoadedModel(model.eval().to(map_location), cfg, run_dir_of(ckpt_path), ckpt_path)

@@ -1,0 +1,228 @@
+"""Run-dir logging: ``metrics.jsonl``, TensorBoard, the progress bar and the end-of-run summary.
+
+Only rank 0 creates these objects (``enabled=False`` elsewhere turns every method into a no-op).
+
+Example:
+    >>> import tempfile
+    >>> log = MetricsLogger(tempfile.mkdtemp(), tensorboard=False)
+    >>> log.log({"loss": 0.5}, step=10, epoch=0, split="train")["loss"]
+    0.5
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ndvq.run.rundir import metrics_path, read_metrics
+
+__all__ = ["MetricsLogger", "Progress", "start_text", "summary_text", "write_recon_samples"]
+
+_BAR_KEYS = ("loss", "recon_loss", "perplexity", "window_usage", "dead_codes", "kl_loss", "lr")
+
+
+def _clean(v):
+    """JSON-safe float: NaN/inf become strings so every line stays valid JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class MetricsLogger:
+    """Appends one JSON object per logged step to ``metrics.jsonl`` and mirrors it to TensorBoard.
+
+    Args:
+        run_dir: the run directory.
+        resume_step: when resuming from a checkpoint at this step, records after it (written between
+            that checkpoint and a crash) are dropped, so every step is recorded once. Default None.
+        elapsed: seconds of training before this process (``time`` continues from it). Default 0.0.
+        tensorboard: write TensorBoard events under ``run_dir/tb``. Default True.
+        enabled: False on ranks other than 0. Default True.
+    """
+
+    def __init__(self, run_dir: str | Path, resume_step: int | None = None, elapsed: float = 0.0,
+                 tensorboard: bool = True, enabled: bool = True):
+        self.enabled = enabled
+        self.records: list[dict] = []
+        self.t0 = time.time() - elapsed
+        self.path = metrics_path(run_dir)
+        self.tb = None
+        if not enabled:
+            return
+        if self.path.exists():  # resume: keep the history for the doctor and the summary
+            self.records = read_metrics(self.path)
+            if resume_step is not None:
+                self._truncate(resume_step)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(Path(run_dir) / "tb"))
+
+    def _truncate(self, step: int) -> None:
+        """Drop the records after ``step`` (atomically rewrites the file)."""
+        kept = [r for r in self.records if not isinstance(r.get("step"), (int, float)) or r["step"] <= step]
+        if len(kept) == len(self.records):
+            return
+        self.records = kept
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(self.path)
+
+    def elapsed(self) -> float:
+        """Seconds of training, including those before a resume."""
+        return time.time() - self.t0
+
+    def log(self, scalars: dict[str, float], step: int, epoch: int, split: str) -> dict:
+        """Write one record ``{"step", "epoch", "split", "time", **scalars}`` and return it."""
+        rec = {"step": step, "epoch": epoch, "split": split, "time": round(self.elapsed(), 3),
+               **{k: _clean(float(v)) for k, v in scalars.items()}}
+        if not self.enabled:
+            return rec
+        self.records.append(rec)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(f"{split}/{k}", float(v), step)
+        return rec
+
+    def flush(self) -> None:
+        """Flush TensorBoard events."""
+        if self.tb is not None:
+            self.tb.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard writer."""
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _fmt(v: float) -> str:
+    if isinstance(v, str):
+        return v
+    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+
+
+class Progress:
+    """A tqdm bar on a terminal; one compact line per log interval otherwise (logs, SLURM).
+
+    Args:
+        total: total optimiser steps.
+        initial: steps already done (resume).
+        enabled: False on ranks other than 0.
+    """
+
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True):
+        self.enabled, self.total = enabled, total
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True, mininterval=0.5)
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def show(self, rec: dict) -> None:
+        """Show the key metrics of a train record."""
+        if not self.enabled:
+            return
+        items = {k: rec[k] for k in _BAR_KEYS if k in rec}
+        if self.bar is not None:
+            self.bar.set_postfix({k: _fmt(v) for k, v in items.items()}, refresh=False)
+        else:
+            text = " ".join(f"{k}={_fmt(v)}" for k, v in items.items())
+            print(f"step {rec['step']}/{self.total} epoch {rec['epoch']} {text}", file=sys.stderr, flush=True)
+
+    def write(self, text: str) -> None:
+        """Print a message without breaking the bar."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def start_text(session, datasets: dict) -> str:
+    """The header printed when ``ndvq train`` starts: where the run goes, what data and model it uses.
+
+    Args:
+        session: the loop's ``Session`` (model, fabric, run dir, step counts, config).
+        datasets: ``{"train": dataset, "val": dataset}``.
+    """
+    net, fabric, t = session.net, session.fabric, session.cfg.train
+    n_params = sum(p.numel() for p in net.parameters())
+    lines = [f"ndvq train: {type(net).__name__}, {n_params / 1e6:.2f} M parameters, {session.total} steps "
+             f"({session.steps_per_epoch} per epoch), {fabric.world_size} process(es) on {fabric.device}, "
+             f"precision {t.precision}",
+             f"  run dir      {session.run_dir}"]
+    for split, ds in datasets.items():
+        text = ds.summary() if hasattr(ds, "summary") else f"{len(ds)} item(s)"
+        lines.append(f"  {split + ' data':<12} {text}")
+    return "\n".join(lines)
+
+
+def summary_text(run_dir: Path, records: list[dict], best: list[list], elapsed: float, steps: int,
+                 stopped: str) -> str:
+    """The one-screen summary printed at the end of ``ndvq train``."""
+    train = [r for r in records if r.get("split") == "train"]
+    val = [r for r in records if r.get("split") == "val"]
+    last_t, last_v = (train[-1] if train else {}), (val[-1] if val else {})
+    lines = [f"ndvq train: {stopped} after {steps} steps in {elapsed:.0f} s", f"  run dir      {run_dir}"]
+    if last_t:
+        lines.append("  final train  " + "  ".join(f"{k}={_fmt(last_t[k])}" for k in
+                                                    ("loss", "recon_loss", "window_usage", "dead_codes",
+                                                     "perplexity", "samples_per_sec") if k in last_t))
+    if last_v:
+        lines.append("  final val    " + "  ".join(f"{k}={_fmt(last_v[k])}" for k in
+                                                    ("loss", "recon_loss", "psnr", "usage", "perplexity")
+                                                    if k in last_v))
+    if val:
+        b = min(val, key=lambda r: r.get("recon_loss", float("inf")) if isinstance(r.get("recon_loss"), float) else float("inf"))
+        lines.append(f"  best val     recon_loss={_fmt(b.get('recon_loss', float('nan')))} at step {b['step']}")
+    ck = run_dir / "checkpoints"
+    lines.append(f"  checkpoints  {ck / 'last.ckpt'}" + "".join(f", {b[1]}" for b in best))
+    lines.append(f"  metrics      {run_dir / 'metrics.jsonl'} (TensorBoard: tensorboard --logdir {run_dir / 'tb'})")
+    if (run_dir / "samples").exists():
+        lines.append(f"  samples      {run_dir / 'samples'}")
+    lines.append(f"  next         ndvq eval {run_dir}   |   ndvq doctor {run_dir}   |   ndvq report {run_dir}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def write_recon_samples(fabric, net, ds, out_dir: Path, n: int = 4) -> None:
+    """Reconstructions of the first ``n`` validation items, in the modality's own format."""
+    from ndvq.data import write_samples
+
+    x = torch.stack([ds[i]["data"] for i in range(min(n, len(ds)))])
+    net.eval()
+    with fabric.autocast():
+        recon = net(fabric.to_device(x)).reconstruction.float().cpu()
+    net.train()
+    info = ds.item_info(0) if hasattr(ds, "item_info") else None
+    write_samples(ds.modality, x, recon.clamp(-1, 1) if ds.modality != "series" else recon, out_dir, info=info)

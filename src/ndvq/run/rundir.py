@@ -1,0 +1,238 @@
+"""The run directory: the one owner of its layout, its checkpoint lookup, its metrics and its model facts.
+
+Layout (docs/design.md)::
+
+    runs/<name>/ config.yaml  model.json  metrics.jsonl  tb/  checkpoints/{last,best-stepNNNNNNN}.ckpt  samples/
+
+Everyone asks this module where things are instead of joining paths by hand. It imports only the
+standard library, ``yaml`` and :mod:`ndvq.errors`, so the doctor and the report can use it without
+torch or the training engine.
+
+Example:
+    >>> import tempfile
+    >>> run = Path(tempfile.mkdtemp())
+    >>> write_model_facts(run, {"class": "Autoencoder", "args": {}, "codebook_sizes": [512],
+    ...                         "downsample": [4, 4], "code_shapes": None, "n_parameters": 10})
+    >>> read_model_facts(run)["codebook_sizes"]
+    [512]
+    >>> run_dir_of(run / "checkpoints" / "last.ckpt") == run
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from ndvq.errors import CheckpointError, ConfigError
+
+__all__ = ["config_path", "metrics_path", "checkpoints_dir", "samples_dir", "model_facts_path",
+           "find_checkpoint", "run_dir_of", "check_run_dir", "read_metrics", "MetricsRecords", "read_config",
+           "write_model_facts", "read_model_facts", "MODEL_FACTS_KEYS"]
+
+MODEL_FACTS_KEYS = ("class", "args", "codebook_sizes", "downsample", "code_shapes", "n_parameters")
+"""The keys of ``model.json`` (docs/design.md "Facts and their owners")."""
+
+_BEST = re.compile(r"best-step(\d+)")
+
+
+def config_path(run_dir: str | Path) -> Path:
+    """``<run>/config.yaml``: the resolved config of the run."""
+    return Path(run_dir) / "config.yaml"
+
+
+def metrics_path(run_dir: str | Path) -> Path:
+    """``<run>/metrics.jsonl``: one JSON record per logged step."""
+    return Path(run_dir) / "metrics.jsonl"
+
+
+def checkpoints_dir(run_dir: str | Path) -> Path:
+    """``<run>/checkpoints``: ``last.ckpt`` and the kept ``best-stepNNNNNNN.ckpt`` files."""
+    return Path(run_dir) / "checkpoints"
+
+
+def samples_dir(run_dir: str | Path) -> Path:
+    """``<run>/samples``: reconstruction samples, one ``stepNNNNNNN`` folder per sampling."""
+    return Path(run_dir) / "samples"
+
+
+def model_facts_path(run_dir: str | Path) -> Path:
+    """``<run>/model.json``: the model's facts, written at train start (:func:`write_model_facts`)."""
+    return Path(run_dir) / "model.json"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _best_step(p: Path) -> int:
+    m = _BEST.search(p.name)
+    return int(m.group(1)) if m else -1
+
+
+def find_checkpoint(path: str | Path, best: bool = False) -> Path:
+    """The checkpoint file that ``path`` names.
+
+    Args:
+        path: a run directory, its ``checkpoints`` folder, or a ``.ckpt`` file.
+        best: prefer the newest ``best-step*.ckpt`` (the lowest validation losses are kept) over
+            ``last.ckpt``. Default False: ``last.ckpt``.
+
+    Raises:
+        CheckpointError: ``path`` does not exist or holds no checkpoint (one line).
+
+    Example:
+        >>> find_checkpoint("runs/my-run")            # doctest: +SKIP
+        PosixPath('runs/my-run/checkpoints/last.ckpt')
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise CheckpointError(f"{str(p)!r} does not exist (expected a run directory or a .ckpt file)")
+    folder = checkpoints_dir(p) if checkpoints_dir(p).is_dir() else p
+    if best:
+        kept = sorted(folder.glob("best-step*.ckpt"), key=_best_step)
+        if kept:
+            return kept[-1]
+    if (folder / "last.ckpt").is_file():
+        return folder / "last.ckpt"
+    raise CheckpointError(f"no checkpoint in {str(p)!r} (looked for checkpoints/last.ckpt)")
+
+
+def run_dir_of(ckpt_path: str | Path) -> Path:
+    """The run directory of a checkpoint file: ``<run>/checkpoints/x.ckpt -> <run>``; a checkpoint
+    outside a ``checkpoints`` folder belongs to the folder it is in."""
+    ckpt = Path(ckpt_path)
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` as a Path when it is a run directory (it has ``metrics.jsonl``).
+
+    Raises:
+        CheckpointError: the folder does not exist or is not a run directory (one line).
+    """
+    p = Path(run_dir)
+    if not p.is_dir():
+        raise CheckpointError(f"run folder {str(p)!r} does not exist")
+    if not metrics_path(p).is_file():
+        raise CheckpointError(f"{str(p)!r} is not a run folder: no metrics.jsonl in it")
+    return p
+
+
+# ----------------------------------------------------------------------------- metrics and config
+
+
+class MetricsRecords(list):
+    """The records of a ``metrics.jsonl`` (a list of dicts); ``skipped`` counts the malformed lines."""
+
+    skipped: int = 0
+
+
+def read_metrics(path: str | Path) -> MetricsRecords:
+    """Read ``metrics.jsonl`` (the only reader): one dict per line.
+
+    Blank lines are ignored; lines that are not a JSON object (a half-written last line of a running
+    run, a corrupted line) are skipped and counted in ``.skipped``. A missing file gives no records.
+
+    Args:
+        path: the ``metrics.jsonl`` file or its run directory.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = metrics_path(p)
+    out = MetricsRecords()
+    if not p.is_file():
+        return out
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                rec = None
+            if isinstance(rec, dict):
+                out.append(rec)
+            else:
+                out.skipped += 1
+    return out
+
+
+def read_config(run_dir: str | Path) -> dict:
+    """The run's ``config.yaml`` as a plain dict (``{}`` when the run has none).
+
+    Raises:
+        ConfigError: the file is not YAML or not a mapping (one line).
+    """
+    p = config_path(run_dir)
+    if not p.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot read {str(p)!r}: {' '.join(str(e).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(p)!r} should hold a mapping of config sections, got {type(data).__name__}")
+    return data
+
+
+# ----------------------------------------------------------------------------- model facts
+
+
+def write_model_facts(run_dir: str | Path, facts: dict) -> Path:
+    """Write ``model.json`` atomically (temp file + ``os.replace``) and return its path.
+
+    Args:
+        run_dir: the run directory (created if missing).
+        facts: ``{"class", "args", "codebook_sizes", "downsample", "code_shapes", "n_parameters"}``
+            (``ndvq.build.model_facts``); JSON-able.
+
+    Raises:
+        ValueError: a key is missing (a programming error, not a user error).
+    """
+    missing = [k for k in MODEL_FACTS_KEYS if k not in facts]
+    if missing:
+        raise ValueError(f"model facts lack {missing}; expected the keys {list(MODEL_FACTS_KEYS)}")
+    path = model_facts_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".model.json.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(facts, fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_model_facts(run_dir: str | Path) -> dict | None:
+    """The run's ``model.json`` as a dict, or None when the run has none (recorded before it existed).
+
+    Raises:
+        CheckpointError: the file is not JSON or lacks a key (one line).
+    """
+    p = model_facts_path(run_dir)
+    if not p.is_file():
+        return None
+    try:
+        facts = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read {str(p)!r}: {' '.join(str(e).split())}") from None
+    if not isinstance(facts, dict) or not isinstance(facts.get("codebook_sizes"), list):
+        raise CheckpointError(f"{str(p)!r} is not a model facts file: expected a mapping with the keys "
+                              f"{list(MODEL_FACTS_KEYS)}")
+    missing = [k for k in MODEL_FACTS_KEYS if k not in facts]
+    if missing:
+        raise CheckpointError(f"{str(p)!r} lacks {missing}; expected the keys {list(MODEL_FACTS_KEYS)}")
+    return facts

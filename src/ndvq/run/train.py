@@ -1,0 +1,327 @@
+"""The training loop: setup, loop, eval, checkpoint - in that order, readable in one sitting.
+
+Lightning Fabric owns devices, DDP (gloo on CPU, NCCL on GPU), precision and launching; the rest is
+plain PyTorch. The model computes, the objective (``ndvq.objectives.Objective``) weighs the losses,
+and one :class:`~ndvq.run.state.TrainState` holds what is checkpointed besides weights and optimisers.
+Rank 0 alone writes the run directory. Host syncs happen only at log, validation and checkpoint steps;
+a step with non-finite gradients is skipped on the device (fused AdamW ``found_inf``).
+
+Example:
+    >>> from ndvq.config import load_config
+    >>> result = train(load_config(None, ["train.max_steps=2"]))      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ndvq import build
+from ndvq.config import Config, ConfigError, config_to_dict, config_to_yaml
+from ndvq.errors import NonFiniteLossError
+from ndvq.metrics import psnr
+from ndvq.quantizers.base import usage_from_counts
+from ndvq.quantizers.usage import CodeUsageTracker
+from ndvq.run import rundir
+from ndvq.run.checkpoint import (
+    check_same_model,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    update_best,
+)
+from ndvq.run.codes import code_counts
+from ndvq.run.optim import make_optimisers
+from ndvq.run.progress import MetricsLogger, Progress, start_text, summary_text, write_recon_samples
+from ndvq.run.sampler import EpochSampler
+from ndvq.run.signals import StopFlag
+from ndvq.run.state import Hooks, Session, TrainResult, TrainState
+
+__all__ = ["train", "TrainResult", "Hooks", "NonFiniteLossError", "resolve_run_dir"]
+
+
+def resolve_run_dir(cfg: Config, resume: str | Path | None) -> Path:
+    """The run directory: the resumed one, or ``run.root/run.name`` (default name with a timestamp)."""
+    if resume is not None:
+        return rundir.run_dir_of(rundir.find_checkpoint(resume))
+    name = cfg.run.name or f"{cfg.model.kind}-{cfg.data.kind}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(cfg.run.root) / name
+    if rundir.metrics_path(run_dir).exists():
+        raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; continue it with "
+                          f"--resume {run_dir} or choose another run.name")
+    return run_dir
+
+
+def train(cfg: Config, resume: str | Path | None = None, on_validation: Callable | None = None,
+          on_warning: Callable | None = None) -> TrainResult:
+    """Train ``cfg`` (or continue the run ``resume``) and return rank 0's :class:`TrainResult`.
+
+    Args:
+        cfg: validated config.
+        resume: a run directory or checkpoint to continue exactly. Default None (``cfg.run.resume``).
+        on_validation: ``f(step, val_metrics)`` after each validation; may raise to stop. Default None.
+        on_warning: ``f(records) -> list[str]``, new warning lines for the metrics so far (e.g.
+            ``ndvq.diagnostics.doctor.warning_callback(config)``). Default None.
+    """
+    from lightning_fabric import Fabric
+
+    resume = resume if resume is not None else cfg.run.resume
+    run_dir = resolve_run_dir(cfg, resume)
+    t = cfg.train
+    external = any(k in os.environ for k in ("LOCAL_RANK", "SLURM_NTASKS", "PMI_SIZE"))
+    multi = t.num_nodes > 1 or (str(t.devices) not in ("1", "auto") and t.devices != 1)
+    strategy = "ddp_spawn" if multi and not external and t.strategy in ("auto", "ddp") else t.strategy
+    precision = "32-true" if t.precision in ("32", "32-true") else t.precision
+    try:
+        fabric = Fabric(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+                        strategy=strategy, precision=precision)
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise ConfigError(f"cannot set up train.accelerator/devices/precision: {' '.join(str(e).split())}") from None
+    args = (cfg, run_dir, resume, Hooks(on_validation, on_warning))
+    if strategy.endswith("spawn"):
+        return fabric.launch(_run, *args)
+    fabric.launch()
+    return _run(fabric, *args)
+
+
+# ---------------------------------------------------------------------------------------- setup
+def setup(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> Session:
+    """Data, model, objective, optimisers and state (restored from ``resume`` when given)."""
+    t, rank0, world = cfg.train, fabric.global_rank == 0, fabric.world_size
+    fabric.seed_everything(t.seed, verbose=False)
+    ckpt = load_checkpoint(resume) if resume is not None else None
+    if rank0:
+        run_dir.mkdir(parents=True, exist_ok=True)  # series statistics are saved here
+    stats = run_dir if rank0 else None
+    train_ds, val_ds = build.build_dataset(cfg, "train", stats), build.build_dataset(cfg, "val", stats)
+    net = build.build_model(cfg)
+    build.check_data_fits_model(cfg, train_ds, net)
+    net.validate_inputs = False  # non-finite losses and gradients are caught on the device instead
+    name, margs = build.model_spec(cfg)
+    if ckpt is not None:
+        check_same_model(ckpt, name, margs, resume)
+        net.load_state_dict(ckpt["model"])
+    steps_per_epoch = len(EpochSampler(len(train_ds), 0, 0, 0, world)) // t.batch_size // t.grad_accum
+    if steps_per_epoch == 0:
+        raise ConfigError(f"the train split has {len(train_ds)} items, fewer than train.batch_size x grad_accum x "
+                          f"devices = {t.batch_size * t.grad_accum * world}; lower train.batch_size")
+    total = int(min(t.max_steps or math.inf, (t.num_epochs or math.inf) * steps_per_epoch))
+    every = t.val_every_epochs and t.val_every_epochs * steps_per_epoch  # epoch-based intervals (medical config)
+    intervals = (every, every, every) if every else (t.val_interval, t.sample_interval, t.ckpt_interval)
+    objective = fabric.to_device(build.build_objective(cfg))
+    opt = make_optimisers(fabric, cfg, net, objective, ckpt, total=total)
+    state = TrainState.from_checkpoint(ckpt) if ckpt is not None else TrainState()
+    if ckpt is not None:
+        set_rng_state(ckpt["rng"])
+    if rank0:  # after the checks: a refused resume leaves the run's files untouched
+        rundir.config_path(run_dir).write_text(config_to_yaml(cfg))
+        rundir.write_model_facts(run_dir, build.model_facts(cfg, net, tuple(train_ds[0]["data"].shape[1:])))
+    s = Session(fabric, cfg, run_dir, net, opt, objective, train_ds, val_ds, total, steps_per_epoch, intervals,
+                state, hooks)
+    s.bad_run, s.bad_total = (torch.tensor(float(v), device=fabric.device) for v in (0, state.nonfinite_steps))
+    return s
+
+
+def _loader(s: Session, epoch: int, skip: int = 0, train: bool = True) -> DataLoader:
+    """A DataLoader whose order (and worker seeds) depend only on (seed, epoch): exact resume."""
+    t, f = s.cfg.train, s.fabric
+    ds = s.train_ds if train else s.val_ds
+    sampler = EpochSampler(len(ds), t.seed, epoch, f.global_rank, f.world_size, shuffle=train,
+                           skip=skip * t.batch_size, pad=train)
+    return DataLoader(ds, batch_size=t.batch_size, sampler=sampler, drop_last=train, num_workers=t.num_workers,
+                      generator=torch.Generator().manual_seed(t.seed + epoch), pin_memory=torch.cuda.is_available())
+
+
+# ---------------------------------------------------------------------------------------- loop
+def _run(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> TrainResult:
+    s = setup(fabric, cfg, run_dir, resume, hooks)
+    t, st = cfg.train, s.state
+    if s.rank0:
+        print(start_text(s, {"train": s.train_ds, "val": s.val_ds}), flush=True)
+    logger = MetricsLogger(run_dir, resume_step=st.step if resume is not None else None, elapsed=st.elapsed,
+                           enabled=s.rank0)
+    progress, stop = Progress(s.total, initial=st.step, enabled=s.rank0), StopFlag()
+    acc: dict[str, torch.Tensor] = {}
+    last_train, last_val, n_acc, t_last = {}, {}, 0, time.time()
+    with stop, logger, progress:  # closed (TensorBoard flushed) however the loop ends
+        while st.step < s.total and not stop.requested:
+            batches = iter(_loader(s, st.epoch, skip=st.batch_in_epoch))
+            for _ in range(s.steps_per_epoch - st.batch_in_epoch // t.grad_accum):
+                micro = [fabric.to_device(next(batches)) for _ in range(t.grad_accum)]
+                scalars = train_step(s, micro)
+                st.step, st.batch_in_epoch = st.step + 1, st.batch_in_epoch + t.grad_accum
+                for k, v in scalars.items():
+                    acc[k] = acc[k] + v if k in acc else v.clone()
+                n_acc += 1
+                progress.update()
+                _check_nonfinite(s)
+                if st.step % t.log_interval == 0 or st.step >= s.total:
+                    rec = log_train(s, logger, acc, n_acc, time.time() - t_last)
+                    if rec["nonfinite_steps"] > last_train.get("nonfinite_steps", 0):
+                        progress.write(f"warning: {int(rec['nonfinite_steps'])} step(s) skipped so far because the "
+                                       f"loss or gradient was not finite (step {st.step})")
+                    last_train, acc, n_acc, t_last = rec, {}, 0, time.time()
+                    progress.show(rec)
+                # -------------------------------------------------------------- eval
+                if st.step % s.intervals[0] == 0 or st.step >= s.total:
+                    last_val = validate(s)
+                    _after_validation(s, logger, progress, last_val)
+                if s.rank0 and (st.step % s.intervals[1] == 0 or st.step >= s.total):
+                    write_recon_samples(fabric, s.net, s.val_ds, rundir.samples_dir(run_dir) / f"step{st.step:07d}")
+                # -------------------------------------------------------------- checkpoint
+                stop.poll(fabric, st.step % t.log_interval == 0)
+                if st.step % s.intervals[2] == 0 or st.step >= s.total or stop.requested:
+                    save(s, logger)
+                if st.step >= s.total or stop.requested:
+                    break
+            else:
+                st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+    stopped = "interrupted" if stop.requested else "finished"
+    if s.rank0:
+        print(summary_text(run_dir, logger.records, st.best, logger.elapsed(), st.step, stopped), flush=True)
+    return TrainResult(run_dir, st.step, st.epoch, stopped, st.best[0][0] if st.best else None, last_train, last_val)
+
+
+def train_step(s: Session, micro: list[dict]) -> dict[str, torch.Tensor]:
+    """One optimiser step over ``grad_accum`` micro-batches; returns averaged device scalars."""
+    fabric, o, epoch = s.fabric, s.opt, s.state.epoch
+    scalars: dict[str, torch.Tensor] = {}
+    pairs = []
+    o.model.train()
+    for i, batch in enumerate(micro):
+        x = batch["data"]
+        with fabric.no_backward_sync(o.model, enabled=i < len(micro) - 1):
+            out = o.model(x)
+            res = s.objective(x, out, epoch)
+            fabric.backward(res.loss / len(micro))
+        for k, v in res.scalars.items():
+            v = v.detach().float() / len(micro)
+            scalars[k] = scalars[k] + v if k in scalars else v
+        counts = code_counts(out)
+        if counts is not None:
+            s.tracker = s.tracker or _tracker(s, counts)
+            s.tracker.update(counts)
+        pairs.append((x, out.reconstruction.detach()))
+    bad = o.step_model(fabric, s.cfg.train.grad_clip, scalars.get("loss"))
+    if o.disc is not None and s.objective.adversarial_active(epoch):
+        scalars.update(o.step_discriminator(fabric, s.objective, pairs, epoch, s.cfg.train.grad_clip))
+    o.scheduler.step()
+    s.bad_total += bad
+    s.bad_run = (s.bad_run + bad) * bad
+    return scalars
+
+
+def _tracker(s: Session, counts: torch.Tensor) -> CodeUsageTracker:
+    """The sliding-window code-usage tracker, shaped like the per-code counts ``[G, K]``."""
+    tracker = CodeUsageTracker(*counts.shape, s.cfg.train.usage_window).to(counts.device)
+    if s.state.tracker is not None:
+        tracker.load_state_dict(s.state.tracker)
+    return tracker
+
+
+def _check_nonfinite(s: Session) -> None:
+    t, st = s.cfg.train, s.state
+    if st.step % min(t.log_interval, t.max_nonfinite_steps) or s.bad_run.item() < t.max_nonfinite_steps:
+        return
+    last = rundir.checkpoints_dir(s.run_dir) / "last.ckpt"
+    where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written before it"
+    advice = "lower train.learning_rate" + ("" if t.grad_clip else ", set train.grad_clip")
+    advice += ", or use train.precision=32" if t.precision not in ("32", "32-true") else ""
+    raise NonFiniteLossError(f"stopped at step {st.step}: {t.max_nonfinite_steps} consecutive steps with a non-finite "
+                             f"loss or gradient; {where}. Try: {advice}")
+
+
+def log_train(s: Session, logger: MetricsLogger, acc: dict, n_acc: int, seconds: float) -> dict:
+    """Average the accumulated scalars over ranks and steps (one host sync) and log them."""
+    t, fabric = s.cfg.train, s.fabric
+    names = sorted(acc)
+    vals = [acc[k] / max(n_acc, 1) for k in names]
+    if s.tracker is not None:
+        names += ["window_usage", "dead_codes"]
+        vals += [s.tracker.window_usage().float(), s.tracker.dead_codes().float()]
+    names.append("nonfinite_steps")
+    vals.append(s.bad_total.float())
+    stacked = torch.stack([v.reshape(()).to(fabric.device) for v in vals])
+    if fabric.world_size > 1:
+        stacked = fabric.all_reduce(stacked, reduce_op="mean")
+    rec = dict(zip(names, stacked.tolist()))
+    rec.update(lr=s.opt.raw.param_groups[0]["lr"],
+               samples_per_sec=n_acc * t.batch_size * fabric.world_size * t.grad_accum / max(seconds, 1e-9),
+               skipped_files=len(getattr(s.train_ds, "skipped", None) or []))
+    return logger.log(rec, s.state.step, s.state.epoch, "train")
+
+
+# ---------------------------------------------------------------------------------------- eval
+@torch.no_grad()
+def validate(s: Session) -> dict[str, float]:
+    """Mean validation scalars over ``train.val_batches`` batches of each rank's shard, reduced over ranks."""
+    fabric, net = s.fabric, s.net
+    net.eval()
+    sums: dict[str, torch.Tensor] = {}
+    counts, n = None, 0
+    for i, batch in enumerate(_loader(s, 0, train=False)):
+        if s.cfg.train.val_batches is not None and i >= s.cfg.train.val_batches:
+            break
+        x = fabric.to_device(batch["data"])
+        with fabric.autocast():
+            out = net(x)
+            res = s.objective(x, out, s.state.epoch, extras=False)
+        batch_sums = {k: v.detach().float() * len(x) for k, v in res.scalars.items() if k not in ("perplexity", "usage")}
+        batch_sums["psnr"] = psnr(x.float(), out.reconstruction.float(), getattr(s.val_ds, "data_range", None)).sum()
+        for k, v in batch_sums.items():
+            sums[k] = sums[k] + v if k in sums else v
+        c = code_counts(out)
+        counts = c if counts is None else (counts + c if c is not None else counts)
+        n += len(x)
+    names = sorted(sums)
+    stacked = torch.stack([sums[k] for k in names] + [torch.tensor(float(n), device=fabric.device)])
+    if fabric.world_size > 1:
+        stacked = fabric.all_reduce(stacked, reduce_op="sum")
+        counts = fabric.all_reduce(counts, reduce_op="sum") if counts is not None else None
+    vals = stacked.tolist()
+    res = {k: v / max(vals[-1], 1) for k, v in zip(names, vals[:-1])}
+    if counts is not None:
+        ppl, usage = usage_from_counts(counts)
+        res.update(perplexity=float(ppl), usage=float(usage))
+    net.train()
+    return res
+
+
+def _after_validation(s: Session, logger: MetricsLogger, progress: Progress, val: dict) -> None:
+    """Log the validation, keep the best checkpoints, print new doctor warnings, call the hook."""
+    st, t = s.state, s.cfg.train
+    logger.log(val, st.step, st.epoch, "val")
+    st.best, best_path = update_best(st.best, val["recon_loss"], st.step, rundir.checkpoints_dir(s.run_dir),
+                                     t.keep_checkpoints, delete=s.rank0)
+    if best_path is not None:
+        save(s, logger, best_path)
+    if s.rank0 and s.hooks.on_warning is not None:
+        for line in s.hooks.on_warning(logger.records):
+            progress.write(line)
+    if s.hooks.on_validation is not None:
+        s.hooks.on_validation(st.step, val)
+
+
+# ---------------------------------------------------------------------------------------- checkpoint
+def save(s: Session, logger: MetricsLogger, path: Path | None = None) -> None:
+    """Write a checkpoint (rank 0) unless the run is diverging: the last good one stays intact."""
+    if s.bad_run.item() != 0:
+        return
+    st = s.state
+    st.nonfinite_steps = int(s.bad_total.item())
+    st.tracker = s.tracker.state_dict() if s.tracker is not None else st.tracker
+    st.elapsed = logger.elapsed()
+    name, margs = build.model_spec(s.cfg)
+    ckpt = {"model": s.net.state_dict(), "model_class": name, "model_args": margs, "config": config_to_dict(s.cfg),
+            "state": st.to_dict(), "rng": rng_state(), **s.opt.state_dicts(s.fabric)}
+    if s.rank0:
+        save_checkpoint(ckpt, path or rundir.checkpoints_dir(s.run_dir) / "last.ckpt")
+    s.fabric.barrier()
