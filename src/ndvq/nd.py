@@ -27,7 +27,6 @@ __all__ = [
     "norm",
     "channels_last",
     "channels_first",
-    "spatial_dims",
     "is_power_of_two",
 ]
 
@@ -116,11 +115,6 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 def channels_first(x: torch.Tensor) -> torch.Tensor:
     """``[B, *S, C] -> [B, C, *S]`` (a view; no copy)."""
     return x.movedim(-1, 1)
-
-
-def spatial_dims(x: torch.Tensor) -> tuple[int, ...]:
-    """The reduction dims over everything but the batch axis: ``tuple(range(1, x.ndim))``."""
-    return tuple(range(1, x.ndim))
 
 
 def log2_int(v: int) -> int:

@@ -5,7 +5,6 @@
 every rank's tracker holds the same numbers) and reports:
 
 - ``perplexity()``: ``exp(entropy)`` of the last step's code distribution, averaged over codebooks;
-- ``batch_usage()``: fraction of codes used in the last step;
 - ``window_usage()``: fraction of codes used at least once in the last ``window`` steps;
 - ``dead_codes()``: number of codes (summed over codebooks) unused in the last ``window`` steps.
 
@@ -77,21 +76,6 @@ class CodeUsageTracker(nn.Module):
     def perplexity(self) -> torch.Tensor:
         """Perplexity of the last step's counts (mean over codebooks)."""
         return usage_from_counts(self.last_counts)[0]
-
-    def batch_usage(self) -> torch.Tensor:
-        """Fraction of codes used in the last step (mean over codebooks)."""
-        return usage_from_counts(self.last_counts)[1]
-
-    def scalars(self) -> dict[str, torch.Tensor]:
-        """``{"perplexity", "usage", "window_usage", "dead_codes"}`` as detached tensors, for logging."""
-        return {"perplexity": self.perplexity(), "usage": self.batch_usage(),
-                "window_usage": self.window_usage(), "dead_codes": self.dead_codes().float()}
-
-    def reset(self) -> None:
-        """Forget all history."""
-        self.last_seen.fill_(-(2**62))
-        self.last_counts.zero_()
-        self.steps.zero_()
 
     def extra_repr(self) -> str:
         return f"n_codebooks={self.n_codebooks}, n_codes={self.n_codes}, window={self.window}"
