@@ -152,6 +152,12 @@ class LDMConfig(_Section):
                                          description="self-attention per level (one entry per channels entry)")
     with_encoder_nonlocal_attn: bool = True
     with_decoder_nonlocal_attn: bool = True
+    use_convtranspose: bool | None = Field(None, description="MONAI: 2x2 transposed convs to upsample; null: false")
+    include_fc: bool | None = Field(None, description="MONAI: output projection in attention blocks; null: true")
+    use_combined_linear: bool | None = Field(None, description="MONAI: one qkv projection in attention; null: false")
+    use_flash_attention: bool | None = Field(None, description="MONAI: fused attention kernel; null: false")
+    final_activation: bool | None = Field(
+        None, description="SiLU before the last conv (ndvq's earlier layout, not MONAI's); null: false")
 
     @model_validator(mode="after")
     def _check(self) -> LDMConfig:
@@ -302,6 +308,8 @@ class TrainConfig(_Section):
     scale_lr_by_world_size: bool = True
     max_nonfinite_steps: int = Field(20, ge=1)
     compile: bool = False
+    activation_checkpointing: bool = Field(
+        False, description="recompute backbone activations in backward: less memory, ~1 more forward (MONAI use_checkpoint)")
     doctor_warnings: bool = True
 
     @model_validator(mode="after")
