@@ -266,9 +266,17 @@ class LossConfig(_Section):
     perceptual_weight: float = Field(0.0, ge=0)
     perceptual_weights: Path | None = Field(None, description="local file with the perceptual network's weights")
     perceptual_slices: int = Field(8, ge=1, description="3D: slices per axis fed to the 2D perceptual network")
+    perceptual_network: Literal["auto", "lpips-vgg", "lpips-alex", "uniform"] = Field(
+        "auto", description="LPIPS calibrated layers (auto: of the trunk found) or uniform channel weights")
+    perceptual_fake_3d_ratio: float | None = Field(
+        None, gt=0, le=1, description="3D: MONAI's 2.5D loss on this random fraction of each axis' slices")
     adversarial_weight: float = Field(0.0, ge=0)
-    adversarial_loss: Literal["hinge", "lsgan"] = "lsgan"
+    adversarial_loss: Literal["hinge", "lsgan", "bce"] = "lsgan"
     adversarial_warmup_epochs: int = Field(0, ge=0, description="epochs before the discriminator switches on")
+    adversarial_start_step: int = Field(0, ge=0, description="steps before the discriminator switches on (VQGAN disc_start)")
+    adversarial_adaptive_weight: bool = Field(
+        False, description="VQGAN's adaptive generator weight ||grad rec|| / (||grad gan|| + 1e-4) at the last layer")
+    adversarial_max_weight: float = Field(1e4, gt=0, description="clamp of the adaptive weight")
     disc_learning_rate: float | None = Field(None, gt=0, description="defaults to train.learning_rate")
     disc_channels: int = Field(64, ge=1)
     disc_layers: int = Field(3, ge=1, le=6)

@@ -260,6 +260,11 @@ class LDMBackbone(nn.Module):
         return layers + [_norm(channels[0], self._g, self._eps), nn.Identity(),
                          nd.conv(self.n_dims, channels[0], out_channels, 3, padding=1)]
 
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The weight of the decoder's last conv (for VQGAN's adaptive adversarial weight)."""
+        return self.decoder[len(self.decoder) - 1].weight
+
     # ------------------------------------------------------------------ switches
     def set_final_activation(self, enabled: bool) -> None:
         """Put a SiLU (``enabled``) or nothing between the last GroupNorm and conv of both stacks."""
