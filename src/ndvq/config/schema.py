@@ -333,6 +333,7 @@ class RunConfig(_Section):
     name: str | None = Field(None, description="run folder name; default: <model.kind>-<data.kind>-<timestamp>")
     root: Path = Path("runs")
     resume: Path | None = Field(None, description="run directory or checkpoint to continue (like --resume; set by the medical resume_ckpt + checkpoint_dir)")
+    init_from: Path | None = Field(None, description="start from these weights only (like --init-from): a save_pretrained folder or a MONAI AutoencoderKL checkpoint; set by the medical resume_ckpt + checkpoint_dir for such files")
 
 
 class Config(_Section):
