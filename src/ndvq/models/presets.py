@@ -24,8 +24,8 @@ import torch
 
 from ndvq import nd
 from ndvq.errors import ConfigError
-from ndvq.models.autoencoder import Autoencoder, check_options_dict
 from ndvq.models import monai
+from ndvq.models.autoencoder import Autoencoder, check_options_dict
 from ndvq.models.backbones.blocks import check_downsample
 from ndvq.models.outputs import AutoencoderOutput
 from ndvq.models.pretrained import accept_legacy_keys
