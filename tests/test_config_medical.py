@@ -396,3 +396,35 @@ def test_misspelt_section_gets_a_hint(tmp_path):
     path = _write(d, tmp_path / "vae_config.json")
     with pytest.raises(ConfigError, match="unknown key 'autoencoder_trian'; did you mean 'autoencoder_train'"):
         load_config(path)
+
+
+def test_monai_options_per_level_blocks_and_checkpointing():
+    d = copy.deepcopy(MEDICAL_DEFAULTS)
+    d["data_base_dir"] = "/data"
+    d["autoencoder_def"].update(num_res_blocks=[1, 2, 2], use_convtranspose=True, include_fc=False,
+                                use_checkpoint=True)
+    cfg, _ = from_medical(d, check_paths=False)
+    k = cfg.model.ldm
+    assert k.num_res_blocks == [1, 2, 2] and k.use_convtranspose is True and k.include_fc is False
+    assert k.use_combined_linear is None and cfg.train.activation_checkpointing is True
+    assert cfg.loss.perceptual_fake_3d_ratio is None and cfg.loss.perceptual_network == "auto"
+    d["autoencoder_def"]["num_res_blocks"] = [1, 2]
+    with pytest.raises(ConfigError, match="num_res_blocks needs one entry per entry of channels"):
+        from_medical(d, check_paths=False)
+
+
+def test_3d_uses_monais_fake_3d_ratio():
+    d = copy.deepcopy(MEDICAL_DEFAULTS)
+    d.update(data_base_dir="/data", spatial_dims=3)
+    d["autoencoder_def"]["spatial_dims"] = 3
+    d["autoencoder_train"]["patch_size"] = [64, 64, 64]
+    assert from_medical(d, check_paths=False)[0].loss.perceptual_fake_3d_ratio == 0.5
+    d["autoencoder_train"]["fake_3d_ratio"] = 0.25
+    assert from_medical(d, check_paths=False)[0].loss.perceptual_fake_3d_ratio == 0.25
+
+
+def test_resume_from_a_monai_checkpoint_is_init_from(tmp_path):
+    ckpt = tmp_path / "autoencoder.pt"
+    ckpt.write_bytes(b"")
+    cfg, extras = convert(resume_ckpt=True, checkpoint_dir=str(ckpt))
+    assert cfg.run.init_from == ckpt and cfg.run.resume is None and extras.resume is None

@@ -1,4 +1,4 @@
-"""Reconstruction and code-stream metrics: PSNR, SSIM (2D/3D), MSE, MAE, entropy in bits (a leaf module).
+"""Reconstruction and code-stream metrics: PSNR, SSIM and MS-SSIM (2D/3D), MSE, MAE, entropy in bits (a leaf module).
 
 All per-item functions take ``x, y: [B, C, *S]`` and return a ``[B]`` tensor (no host sync), so
 callers can sum them over a split.
@@ -16,7 +16,10 @@ import math
 
 import torch
 
-__all__ = ["mse", "mae", "psnr", "ssim", "entropy_bits"]
+__all__ = ["mse", "mae", "psnr", "ssim", "ms_ssim", "entropy_bits", "MS_SSIM_BETAS"]
+
+#: the five scale weights of Wang et al. (2003), as torchmetrics and MONAI use them
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 def _dims(x: torch.Tensor) -> tuple[int, ...]:
@@ -83,6 +86,38 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float | None = None) -> t
         data_range = float(x.max() - x.min()) or 1.0
     return structural_similarity_index_measure(y.float(), x.float(), kernel_size=kernel, sigma=sigma,
                                                data_range=data_range, reduction="none")
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float | None = None) -> torch.Tensor | None:
+    """Multi-scale SSIM per item, ``[B]``, for 2D and 3D data (torchmetrics; Gaussian window 11, sigma 1.5).
+
+    Five scales need every spatial size > 160; smaller inputs use as many scales as fit (the first
+    of :data:`MS_SSIM_BETAS`, renormalised to sum 1) and a smaller window. Negative contrast terms
+    are clipped at 0 (torchmetrics' ``normalize="relu"``) so a poor reconstruction gives a small
+    number, not NaN. None for 1D data or when fewer than two scales fit.
+
+    Args:
+        x: reference ``[B, C, H, W]`` or ``[B, C, D, H, W]``.
+        y: reconstruction, same shape.
+        data_range: as in :func:`psnr`; default None uses the reference batch's range.
+    """
+    _check(x, y)
+    if x.ndim not in (4, 5):
+        return None
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms
+
+    size = min(x.shape[2:])
+    kernel = (size - 1) // 2 + 1  # the largest window that leaves two scales: (kernel - 1) * 2 < size
+    kernel = max(3, min(11, kernel if kernel % 2 else kernel - 1))  # odd
+    scales = max((n for n in range(1, len(MS_SSIM_BETAS) + 1) if size > (kernel - 1) * 2 ** (n - 1)), default=0)
+    if scales < 2:
+        return None
+    betas = MS_SSIM_BETAS[:scales]
+    betas = tuple(b / sum(betas) for b in betas)
+    if data_range is None:
+        data_range = float(x.max() - x.min()) or 1.0
+    return ms(y.float(), x.float(), kernel_size=kernel, sigma=1.5 * kernel / 11, data_range=data_range,
+              betas=betas, normalize="relu", reduction="none")
 
 
 def entropy_bits(counts: torch.Tensor) -> float:

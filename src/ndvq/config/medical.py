@@ -28,9 +28,15 @@ Mapping (medical key -> ndvq key):
 ``train_split``, ``val_dir``, ``augment``     ``data.train_split``, ``data.val_dir``, ``data.augment``
 ``spatial_dims`` 2 / 3                        ``model.n_dims``; ``data.kind`` image / volume
 ``run_dir``                                   ``run.root`` (its parent) + ``run.name`` (its name)
-``resume_ckpt`` + ``checkpoint_dir``          ``run.resume`` (``train()`` continues from it)
+``resume_ckpt`` + ``checkpoint_dir``          ``run.resume`` (``train()`` continues from it); a MONAI
+                                              checkpoint (``.pt``/``.pth``/``.safetensors``) or a
+                                              ``save_pretrained`` folder: ``run.init_from`` (weights only)
 ``autoencoder_def.latent_channels``           ``model.embedding_dim``
 ``autoencoder_def.*`` (other keys)            ``model.in_channels``, ``model.out_channels``, ``model.ldm.*``
+``autoencoder_def.use_checkpoint`` (optional)  ``train.activation_checkpointing``
+``autoencoder_def.use_convtranspose``,         ``model.ldm.*`` (MONAI AutoencoderKL options; optional)
+``include_fc``, ``use_combined_linear``,
+``use_flash_attention``
 ``autoencoder_train.batch_size``              ``train.batch_size`` (per device)
 ``autoencoder_train.patch_size``              ``data.patch_size`` (random crops for training)
 ``autoencoder_train.max_epochs``              ``train.num_epochs`` (``train.max_steps`` = None)
@@ -39,6 +45,8 @@ Mapping (medical key -> ndvq key):
 ``autoencoder_train.perceptual_weight``       ``loss.perceptual_weight``
 ``autoencoder_train.kl_weight``               ``loss.kl_weight``
 ``autoencoder_train.recon_loss`` l1 / l2      ``loss.recon_loss`` l1 / mse
+``autoencoder_train.fake_3d_ratio`` (opt.)    ``loss.perceptual_fake_3d_ratio`` (3D; default 0.5, MONAI's)
+``autoencoder_train.perceptual_network``      ``loss.perceptual_network`` (optional; default auto)
 ============================================  ===============================================
 
 Example:
@@ -60,7 +68,7 @@ from ndvq.config.schema import Config
 from ndvq.config.validate import validate_config
 from ndvq.errors import ConfigError
 
-__all__ = ["from_medical", "load_medical", "is_medical_config", "MedicalExtras", "MEDICAL_DEFAULTS"]
+__all__ = ["from_medical", "load_medical", "is_medical_config", "MedicalExtras", "MEDICAL_DEFAULTS", "MEDICAL_OPTIONAL"]
 
 # The documented defaults of the medical vae_config.json (None: no default, the key is required).
 MEDICAL_DEFAULTS: dict[str, Any] = {
@@ -84,6 +92,14 @@ MEDICAL_DEFAULTS: dict[str, Any] = {
         "perceptual_weight": 1.0, "kl_weight": 1e-6, "recon_loss": "l1",
     },
 }
+# Keys a file may add (MONAI AutoencoderKL / PerceptualLoss options); None: not set (ndvq's/MONAI's default).
+MEDICAL_OPTIONAL: dict[str, dict[str, Any]] = {
+    "autoencoder_def": {"use_convtranspose": None, "include_fc": None, "use_combined_linear": None,
+                        "use_flash_attention": None, "use_checkpoint": False},
+    "autoencoder_train": {"fake_3d_ratio": None, "perceptual_network": "auto"},
+}
+_MONAI_LDM_KEYS = ("use_convtranspose", "include_fc", "use_combined_linear", "use_flash_attention")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors")  # a checkpoint_dir with these is weights only (MONAI)
 _SECTIONS = ("autoencoder_def", "autoencoder_train")
 _GROUPS = ("paths", "data")  # optional grouping of the top-level keys
 _SUBFOLDERS = {"edente": ["edente"], "dente": ["dente"], "both": ["edente", "dente"]}
@@ -206,8 +222,9 @@ def _filled(d: dict) -> dict:
         sec = d.get(s, {})
         if not isinstance(sec, dict):
             raise _err(s, f"must be a mapping of keys, got {type(sec).__name__}")
-        _check_keys(sec, MEDICAL_DEFAULTS[s], s)
-        out[s] = {**MEDICAL_DEFAULTS[s], **{k: v for k, v in sec.items() if not k.startswith("_")}}
+        allowed = {**MEDICAL_DEFAULTS[s], **MEDICAL_OPTIONAL[s]}
+        _check_keys(sec, allowed, s)
+        out[s] = {**allowed, **{k: v for k, v in sec.items() if not k.startswith("_")}}
     return out
 
 
@@ -226,7 +243,14 @@ def _model_section(ad: dict, n_dims: int) -> dict:
         raise _err(k + "out_channels", f"({out_ch}) must equal in_channels ({in_ch}) for an autoencoder")
     latent = _int(ad["latent_channels"], k + "latent_channels")
     channels = _int_list(ad["channels"], k + "channels")
-    n_res = _int(ad["num_res_blocks"], k + "num_res_blocks", lo=0)
+    n_res = ad["num_res_blocks"]
+    if isinstance(n_res, list):  # MONAI: one per level
+        if len(n_res) != len(channels):
+            raise _err(k + "num_res_blocks", f"needs one entry per entry of channels ({len(channels)}) or one "
+                                             f"number, got {len(n_res)}: {n_res}")
+        n_res = [_int(n, f"{k}num_res_blocks[{i}]", lo=0) for i, n in enumerate(n_res)]
+    else:
+        n_res = _int(n_res, k + "num_res_blocks", lo=0)
     groups = _int(ad["norm_num_groups"], k + "norm_num_groups")
     for c in channels:
         if c % groups:
@@ -241,11 +265,12 @@ def _model_section(ad: dict, n_dims: int) -> dict:
                    f"needs one entry per entry of channels ({len(channels)}: {channels}), got {len(attn)}: {attn}")
     enc_attn = _bool(ad["with_encoder_nonlocal_attn"], k + "with_encoder_nonlocal_attn")
     dec_attn = _bool(ad["with_decoder_nonlocal_attn"], k + "with_decoder_nonlocal_attn")
+    monai = {m: _bool(ad[m], k + m) for m in _MONAI_LDM_KEYS if ad[m] is not None}
     return {"kind": "klvae", "backbone": "ldm", "bottleneck": "gaussian", "n_dims": n_dims, "in_channels": in_ch,
             "out_channels": out_ch, "embedding_dim": latent,
             "ldm": {"channels": channels, "num_res_blocks": n_res, "norm_num_groups": groups, "norm_eps": eps,
                     "attention_levels": attn, "with_encoder_nonlocal_attn": enc_attn,
-                    "with_decoder_nonlocal_attn": dec_attn}}
+                    "with_decoder_nonlocal_attn": dec_attn, **monai}}
 
 
 def _train_sections(at: dict, n_dims: int, n_levels: int) -> tuple[dict, dict, list[int]]:
@@ -269,9 +294,13 @@ def _train_sections(at: dict, n_dims: int, n_levels: int) -> tuple[dict, dict, l
     perc_w = _float(at["perceptual_weight"], k + "perceptual_weight")
     kl_w = _float(at["kl_weight"], k + "kl_weight")
     recon = _choice(at["recon_loss"], k + "recon_loss", ("l1", "l2"))
+    network = _choice(at["perceptual_network"], k + "perceptual_network", ("auto", "lpips-vgg", "lpips-alex", "uniform"))
+    ratio = at["fake_3d_ratio"]
+    ratio = (0.5 if n_dims == 3 else None) if ratio is None else _float(ratio, k + "fake_3d_ratio", strict=True, hi=1.0)
     train = {"batch_size": batch, "num_epochs": epochs, "max_steps": None, "learning_rate": lr,
              "scale_lr_by_world_size": True, "val_every_epochs": val_every, "val_batches": None}
-    loss = {"recon_loss": "l1" if recon == "l1" else "mse", "perceptual_weight": perc_w, "kl_weight": kl_w}
+    loss = {"recon_loss": "l1" if recon == "l1" else "mse", "perceptual_weight": perc_w, "kl_weight": kl_w,
+            "perceptual_network": network, "perceptual_fake_3d_ratio": ratio}
     return train, loss, patch
 
 
@@ -310,8 +339,12 @@ def _paths_and_data(m: dict, n_dims: int, check_paths: bool) -> tuple[dict, dict
     data = {"kind": "image" if n_dims == 2 else "volume", "root": root, "val_dir": val_dir, "train_split": split,
             "subfolders": _SUBFOLDERS[source], "augment": augment}
     run_path = Path(run_dir).expanduser()
+    resume = Path(ckpt).expanduser() if resume_flag else None
+    weights_only = resume is not None and (resume.suffix in _WEIGHT_SUFFIXES or (
+        (resume / "model.safetensors").is_file() and not (resume / "checkpoints").is_dir()))
     run = {"root": str(run_path.parent), "name": run_path.name,
-           "resume": str(Path(ckpt).expanduser()) if resume_flag else None}
+           "resume": None if resume is None or weights_only else str(resume),
+           "init_from": str(resume) if weights_only else None}
     return data, run
 
 
@@ -338,6 +371,7 @@ def from_medical(d: dict, check_paths: bool = True) -> tuple[Config, MedicalExtr
         raise _err("spatial_dims", f"must be 2 (images) or 3 (volumes), got {n_dims}")
     model = _model_section(m["autoencoder_def"], n_dims)
     train, loss, patch = _train_sections(m["autoencoder_train"], n_dims, len(model["ldm"]["channels"]))
+    train["activation_checkpointing"] = _bool(m["autoencoder_def"]["use_checkpoint"], "autoencoder_def.use_checkpoint")
     data, run = _paths_and_data(m, n_dims, check_paths)
     data["patch_size"] = patch
     if n_dims == 2:

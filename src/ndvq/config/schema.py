@@ -152,6 +152,12 @@ class LDMConfig(_Section):
                                          description="self-attention per level (one entry per channels entry)")
     with_encoder_nonlocal_attn: bool = True
     with_decoder_nonlocal_attn: bool = True
+    use_convtranspose: bool | None = Field(None, description="MONAI: 2x2 transposed convs to upsample; null: false")
+    include_fc: bool | None = Field(None, description="MONAI: output projection in attention blocks; null: true")
+    use_combined_linear: bool | None = Field(None, description="MONAI: one qkv projection in attention; null: false")
+    use_flash_attention: bool | None = Field(None, description="MONAI: fused attention kernel; null: false")
+    final_activation: bool | None = Field(
+        None, description="SiLU before the last conv (ndvq's earlier layout, not MONAI's); null: false")
 
     @model_validator(mode="after")
     def _check(self) -> LDMConfig:
@@ -260,9 +266,17 @@ class LossConfig(_Section):
     perceptual_weight: float = Field(0.0, ge=0)
     perceptual_weights: Path | None = Field(None, description="local file with the perceptual network's weights")
     perceptual_slices: int = Field(8, ge=1, description="3D: slices per axis fed to the 2D perceptual network")
+    perceptual_network: Literal["auto", "lpips-vgg", "lpips-alex", "uniform"] = Field(
+        "auto", description="LPIPS calibrated layers (auto: of the trunk found) or uniform channel weights")
+    perceptual_fake_3d_ratio: float | None = Field(
+        None, gt=0, le=1, description="3D: MONAI's 2.5D loss on this random fraction of each axis' slices")
     adversarial_weight: float = Field(0.0, ge=0)
-    adversarial_loss: Literal["hinge", "lsgan"] = "lsgan"
+    adversarial_loss: Literal["hinge", "lsgan", "bce"] = "lsgan"
     adversarial_warmup_epochs: int = Field(0, ge=0, description="epochs before the discriminator switches on")
+    adversarial_start_step: int = Field(0, ge=0, description="steps before the discriminator switches on (VQGAN disc_start)")
+    adversarial_adaptive_weight: bool = Field(
+        False, description="VQGAN's adaptive generator weight ||grad rec|| / (||grad gan|| + 1e-4) at the last layer")
+    adversarial_max_weight: float = Field(1e4, gt=0, description="clamp of the adaptive weight")
     disc_learning_rate: float | None = Field(None, gt=0, description="defaults to train.learning_rate")
     disc_channels: int = Field(64, ge=1)
     disc_layers: int = Field(3, ge=1, le=6)
@@ -302,6 +316,8 @@ class TrainConfig(_Section):
     scale_lr_by_world_size: bool = True
     max_nonfinite_steps: int = Field(20, ge=1)
     compile: bool = False
+    activation_checkpointing: bool = Field(
+        False, description="recompute backbone activations in backward: less memory, ~1 more forward (MONAI use_checkpoint)")
     doctor_warnings: bool = True
 
     @model_validator(mode="after")
@@ -317,6 +333,7 @@ class RunConfig(_Section):
     name: str | None = Field(None, description="run folder name; default: <model.kind>-<data.kind>-<timestamp>")
     root: Path = Path("runs")
     resume: Path | None = Field(None, description="run directory or checkpoint to continue (like --resume; set by the medical resume_ckpt + checkpoint_dir)")
+    init_from: Path | None = Field(None, description="start from these weights only (like --init-from): a save_pretrained folder or a MONAI AutoencoderKL checkpoint; set by the medical resume_ckpt + checkpoint_dir for such files")
 
 
 class Config(_Section):

@@ -31,6 +31,7 @@ from torch import nn
 from ndvq import nd
 from ndvq.errors import ConfigError
 from ndvq.models.backbones import BACKBONES
+from ndvq.models.backbones.checkpointing import set_activation_checkpointing
 from ndvq.models.bottleneck import build_bottleneck
 from ndvq.models.checks import InputChecks
 from ndvq.models.outputs import AutoencoderOutput, BottleneckOutput, GaussianLatent
@@ -162,6 +163,12 @@ class Autoencoder(InputChecks, PretrainedMixin, nn.Module):
     def codebook_parameters(self) -> list[nn.Parameter]:
         """Parameters that get ``quantizer.codebook_lr`` (empty for EMA codebooks and a Gaussian)."""
         return self.bottleneck.codebook_parameters()
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute the backbone blocks' activations in the backward pass instead of storing them
+        (``train.activation_checkpointing``; MONAI's ``use_checkpoint``): less memory, about one
+        more forward pass per step. Not part of ``config``: it does not change the network."""
+        set_activation_checkpointing(self, enabled)
 
     # ------------------------------------------------------------------ encode / decode / forward
     def encode(self, x: torch.Tensor) -> torch.Tensor | GaussianLatent:

@@ -24,6 +24,7 @@ import torch
 
 from ndvq import nd
 from ndvq.errors import ConfigError
+from ndvq.models import monai
 from ndvq.models.autoencoder import Autoencoder, check_options_dict
 from ndvq.models.backbones.blocks import check_downsample
 from ndvq.models.outputs import AutoencoderOutput
@@ -39,7 +40,8 @@ VQ_BACKBONE_ARGS = {"n_hiddens": "n_hiddens", "n_res_layers": "num_res_blocks", 
                     "dropout": "dropout", "norm": "norm", "num_groups": "norm_num_groups"}
 #: flat KLVAE argument -> LDM backbone option
 KL_BACKBONE_ARGS = ("channels", "num_res_blocks", "norm_num_groups", "norm_eps", "attention_levels",
-                    "with_encoder_nonlocal_attn", "with_decoder_nonlocal_attn")
+                    "with_encoder_nonlocal_attn", "with_decoder_nonlocal_attn", "use_convtranspose", "include_fc",
+                    "use_combined_linear", "use_flash_attention", "final_activation")
 # state-dict prefixes of the pre-``models`` layout -> today's (old folders and checkpoints still load)
 _VQ_LEGACY_KEYS = {"encoder.": "backbone.encoder.", "pre_vq_conv.": "backbone.pre_conv.",
                    "quantizer.": "bottleneck.quantizer.", "post_vq_conv.": "backbone.post_conv.",
@@ -153,8 +155,9 @@ class VQVAE(Autoencoder):
 
 
 class KLVAE(Autoencoder):
-    """Continuous KL-regularised autoencoder (latent diffusion's "AutoencoderKL"): the LDM backbone
-    with a Gaussian bottleneck, for 1D, 2D and 3D data.
+    """Continuous KL-regularised autoencoder: MONAI's ``AutoencoderKL`` layer for layer (the LDM
+    backbone with a Gaussian bottleneck), for 1D, 2D and 3D data. :meth:`from_monai_state_dict` and
+    :meth:`to_monai_state_dict` convert weights from and to MONAI.
 
     Args:
         n_dims: spatial axes (1 series/audio, 2 images, 3 volumes/video). Default 2.
@@ -171,6 +174,12 @@ class KLVAE(Autoencoder):
         with_encoder_nonlocal_attn: residual-attention-residual bottleneck at the end of the
             encoder. Default True.
         with_decoder_nonlocal_attn: the same at the start of the decoder. Default True.
+        use_convtranspose: upsample with 2x2 transposed convs (MONAI option). Default False.
+        include_fc: output projection in the attention blocks (MONAI option). Default True.
+        use_combined_linear: one qkv projection in the attention blocks (MONAI option). Default False.
+        use_flash_attention: fused scaled-dot-product attention (MONAI option). Default False.
+        final_activation: SiLU before the last conv of encoder and decoder (ndvq's earlier layout;
+            MONAI has none; switched on by itself when old weights are loaded). Default False.
         recon_loss: ``"l1"``, ``"l2"`` (= ``"mse"``) or ``"mse"``. Default ``"l1"``.
         kl_weight: weight of the KL term in ``loss``. Default 1e-6.
 
@@ -192,7 +201,9 @@ class KLVAE(Autoencoder):
                  latent_channels: int = 4, channels: Sequence[int] = (64, 128, 256),
                  num_res_blocks: int | Sequence[int] = 2, norm_num_groups: int = 32, norm_eps: float = 1e-6,
                  attention_levels: Sequence[bool] | None = None, with_encoder_nonlocal_attn: bool = True,
-                 with_decoder_nonlocal_attn: bool = True, recon_loss: str = "l1", kl_weight: float = 1e-6) -> None:
+                 with_decoder_nonlocal_attn: bool = True, use_convtranspose: bool = False, include_fc: bool = True,
+                 use_combined_linear: bool = False, use_flash_attention: bool = False, final_activation: bool = False,
+                 recon_loss: str = "l1", kl_weight: float = 1e-6) -> None:
         check_recon_args(recon_loss)
         if not kl_weight >= 0:
             raise ConfigError(f"kl_weight must be >= 0, got {kl_weight}")
@@ -205,13 +216,48 @@ class KLVAE(Autoencoder):
                    attention_levels=([False] * len(channels) if attention_levels is None
                                      else [bool(a) for a in attention_levels]),
                    with_encoder_nonlocal_attn=with_encoder_nonlocal_attn,
-                   with_decoder_nonlocal_attn=with_decoder_nonlocal_attn, recon_loss=recon_loss, kl_weight=kl_weight)
+                   with_decoder_nonlocal_attn=with_decoder_nonlocal_attn, use_convtranspose=use_convtranspose,
+                   include_fc=include_fc, use_combined_linear=use_combined_linear,
+                   use_flash_attention=use_flash_attention, final_activation=final_activation,
+                   recon_loss=recon_loss, kl_weight=kl_weight)
         super().__init__(n_dims=n_dims, in_channels=in_channels, out_channels=cfg["out_channels"], backbone="ldm",
                          bottleneck="gaussian", embedding_dim=latent_channels,
                          ldm={k: cfg[k] for k in KL_BACKBONE_ARGS})
         self.config = cfg
         self.recon_loss_kind, self.kl_weight = recon_loss, kl_weight
         accept_legacy_keys(self, _KL_LEGACY_KEYS)
+        # weights of ndvq's earlier layout switch the final SiLU on (LDMBackbone's hook); record it
+        self.register_load_state_dict_post_hook(
+            lambda module, _: module.config.update(final_activation=module.backbone.final_activation))
+
+    @classmethod
+    def from_monai_state_dict(cls, state_dict, **arch) -> KLVAE:
+        """A ``KLVAE`` built from ``arch`` (its own arguments, or MONAI's: ``spatial_dims``, ...) holding the
+        weights of a MONAI ``AutoencoderKL`` (core or MONAI Generative names; raw or in a
+        ``{"state_dict"|"model"|"autoencoder": ...}`` wrapper). A mismatch is one ``CheckpointError``
+        line naming the first offending key.
+
+        Example:
+            >>> m = KLVAE(n_dims=2, in_channels=1, channels=(8, 16), norm_num_groups=4)
+            >>> KLVAE.from_monai_state_dict(m.to_monai_state_dict(), spatial_dims=2, in_channels=1,
+            ...                             channels=(8, 16), norm_num_groups=4).latent_shape((32, 32))
+            (16, 16)
+        """
+        theirs = {k for k in arch if k in monai.MONAI_ARCH_KEYS and monai.MONAI_ARCH_KEYS[k] != k}
+        args = {**{k: v for k, v in arch.items() if k not in theirs and k != "use_checkpoint"},
+                **monai.monai_arch({k: arch[k] for k in theirs})}
+        model = cls(**args)
+        return monai.from_monai_state_dict(model, state_dict)
+
+    def to_monai_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under MONAI ``AutoencoderKL`` names (loads with ``strict=True`` into
+        ``AutoencoderKL(**model.monai_args())``)."""
+        return monai.to_monai_state_dict(self)
+
+    def monai_args(self) -> dict:
+        """MONAI ``AutoencoderKL`` keyword arguments of the same network."""
+        inverse = {v: k for k, v in monai.MONAI_ARCH_KEYS.items()}
+        return {inverse[k]: v for k, v in self.config.items() if k in inverse}
 
     def forward(self, x: torch.Tensor) -> AutoencoderOutput:
         """The autoencoder's output plus ``recon_loss`` and ``loss = recon_loss + kl_weight * kl_loss``."""

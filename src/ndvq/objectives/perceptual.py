@@ -1,4 +1,4 @@
-"""LPIPS-style perceptual loss on a small 2D feature network, loaded from a local file only.
+"""LPIPS perceptual loss (calibrated linear layers) on a 2D feature network loaded from a local file only.
 
 The feature network is VGG16's or AlexNet's convolutional trunk written in plain ``torch.nn``
 with torchvision's layer indices, so torchvision's ImageNet checkpoints load as they are (no
@@ -12,11 +12,17 @@ Where weights are looked for, in order (the first that exists is used):
 3. torch's hub cache, ``$TORCH_HOME/hub/checkpoints/`` (default ``~/.cache/torch/hub/checkpoints/``):
    ``vgg16-397923af.pth`` then ``alexnet-owt-7be5be79.pth`` / ``alexnet-owt-4df8aa71.pth``.
 
-The loss for images in ``[-1, 1]``: both images go through the network; at each tapped ReLU the
-features are normalised to unit length over channels, their squared difference is summed over
-channels and averaged over positions; the taps are summed and the result averaged over the batch
-(LPIPS with uniform channel weights). 1D data is not supported; 3D volumes use the 2D network on
-``slices`` evenly spaced slices along each of the three axes.
+The loss for images in ``[-1, 1]`` is LPIPS (Zhang et al. 2018; the ``lpips`` package, which MONAI,
+taming-transformers and latent diffusion use): both images go through the network; at each tapped
+ReLU the features are normalised to unit length over channels, their squared difference is
+weighted per channel by LPIPS's calibrated linear layer (``network="lpips-vgg"``/``"lpips-alex"``;
+``"uniform"``: every weight 1, ndvq's earlier loss) and summed over channels, then averaged over
+positions; the taps are summed and the result averaged over the batch. The calibrated weights
+(v0.1, a few KB) ship with ndvq in ``ndvq/objectives/lpips_weights/`` with the ``lpips`` package's
+BSD-2-Clause licence; nothing is downloaded. 1D data is not supported; 3D volumes use the 2D
+network on slices along each of the three axes: ``slices`` evenly spaced ones (distances averaged
+over the axes), or, with ``fake_3d_ratio``, MONAI's 2.5D loss (that fraction of all slices of each
+axis, drawn at random, distances summed over the axes).
 
 Example:
     >>> loss_fn = PerceptualLoss(n_dims=2, weights="vgg16.pth")          # doctest: +SKIP
@@ -26,10 +32,12 @@ Example:
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ndvq.errors import ConfigError
 
@@ -43,7 +51,13 @@ __all__ = [
     "LAYOUTS",
     "ENV_VAR",
     "HUB_FILENAMES",
+    "PERCEPTUAL_NETWORKS",
+    "lpips_linear_weights",
 ]
+
+#: ``network`` values: ``auto`` = the calibrated LPIPS layers of whichever trunk is found
+PERCEPTUAL_NETWORKS = ("auto", "lpips-vgg", "lpips-alex", "uniform")
+_LPIPS_FILES = {"vgg16": "vgg.safetensors", "alexnet": "alex.safetensors"}
 
 ENV_VAR = "NDVQ_PERCEPTUAL_WEIGHTS"
 HUB_FILENAMES = ("vgg16-397923af.pth", "alexnet-owt-7be5be79.pth", "alexnet-owt-4df8aa71.pth")
@@ -160,6 +174,7 @@ class FeatureNet(nn.Module):
             else:
                 layers.append(nn.MaxPool2d(item[1], item[2]))
         self.features = nn.Sequential(*layers)
+        self.activation_checkpointing = False  # recompute the trunk's activations in backward
 
     def min_size(self) -> int:
         """Smallest square input for which every tap has at least one position."""
@@ -178,14 +193,25 @@ class FeatureNet(nn.Module):
         return 1024
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.taps:
-                feats.append(x)
-            if i == self.taps[-1]:
-                break
+        """The tapped ReLU outputs; with ``activation_checkpointing`` (and grad) only they are kept."""
+        feats, start = [], 0
+        use = self.activation_checkpointing and torch.is_grad_enabled()
+        for tap in self.taps:
+            segment = self.features[start:tap + 1]
+            x = checkpoint(segment, x, use_reentrant=False) if use else segment(x)
+            feats.append(x)
+            start = tap + 1
         return feats
+
+
+def lpips_linear_weights(arch: str) -> list[torch.Tensor]:
+    """LPIPS v0.1's calibrated per-channel weights for the taps of ``arch`` (``"vgg16"``/``"alexnet"``),
+    read from ndvq's package data (copied from the ``lpips`` package, BSD-2-Clause; see its LICENSE)."""
+    from safetensors.torch import load
+
+    data = resources.files("ndvq.objectives").joinpath("lpips_weights", _LPIPS_FILES[arch]).read_bytes()
+    sd = load(data)
+    return [sd[f"lin{i}.weight"].reshape(-1) for i in range(len(LAYOUTS[arch]["taps"]))]  # [1, C, 1, 1] -> [C]
 
 
 def load_feature_net(path: str | os.PathLike) -> FeatureNet:
@@ -215,26 +241,44 @@ def load_feature_net(path: str | os.PathLike) -> FeatureNet:
     )
 
 
+def _resolve_network(network: str, arch: str, path: Path) -> str:
+    """``network`` -> ``"lpips"`` or ``"uniform"``, checking that the trunk found fits it."""
+    if network not in PERCEPTUAL_NETWORKS:
+        raise ConfigError(f"perceptual_network must be one of {PERCEPTUAL_NETWORKS}, got {network!r}")
+    wanted = {"lpips-vgg": "vgg16", "lpips-alex": "alexnet"}.get(network)
+    if wanted is not None and wanted != arch:
+        raise ConfigError(f"perceptual_network={network!r} needs a {wanted} trunk but {str(path)!r} is {arch}; "
+                          f"point loss.perceptual_weights at a {wanted} file or use perceptual_network=auto")
+    return "uniform" if network == "uniform" else "lpips"
+
+
 class PerceptualLoss(nn.Module):
-    """LPIPS-style perceptual distance for 2D images or 3D volumes (slice-wise), in ``[-1, 1]``.
+    """LPIPS perceptual distance for 2D images or 3D volumes (slice-wise), in ``[-1, 1]``.
 
     Args:
         n_dims: 2 (images) or 3 (volumes; slices along each axis). Default 2.
-        weights: path to the network's weights; ``None`` searches ``$NDVQ_PERCEPTUAL_WEIGHTS`` then
+        weights: path to the trunk's weights; ``None`` searches ``$NDVQ_PERCEPTUAL_WEIGHTS`` then
             the torch hub cache (see the module docstring). Default None.
-        slices: for 3D, slices taken along each of the three axes (evenly spaced; fewer when an axis
+        slices: for 3D without ``fake_3d_ratio``, evenly spaced slices per axis (fewer when an axis
             is shorter). Default 8.
+        network: ``"auto"`` (calibrated LPIPS layers of the trunk found, VGG16 first; uniform weights
+            for a trunk of non-standard widths), ``"lpips-vgg"``,
+            ``"lpips-alex"`` (that trunk required) or ``"uniform"`` (every channel weight 1). Default ``"auto"``.
+        fake_3d_ratio: for 3D, MONAI's 2.5D loss: this fraction of all slices of each axis, drawn at
+            random every call, distances summed over the three axes (MONAI's default is 0.5); None uses
+            ``slices``. Default None.
 
     Inputs with 3 channels are used as RGB; any other channel count is scored channel by channel
-    (each repeated to 3 channels) and averaged.
+    (each repeated to 3 channels) and averaged (one channel: the same as ``lpips``, which broadcasts it).
 
     Raises:
         PerceptualWeightsNotFoundError: no weights file was found.
-        ConfigError: ``n_dims`` not 2 or 3, ``slices < 1``, a weights file of another layout;
-            images smaller than the network needs (at call time).
+        ConfigError: ``n_dims`` not 2 or 3, ``slices < 1``, a bad ``network`` or ``fake_3d_ratio``, a
+            weights file of another layout; images smaller than the network needs (at call time).
     """
 
-    def __init__(self, n_dims: int = 2, weights: str | os.PathLike | None = None, slices: int = 8):
+    def __init__(self, n_dims: int = 2, weights: str | os.PathLike | None = None, slices: int = 8,
+                 network: str = "auto", fake_3d_ratio: float | None = None):
         super().__init__()
         if n_dims not in (2, 3):
             raise ConfigError(
@@ -243,12 +287,24 @@ class PerceptualLoss(nn.Module):
             )
         if slices < 1:
             raise ConfigError(f"perceptual_slices must be >= 1, got {slices}")
-        self.n_dims, self.slices = n_dims, slices
+        if fake_3d_ratio is not None and not 0 < fake_3d_ratio <= 1:
+            raise ConfigError(f"perceptual_fake_3d_ratio must be in (0, 1], got {fake_3d_ratio}")
+        self.n_dims, self.slices, self.fake_3d_ratio = n_dims, slices, fake_3d_ratio
         self.weights_path = find_perceptual_weights(weights)
         self.net = load_feature_net(self.weights_path)
+        self.network = _resolve_network(network, self.net.arch, self.weights_path)
         self._min = self.net.min_size()
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
+        widths = [self.net.features[t - 1].out_channels for t in self.net.taps]
+        lins = lpips_linear_weights(self.net.arch) if self.network == "lpips" else [torch.ones(w) for w in widths]
+        if network == "auto" and [len(w) for w in lins] != widths:  # a non-standard trunk: uniform weights
+            self.network, lins = "uniform", [torch.ones(w) for w in widths]
+        if [len(w) for w in lins] != widths:
+            raise ConfigError(f"{self.weights_path}: trunk widths {widths} do not fit LPIPS's {self.net.arch} "
+                              f"layers {[len(w) for w in lins]}; use perceptual_network=uniform")
+        for i, w in enumerate(lins):
+            self.register_buffer(f"lin{i}", w.float().view(1, -1, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> PerceptualLoss:
         super().train(mode)
@@ -256,7 +312,7 @@ class PerceptualLoss(nn.Module):
         return self
 
     def _distance_2d(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``[N, C, H, W]`` pairs -> scalar mean distance."""
+        """``[N, C, H, W]`` pairs -> ``[N']`` per-image distances (``N' = N`` for RGB, else ``N * C``)."""
         if min(x.shape[-2:]) < self._min:
             raise ConfigError(
                 f"perceptual network {self.net.arch} needs images of at least {self._min}x{self._min}, "
@@ -265,19 +321,39 @@ class PerceptualLoss(nn.Module):
         if x.shape[1] != 3:  # score each channel as a grayscale image: [N, C, H, W] -> [N*C, 3, H, W]
             x = x.reshape(-1, 1, *x.shape[-2:]).expand(-1, 3, -1, -1)
             y = y.reshape(-1, 1, *y.shape[-2:]).expand(-1, 3, -1, -1)
-        both = torch.cat([x, y]).float()
-        feats = self.net((both - self.shift) / self.scale)
-        total = x.new_zeros((), dtype=torch.float32)
-        for f in feats:
-            f = f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)  # unit length over channels
-            fx, fy = f.chunk(2)
-            total = total + (fx - fy).pow(2).sum(dim=1).mean()
+        fx = self.net((x.float() - self.shift) / self.scale)
+        with torch.no_grad():  # the target needs no graph: half the trunk's stored activations
+            fy = self.net((y.float() - self.shift) / self.scale)
+        total = x.new_zeros(x.shape[0], dtype=torch.float32)
+        for i, (a, b) in enumerate(zip(fx, fy)):
+            a = a / (a.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)  # unit length over channels
+            b = b / (b.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+            total = total + ((a - b).pow(2) * getattr(self, f"lin{i}")).sum(dim=1).mean(dim=(1, 2))
         return total
 
     def _slice_index(self, size: int, device: torch.device) -> torch.Tensor:
         n = min(self.slices, size)
         pos = torch.linspace(0, size, n + 2)[1:-1] if n < size else torch.arange(size, dtype=torch.float32)
         return pos.long().clamp(0, size - 1).unique().to(device)
+
+    def _axis_slices(self, v: torch.Tensor, axis: int, idx: torch.Tensor | None) -> torch.Tensor:
+        """``[B, C, D, H, W]`` -> slices along ``axis`` ``[B*n, C, S1, S2]`` (``idx`` of the slices, or all)."""
+        if idx is not None:
+            v = v.index_select(axis, idx)
+        return v.movedim(axis, 1).flatten(0, 1)
+
+    def _distance_3d(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = recon.new_zeros((), dtype=torch.float32)
+        for axis in (2, 3, 4):
+            if self.fake_3d_ratio is None:
+                idx = self._slice_index(recon.shape[axis], recon.device)
+                xs, ys = self._axis_slices(recon, axis, idx), self._axis_slices(target, axis, idx)
+            else:  # MONAI: a random fraction of all B*D slices of this axis
+                xs, ys = self._axis_slices(recon, axis, None), self._axis_slices(target, axis, None)
+                keep = torch.randperm(xs.shape[0])[: max(1, int(xs.shape[0] * self.fake_3d_ratio))].to(xs.device)
+                xs, ys = xs.index_select(0, keep), ys.index_select(0, keep)
+            total = total + self._distance_2d(xs, ys).mean()
+        return total if self.fake_3d_ratio is not None else total / 3
 
     def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Perceptual distance between ``recon`` and ``target`` ``[B, C, *S]`` (scalar)."""
@@ -287,12 +363,5 @@ class PerceptualLoss(nn.Module):
                 f"same shape, got {list(recon.shape)} and {list(target.shape)}"
             )
         if self.n_dims == 2:
-            return self._distance_2d(recon, target)
-        total = recon.new_zeros((), dtype=torch.float32)
-        for axis in (2, 3, 4):
-            idx = self._slice_index(recon.shape[axis], recon.device)
-            # [B, C, D, H, W] -> slices along `axis` -> [B*n, C, S1, S2]
-            xs = recon.index_select(axis, idx).movedim(axis, 1).flatten(0, 1)
-            ys = target.index_select(axis, idx).movedim(axis, 1).flatten(0, 1)
-            total = total + self._distance_2d(xs, ys)
-        return total / 3
+            return self._distance_2d(recon, target).mean()
+        return self._distance_3d(recon, target)

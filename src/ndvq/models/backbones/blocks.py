@@ -28,6 +28,7 @@ from torch import nn
 from ndvq import nd
 from ndvq.errors import ConfigError
 from ndvq.models.backbones.attention import ATTN_TYPES, NDimAttention
+from ndvq.models.backbones.checkpointing import run_blocks
 
 __all__ = [
     "check_downsample",
@@ -225,6 +226,7 @@ class Encoder(nn.Module):
             ResidualBlock(n_dims, n_hiddens, norm, norm_num_groups, dropout, n_head, attn_type, attn_dropout)
             for _ in range(num_res_blocks)
         ])
+        self.activation_checkpointing = False  # recompute the residual blocks' activations in backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # channels-last layout for 2D/3D: oneDNN convolutions run faster on it, and the channels-last
@@ -232,7 +234,7 @@ class Encoder(nn.Module):
         h = x.contiguous(memory_format=_CHANNELS_LAST[x.ndim]) if x.ndim in _CHANNELS_LAST else x
         for conv in self.convs:
             h = F.relu(conv(h))
-        return self.res_stack(self.conv_last(h))
+        return run_blocks(self.res_stack, self.conv_last(h), self.activation_checkpointing)
 
 
 class Decoder(nn.Module):
@@ -260,6 +262,7 @@ class Decoder(nn.Module):
               for _ in range(num_res_blocks)],
             nd.norm(norm, n_dims, n_hiddens, norm_num_groups), nn.ReLU(),
         )
+        self.activation_checkpointing = False  # recompute the residual blocks' activations in backward
         steps = downsample_steps(self.upsample)
         self.convts = nn.ModuleList()
         for i, stride in enumerate(steps):
@@ -269,7 +272,7 @@ class Decoder(nn.Module):
             self.convts.append(SamePadConv(n_dims, n_hiddens, out_channels, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.res_stack(x)
+        h = run_blocks(self.res_stack, x, self.activation_checkpointing)
         for i, convt in enumerate(self.convts):
             h = convt(h)
             if i < len(self.convts) - 1:

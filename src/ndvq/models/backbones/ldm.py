@@ -1,15 +1,18 @@
-"""``LDMBackbone``: the multi-level encoder/decoder of latent diffusion's autoencoders (LDM / MONAI style).
+"""``LDMBackbone``: the encoder/decoder of MONAI's ``AutoencoderKL`` (latent diffusion's autoencoder).
 
-One code path for 1D, 2D and 3D. The encoder has one level per entry of ``channels`` with
-``num_res_blocks`` GroupNorm/SiLU residual blocks, optional self-attention after each block of a
-level and a stride-2 downsampling between levels, then an optional non-local
-(residual-attention-residual) block and norm -> SiLU -> 3x3 conv to ``latent_channels``. The
-decoder starts with a 1x1 ``post_conv`` on ``embedding_dim`` channels and mirrors the encoder with
-nearest-neighbour upsampling.
+Layer for layer the stack of ``monai.networks.nets.AutoencoderKL`` (MONAI >= 1.4), for 1D, 2D and
+3D: the encoder is a 3x3 conv, then per level ``num_res_blocks[i]`` GroupNorm/SiLU residual blocks
+(each followed by single-head self-attention when ``attention_levels[i]``) and a stride-2
+downsampling between levels, an optional non-local residual-attention-residual block, and
+GroupNorm -> 3x3 conv to ``latent_channels`` (no activation in between, as MONAI). The decoder
+starts with a 1x1 ``post_conv`` (MONAI's ``post_quant_conv``), a 3x3 conv, the non-local block, and
+mirrors the levels with nearest-neighbour x2 + 3x3 conv upsampling (or a 2x2 transposed conv with
+``use_convtranspose``). :mod:`ndvq.models.monai` converts state dicts to and from MONAI's names.
 
-With a quantizer the encoder output has ``embedding_dim`` channels (VQGAN's ``quant_conv`` folded
-into the last conv); a Gaussian bottleneck reads ``latent_channels`` channels and maps them to the
-mean and log-variance itself.
+Options ndvq has that MONAI lacks keep MONAI's behaviour by default: ``final_activation`` (a SiLU
+between the last GroupNorm and conv, which ndvq used before it matched MONAI; old weights turn it
+on by themselves when loaded) and a 1x1 conv for a level with 0 residual blocks that changes the
+channel count (MONAI cannot build that case).
 
 Example:
     >>> import torch
@@ -30,16 +33,17 @@ from torch import nn
 
 from ndvq import nd
 from ndvq.errors import ConfigError
+from ndvq.models.backbones.checkpointing import run_blocks
 
-__all__ = ["LDMBackbone"]
+__all__ = ["LDMBackbone", "ResBlock", "SpatialAttention", "Downsample", "Upsample"]
 
 
 def _norm(channels: int, groups: int, eps: float) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels, eps=eps, affine=True)
 
 
-class _ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, with a 1x1 skip when the channel count changes."""
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, with a 1x1 ``nin_shortcut`` when the channel count changes (MONAI's ``AEKLResBlock``)."""
 
     def __init__(self, n_dims: int, c_in: int, c_out: int, groups: int, eps: float):
         super().__init__()
@@ -47,34 +51,54 @@ class _ResBlock(nn.Module):
         self.conv1 = nd.conv(n_dims, c_in, c_out, 3, padding=1)
         self.norm2 = _norm(c_out, groups, eps)
         self.conv2 = nd.conv(n_dims, c_out, c_out, 3, padding=1)
-        self.skip = nd.conv(n_dims, c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.nin_shortcut = nd.conv(n_dims, c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
+        return self.nin_shortcut(x) + h
 
 
-class _Attention(nn.Module):
-    """Single-head self-attention over all spatial positions (residual)."""
+class SpatialAttention(nn.Module):
+    """Single-head self-attention over all spatial positions, residual (MONAI's ``SpatialAttentionBlock``).
 
-    def __init__(self, channels: int, groups: int, eps: float):
+    Args:
+        channels: channels ``C``.
+        groups, eps: GroupNorm groups and epsilon.
+        include_fc: an output projection ``out_proj``. Default True.
+        use_combined_linear: one ``qkv`` projection instead of ``to_q``/``to_k``/``to_v``. Default False.
+        use_flash_attention: ``F.scaled_dot_product_attention`` instead of the explicit softmax. Default False.
+    """
+
+    def __init__(self, channels: int, groups: int, eps: float, include_fc: bool = True,
+                 use_combined_linear: bool = False, use_flash_attention: bool = False):
         super().__init__()
         self.norm = _norm(channels, groups, eps)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.proj = nn.Linear(channels, channels)
+        self.use_combined_linear, self.use_flash_attention = use_combined_linear, use_flash_attention
+        if use_combined_linear:
+            self.qkv = nn.Linear(channels, 3 * channels)
+        else:
+            self.to_q, self.to_k, self.to_v = (nn.Linear(channels, channels) for _ in range(3))
+        self.out_proj = nn.Linear(channels, channels) if include_fc else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
         h = self.norm(x).reshape(b, c, -1).transpose(1, 2)  # [B, C, *S] -> [B, N, C]
-        q, k, v = self.qkv(h).unsqueeze(1).chunk(3, dim=-1)  # 3 x [B, 1, N, C]
-        h = F.scaled_dot_product_attention(q, k, v).squeeze(1)  # [B, N, C]
-        h = self.proj(h).transpose(1, 2).reshape(x.shape)  # [B, N, C] -> [B, C, *S]
+        if self.use_combined_linear:
+            q, k, v = self.qkv(h).unsqueeze(1).chunk(3, dim=-1)  # 3 x [B, 1, N, C]
+        else:
+            q, k, v = (f(h).unsqueeze(1) for f in (self.to_q, self.to_k, self.to_v))  # 3 x [B, 1, N, C]
+        if self.use_flash_attention:
+            h = F.scaled_dot_product_attention(q, k, v, scale=c ** -0.5)
+        else:
+            w = torch.einsum("blxd,blyd->blxy", q, k) * c ** -0.5  # [B, 1, N, N]
+            h = torch.einsum("bhxy,bhyd->bhxd", w.softmax(dim=-1), v)
+        h = self.out_proj(h.squeeze(1)).transpose(1, 2).reshape(x.shape)  # [B, N, C] -> [B, C, *S]
         return x + h
 
 
-class _Downsample(nn.Module):
-    """Stride-2 3x3 conv with (0, 1) padding on every spatial axis (halves even sizes exactly)."""
+class Downsample(nn.Module):
+    """Stride-2 3x3 conv after a (0, 1) zero pad on every spatial axis (halves even sizes exactly)."""
 
     def __init__(self, n_dims: int, channels: int):
         super().__init__()
@@ -85,31 +109,21 @@ class _Downsample(nn.Module):
         return self.conv(F.pad(x, (0, 1) * self.n_dims))
 
 
-class _Upsample(nn.Module):
-    """Nearest-neighbour x2 followed by a 3x3 conv."""
+class Upsample(nn.Module):
+    """x2 upsampling: nearest neighbour + 3x3 ``conv`` (MONAI's ``postconv``), or a 2x2 stride-2
+    transposed ``deconv`` when ``transpose``."""
 
-    def __init__(self, n_dims: int, channels: int):
+    def __init__(self, n_dims: int, channels: int, transpose: bool = False):
         super().__init__()
-        self.conv = nd.conv(n_dims, channels, channels, 3, padding=1)
+        if transpose:
+            self.deconv = nd.conv_transpose(n_dims, channels, channels, 2, stride=2, padding=0)
+        else:
+            self.conv = nd.conv(n_dims, channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "deconv"):
+            return self.deconv(x)
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-
-
-def _level(n_dims: int, c_in: int, c_out: int, n_blocks: int, attn: bool, groups: int, eps: float) -> list[nn.Module]:
-    """``n_blocks`` residual blocks ``c_in -> c_out`` (each followed by attention when ``attn``)."""
-    layers: list[nn.Module] = []
-    if n_blocks == 0 and c_in != c_out:
-        layers.append(nd.conv(n_dims, c_in, c_out, 1))
-    for i in range(n_blocks):
-        layers.append(_ResBlock(n_dims, c_in if i == 0 else c_out, c_out, groups, eps))
-        if attn:
-            layers.append(_Attention(c_out, groups, eps))
-    return layers
-
-
-def _nonlocal(n_dims: int, c: int, groups: int, eps: float) -> list[nn.Module]:
-    return [_ResBlock(n_dims, c, c, groups, eps), _Attention(c, groups, eps), _ResBlock(n_dims, c, c, groups, eps)]
 
 
 def _per_level(value, n_levels: int, name: str) -> list:
@@ -134,7 +148,7 @@ def _check_args(channels: list[int], num_res_blocks: list[int], norm_num_groups:
 
 
 class LDMBackbone(nn.Module):
-    """Multi-level GroupNorm/SiLU encoder and decoder with optional attention.
+    """MONAI ``AutoencoderKL``'s encoder and decoder (GroupNorm/SiLU residual blocks, optional attention).
 
     Args:
         n_dims: spatial axes (1..3).
@@ -152,17 +166,30 @@ class LDMBackbone(nn.Module):
         with_decoder_nonlocal_attn: the same at the start of the decoder. Default True.
         latent_channels: channels of the encoder output (the bottleneck's input); None means
             ``embedding_dim``. Default None.
+        use_convtranspose: upsample with 2x2 transposed convs instead of nearest + conv (MONAI). Default False.
+        include_fc: output projection in the attention blocks (MONAI). None = True. Default None.
+        use_combined_linear: one qkv projection in the attention blocks (MONAI). None = False. Default None.
+        use_flash_attention: fused scaled-dot-product attention (MONAI). None = False. Default None.
+        final_activation: a SiLU between the last GroupNorm and conv of encoder and decoder (ndvq
+            before it matched MONAI; MONAI has none). None = False. Default None.
+
+    ``None`` for the MONAI switches means MONAI's default, so configs and checkpoints that predate
+    them keep meaning the same network.
 
     Attributes:
         downsample: total downsampling per axis, ``n_dims`` ints.
         downsample_rule: how an input size must relate to ``downsample`` (for error messages).
+        activation_checkpointing: recompute each block's activations in the backward pass (see
+            :meth:`set_activation_checkpointing`). Default False.
     """
 
     def __init__(self, n_dims: int, in_channels: int, out_channels: int, embedding_dim: int,
                  channels: Sequence[int] = (64, 128, 256), num_res_blocks: int | Sequence[int] = 2,
                  norm_num_groups: int = 32, norm_eps: float = 1e-6, attention_levels: Sequence[bool] | None = None,
                  with_encoder_nonlocal_attn: bool = True, with_decoder_nonlocal_attn: bool = True,
-                 latent_channels: int | None = None) -> None:
+                 latent_channels: int | None = None, use_convtranspose: bool | None = None,
+                 include_fc: bool | None = None, use_combined_linear: bool | None = None,
+                 use_flash_attention: bool | None = None, final_activation: bool | None = None) -> None:
         super().__init__()
         nd.check_n_dims(n_dims)
         channels = [int(c) for c in channels]
@@ -171,42 +198,110 @@ class LDMBackbone(nn.Module):
         attn = [bool(a) for a in _per_level(False if attention_levels is None else attention_levels,
                                              len(channels), "attention_levels")]
         factor = 2 ** (len(channels) - 1)
-        self.downsample = (factor,) * n_dims
+        self.n_dims, self.downsample = n_dims, (factor,) * n_dims
         self.downsample_rule = f"2**(len(channels)-1) = {factor}"
         self.latent_channels = embedding_dim if latent_channels is None else latent_channels
         self.embedding_dim = embedding_dim
-        g, eps, last = norm_num_groups, norm_eps, len(channels) - 1
+        self.activation_checkpointing = False
+        self._attn_args = dict(include_fc=include_fc is not False, use_combined_linear=bool(use_combined_linear),
+                               use_flash_attention=bool(use_flash_attention))
+        self._g, self._eps = norm_num_groups, norm_eps
+        self.encoder = nn.Sequential(*self._encoder_layers(in_channels, channels, blocks, attn,
+                                                           with_encoder_nonlocal_attn))
+        self.post_conv = nd.conv(n_dims, embedding_dim, embedding_dim, 1)
+        self.decoder = nn.Sequential(*self._decoder_layers(out_channels, channels, blocks, attn,
+                                                           with_decoder_nonlocal_attn, bool(use_convtranspose)))
+        self.set_final_activation(bool(final_activation))
+        self._register_load_state_dict_pre_hook(_legacy_ndvq_keys, with_module=True)
 
-        enc: list[nn.Module] = [nd.conv(n_dims, in_channels, channels[0], 3, padding=1)]
+    # ------------------------------------------------------------------ construction
+    def _attention(self, c: int) -> SpatialAttention:
+        return SpatialAttention(c, self._g, self._eps, **self._attn_args)
+
+    def _level(self, c_in: int, c_out: int, n_blocks: int, attn: bool) -> list[nn.Module]:
+        """``n_blocks`` residual blocks ``c_in -> c_out`` (each followed by attention when ``attn``)."""
+        layers: list[nn.Module] = []
+        if n_blocks == 0 and c_in != c_out:  # ndvq only: MONAI cannot build this case
+            layers.append(nd.conv(self.n_dims, c_in, c_out, 1))
+        for i in range(n_blocks):
+            layers.append(ResBlock(self.n_dims, c_in if i == 0 else c_out, c_out, self._g, self._eps))
+            if attn:
+                layers.append(self._attention(c_out))
+        return layers
+
+    def _nonlocal(self, c: int) -> list[nn.Module]:
+        return [ResBlock(self.n_dims, c, c, self._g, self._eps), self._attention(c),
+                ResBlock(self.n_dims, c, c, self._g, self._eps)]
+
+    def _encoder_layers(self, in_channels, channels, blocks, attn, nonlocal_attn) -> list[nn.Module]:
+        layers: list[nn.Module] = [nd.conv(self.n_dims, in_channels, channels[0], 3, padding=1)]
         c_prev = channels[0]
         for i, c in enumerate(channels):
-            enc += _level(n_dims, c_prev, c, blocks[i], attn[i], g, eps)
-            if i != last:
-                enc.append(_Downsample(n_dims, c))
+            layers += self._level(c_prev, c, blocks[i], attn[i])
+            if i != len(channels) - 1:
+                layers.append(Downsample(self.n_dims, c))
             c_prev = c
-        if with_encoder_nonlocal_attn:
-            enc += _nonlocal(n_dims, channels[-1], g, eps)
-        enc += [_norm(channels[-1], g, eps), nn.SiLU(),
-                nd.conv(n_dims, channels[-1], self.latent_channels, 3, padding=1)]
-        self.encoder = nn.Sequential(*enc)
-        self.post_conv = nd.conv(n_dims, embedding_dim, embedding_dim, 1)
+        if nonlocal_attn:
+            layers += self._nonlocal(channels[-1])
+        # the Identity is the slot of the optional final activation (keeps the conv's index fixed)
+        return layers + [_norm(channels[-1], self._g, self._eps), nn.Identity(),
+                         nd.conv(self.n_dims, channels[-1], self.latent_channels, 3, padding=1)]
 
-        dec: list[nn.Module] = [nd.conv(n_dims, embedding_dim, channels[-1], 3, padding=1)]
-        if with_decoder_nonlocal_attn:
-            dec += _nonlocal(n_dims, channels[-1], g, eps)
+    def _decoder_layers(self, out_channels, channels, blocks, attn, nonlocal_attn, transpose) -> list[nn.Module]:
+        layers: list[nn.Module] = [nd.conv(self.n_dims, self.embedding_dim, channels[-1], 3, padding=1)]
+        if nonlocal_attn:
+            layers += self._nonlocal(channels[-1])
         c_prev = channels[-1]
         for i in reversed(range(len(channels))):
-            dec += _level(n_dims, c_prev, channels[i], blocks[i], attn[i], g, eps)
+            layers += self._level(c_prev, channels[i], blocks[i], attn[i])
             if i != 0:
-                dec.append(_Upsample(n_dims, channels[i]))
+                layers.append(Upsample(self.n_dims, channels[i], transpose))
             c_prev = channels[i]
-        dec += [_norm(channels[0], g, eps), nn.SiLU(), nd.conv(n_dims, channels[0], out_channels, 3, padding=1)]
-        self.decoder = nn.Sequential(*dec)
+        return layers + [_norm(channels[0], self._g, self._eps), nn.Identity(),
+                         nd.conv(self.n_dims, channels[0], out_channels, 3, padding=1)]
 
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The weight of the decoder's last conv (for VQGAN's adaptive adversarial weight)."""
+        return self.decoder[len(self.decoder) - 1].weight
+
+    # ------------------------------------------------------------------ switches
+    def set_final_activation(self, enabled: bool) -> None:
+        """Put a SiLU (``enabled``) or nothing between the last GroupNorm and conv of both stacks."""
+        self.final_activation = bool(enabled)
+        for stack in (self.encoder, self.decoder):
+            stack[len(stack) - 2] = nn.SiLU() if enabled else nn.Identity()
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them (MONAI's
+        ``use_checkpoint``): less memory for about one more forward pass."""
+        self.activation_checkpointing = bool(enabled)
+
+    # ------------------------------------------------------------------ forward
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, in_channels, *S] -> [B, latent_channels, *S / downsample]``."""
-        return self.encoder(x)
+        return run_blocks(self.encoder, x, self.activation_checkpointing)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``z [B, embedding_dim, *L] -> [B, out_channels, *L * downsample]``."""
-        return self.decoder(self.post_conv(z))
+        return run_blocks(self.decoder, self.post_conv(z), self.activation_checkpointing)
+
+
+def _legacy_ndvq_keys(module: LDMBackbone, state_dict: dict, prefix: str, *args) -> None:
+    """Rename the weights of ndvq's earlier LDM layout (``skip``, attention ``qkv`` + ``proj``, a SiLU
+    before the last convs) to today's names, and switch the final SiLU on when they are seen."""
+    old_attn = [k[:-len("proj.weight")] for k in state_dict
+                if k.startswith(prefix) and k.endswith(".proj.weight") and not k.endswith("out_proj.weight")]
+    old_skip = [k for k in state_dict if k.startswith(prefix) and ".skip." in k]
+    if not old_attn and not old_skip:
+        return
+    for key in old_skip:
+        state_dict[key.replace(".skip.", ".nin_shortcut.")] = state_dict.pop(key)
+    combined = module._attn_args["use_combined_linear"]
+    for p in old_attn:
+        for kind in ("weight", "bias"):
+            state_dict[f"{p}out_proj.{kind}"] = state_dict.pop(f"{p}proj.{kind}")
+            if not combined and f"{p}qkv.{kind}" in state_dict:
+                q, k, v = state_dict.pop(f"{p}qkv.{kind}").chunk(3, dim=0)
+                state_dict.update({f"{p}to_q.{kind}": q, f"{p}to_k.{kind}": k, f"{p}to_v.{kind}": v})
+    module.set_final_activation(True)

@@ -78,6 +78,16 @@ class VideoGPTBackbone(nn.Module):
         self.post_conv = nd.conv(n_dims, embedding_dim + condition_channels, n_hiddens, 1)
         self.decoder = Decoder(n_dims, out_channels, n_hiddens, num_res_blocks, self.downsample, **blocks)
 
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The weight of the decoder's last (transposed) conv (for VQGAN's adaptive adversarial weight)."""
+        last = self.decoder.convts[len(self.decoder.convts) - 1]
+        return (last.convt if hasattr(last, "convt") else last.conv).weight
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute the residual blocks' activations in the backward pass instead of storing them."""
+        self.encoder.activation_checkpointing = self.decoder.activation_checkpointing = bool(enabled)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder stack alone: ``[B, in_channels, *S] -> [B, n_hiddens, *L]``."""
         return self.encoder(x)
