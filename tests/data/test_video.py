@@ -59,10 +59,10 @@ def test_clip_index_cache_hit_and_invalidation(videos, monkeypatch):
     def no_probe(path):  # a cache hit must not open the video
         raise AssertionError(f"probed {path}")
 
-    monkeypatch.setattr(video, "probe_video", no_probe)
-    ds2 = create_dataset("video", "all", root=videos, sequence_length=4)
+    with monkeypatch.context() as m:  # (undo() would also drop the private NDVQ_CACHE)
+        m.setattr(video, "probe_video", no_probe)
+        ds2 = create_dataset("video", "all", root=videos, sequence_length=4)
     assert (ds2.index.hits, ds2.index.misses) == (2, 0) and len(ds2) == len(ds)
-    monkeypatch.undo()
     write_video(videos / "a.mp4", n_frames=40)  # the file changes: its entry is stale
     st = (videos / "a.mp4").stat()
     os.utime(videos / "a.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
