@@ -142,7 +142,8 @@ class AudioFolder(FileDataset):
                 self.skipped.append((str(f), f"{type(e).__name__}: {e}"))
                 warn_skip(f, e)
                 continue
-            yield f, {"frames": int(info.frames), "rate": int(info.samplerate), "channels": int(info.channels)}
+            yield f, {"frames": int(info.frames), "rate": int(info.samplerate), "channels": int(info.channels),
+                      "subtype": str(info.subtype)}
 
     def _keep_channels(self, channels: int | None) -> None:
         """Files whose channel count differs from ``channels`` (default: the majority) are skipped (mono=False)."""
@@ -186,7 +187,7 @@ class AudioFolder(FileDataset):
         info = {"path": str(self.files[k]), "sample_rate": self.sample_rate, "start": start, "item_shape": [n],
                 "source_rate": m["rate"], "frames": m["frames"]}
         if self.whole:
-            info["gain"] = self._gain(self._read(k, start, n))
+            info.update(gain=self._gain(self._read(k, start, n)), subtype=m["subtype"])
             if start or n != m["length"]:  # a part of the file (single-file split): its own source frames
                 info["frames"] = int(round(n * m["rate"] / self.sample_rate))
         return info

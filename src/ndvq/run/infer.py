@@ -277,6 +277,7 @@ def encode(path: str | Path, out: str | Path, data: str | Path | None = None, sp
     np.savez_compressed(out, **arrays, names=np.array(names), infos=np.array(infos),
                         input_shapes=np.array(in_shapes), latent_shapes=np.array(lat_shapes),
                         padded_shapes=np.array(padded), chunk=np.array(chunk or 0),
+                        data_range=np.array(float(getattr(ds, "data_range", None) or "nan")),
                         modality=np.array(ds.modality), model_class=np.array(type(model).__name__),
                         n_levels=np.array(len(per_grid)))
     return out
