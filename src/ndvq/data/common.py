@@ -223,7 +223,7 @@ def split_files(root: str | Path, split: str, extensions: Sequence[str], val_dir
         val = found(val_named) if split != "train" else []
     elif val_dir is not None:
         layout = f"root + val_dir {str(val_dir)!r}"
-        train = found(root) if split != "val" else []
+        train = found(root)  # (the val split too: files under both are dropped from val below)
         val = found(Path(val_dir).expanduser(), None) if split != "train" else []
     else:
         files = found(root)
