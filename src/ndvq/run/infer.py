@@ -33,7 +33,8 @@ from ndvq.run.checkpoint import load_model as _load
 from ndvq.data.common import valid_mask
 from ndvq.run.codes import decode_grids, encode_grids
 
-__all__ = ["load_run_model", "evaluate", "encode", "decode", "format_table"]
+__all__ = ["load_run_model", "evaluate", "encode", "decode", "format_table", "encode_whole", "decode_whole",
+           "code_stats"]
 
 
 def _device() -> torch.device:
@@ -116,18 +117,27 @@ def _whole_items(ds) -> Iterator[tuple[int, dict]]:
             yield i, item
 
 
-def _code_stats(model, grids: list[torch.Tensor], x_shape, valid: torch.Tensor) -> tuple[torch.Tensor, int, float]:
-    """``([G, K] counts, code indices, fixed-length bits)`` of one item's grids, counting only code
-    positions not wholly inside padding (every index costs log2 of its own codebook's size)."""
+def code_stats(model, grids, x_shape, valid: torch.Tensor) -> tuple[torch.Tensor, int, float]:
+    """``([G, K] float32 counts, code indices, fixed-length bits)`` of a batch's code grids, counting only
+    code positions not wholly inside padding (every index costs log2 of its own codebook's size).
+
+    Args:
+        model: the model (``codebook_sizes``, ``n_dims``).
+        grids: integer codes ``[B, *L(, G)]`` per grid (a tensor: one grid; hierarchical: top, bottom),
+            e.g. ``encode_grids(model, x)`` or a forward output's ``indices``.
+        x_shape: the input batch's shape ``[B, C, *S]``.
+        valid: ``[B, n_dims]`` real extent per item (``batch["valid"]``).
+    """
     from ndvq.data.common import code_mask
 
+    grids = [grids] if torch.is_tensor(grids) else list(grids)
     sizes, k = iter(model.codebook_sizes), max(model.codebook_sizes)
     rows, n_codes, bits = [], 0, 0.0
     for g in grids:
         lat = g.shape[1:1 + model.n_dims]
         down = [int(s) // int(n) for s, n in zip(x_shape[2:], lat)]
-        mask = code_mask(valid[None], down, lat).to(g.device)  # [1, *L]
-        rows.append(M.code_histogram(g, k, mask))
+        mask = code_mask(valid, down, lat).to(g.device)  # [B, *L]
+        rows.append(M.code_histogram(g, k, mask).float())
         columns, kept = (g.shape[-1] if g.ndim == model.n_dims + 2 else 1), int(mask.sum())
         n_codes += kept * columns
         bits += kept * sum(math.log2(max(next(sizes), 2)) for _ in range(columns))
@@ -190,8 +200,8 @@ def evaluate(path: str | Path, data: str | Path | None = None, split: str | None
         real = int(mask.sum()) * x.shape[1]
         n_elements += real
         if model.codebook_sizes:
-            c, kept, b = _code_stats(model, grids, x.shape, item["valid"])
-            counts, n_codes, bits = (c if counts is None else counts + c), n_codes + kept, bits + b
+            c, kept, b = code_stats(model, grids, x.shape, item["valid"][None])
+            counts, n_codes, bits = (c.double() if counts is None else counts + c), n_codes + kept, bits + b
         n += 1
     skipped = [s[0] for s in getattr(ds, "skipped", [])]
     if n == 0:
