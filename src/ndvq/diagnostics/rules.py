@@ -295,12 +295,7 @@ def rule_divergence(view: RunView, th: Thresholds) -> Finding | None:
     rs = view.recent_start
     diverged = st[i_min] < rs and sm[-1] > th.divergence_factor * sm[i_min] and sm[i_min] > 0
     # spikes: v[i] > spike_factor * median(v[i-k:i])
-    k = max(3, len(v) // 20)
-    spikes = []
-    for i in range(k, len(v)):
-        ref = float(np.median(v[i - k:i]))
-        if ref > 0 and v[i] > th.spike_factor * ref:
-            spikes.append(int(st[i]))
+    spikes = [int(x) for x in st[_spike_index(v, th)]]
     _, allv = view.train.get("loss")
     recent = view.recent_median("train", "loss")
     i_peak = int(np.argmax(allv))
@@ -550,15 +545,22 @@ def rule_gap(view: RunView, th: Thresholds) -> Finding | None:
                    + (", batch-norm statistics from small batches)" if batch_norm else ")"), fixes, "val_gap")
 
 
+def _spike_index(v: np.ndarray, th: Thresholds) -> np.ndarray:
+    """Indices ``i`` with ``v[i] > spike_factor * median(v[i-k:i])`` (a positive median; ``k = max(3, n // 20)``)."""
+    k = max(3, len(v) // 20)
+    if len(v) <= k:
+        return np.zeros(0, dtype=int)
+    ref = np.median(np.lib.stride_tricks.sliding_window_view(v[:-1], k), axis=1)  # ref[j]: median of v[j:j+k]
+    return np.nonzero((ref > 0) & (v[k:] > th.spike_factor * ref))[0] + k
+
+
 def _train_falls_smoothly(view: RunView, th: Thresholds) -> bool:
     """The train loss ends well below where it started with no spikes or blow-ups (a healthy curve)."""
     st, v = view.train.get("loss")
     if len(v) < th.min_records or not np.isfinite(v).all():
         return False
     sm = _smooth(v)
-    k = max(3, len(v) // 20)
-    med = np.median(np.lib.stride_tricks.sliding_window_view(v[:-1], k), axis=1)  # median of the k before i
-    spikes = int((v[k:] > th.spike_factor * np.maximum(med, 1e-30)).sum())
+    spikes = len(_spike_index(v, th))
     return bool(sm[-1] < 0.9 * sm[0] and float(np.max(v)) < th.spike_factor * float(v[0]) and spikes < th.spike_count)
 
 
