@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ndvq.data.common import FileDataset, split_files, split_positions, warn_skip
+from ndvq.data.common import FileDataset, split_files, split_positions, warn_data, warn_skip
 from ndvq.errors import DataError
 
 __all__ = ["AudioFolder", "read_window", "AUDIO_EXTENSIONS"]
@@ -154,7 +154,7 @@ class AudioFolder(FileDataset):
         keep = [k for k, m in enumerate(self.meta) if m["channels"] == want]
         for k in sorted(set(range(len(self.meta))) - set(keep)):
             self.skipped.append((str(self.files[k]), f"has {self.meta[k]['channels']} channel(s), expected {want}"))
-            warn_skip(self.files[k], f"has {self.meta[k]['channels']} channel(s), the majority has {want}")
+            warn_data(f"skipping {str(self.files[k])!r}: has {self.meta[k]['channels']} channel(s), the majority {want}")
         self.files, self.meta = [self.files[k] for k in keep], [self.meta[k] for k in keep]
         self.channels = want
 

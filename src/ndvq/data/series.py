@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ndvq.data.common import FileDataset, split_files, split_positions, warn_skip
+from ndvq.data.common import FileDataset, split_files, split_positions, warn_data, warn_skip
 from ndvq.errors import DataError
 
 __all__ = ["SeriesFolder", "read_series", "SERIES_EXTENSIONS", "STATS_FILE"]
@@ -203,7 +203,7 @@ class SeriesFolder(FileDataset):
             if bad:
                 if not quiet:
                     self.skipped.append((str(f), reason))
-                    warn_skip(f, reason)
+                    warn_data(f"skipping {str(f)!r}: {reason}")
                 continue
             if not quiet:
                 self.files.append(f)
