@@ -124,11 +124,12 @@ class AudioFolder(FileDataset):
             self.windows += self._file_windows(k, m["length"], train_split)
         short = sum(m["length"] < self.segment_length for m in self.meta)
         if short and not self.whole:
-            longest = max(m["length"] for m in self.meta)
-            fit = 2 ** max(int(math.ceil(math.log2(max(longest, 2)))), 4)
+            median = sorted(m["length"] for m in self.meta)[len(self.meta) // 2]
+            fit = min(2 ** max(int(math.log2(max(median, 16))), 4), self.segment_length)
+            self.suggested_fix = f"data.segment_length={fit}"
             self.note(f"{short} of {len(self.meta)} file(s) are shorter than data.segment_length="
-                      f"{self.segment_length} and are zero-padded; e.g. data.segment_length={min(fit, self.segment_length)}"
-                      f" fits the longest file", warn=short * 2 > len(self.meta))
+                      f"{self.segment_length} samples at {self.sample_rate} Hz and are zero-padded; "
+                      f"data.segment_length={fit} fits inside half of them", warn=short * 2 > len(self.meta))
 
     def _headers(self, files):
         import soundfile as sf

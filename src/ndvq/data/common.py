@@ -330,6 +330,7 @@ class FileDataset(torch.utils.data.Dataset):
     max_replacements: int = 32
     pad_value: float = -1.0
     pad_multiple: tuple[int, ...] | None = None
+    suggested_fix: str | None = None  # the config change that removes most padding (set with a small-items note)
 
     def __init__(self) -> None:
         self.files: list[Path] = []

@@ -223,6 +223,7 @@ class ImageFolder(FileDataset):
         if small:
             fit = [min(self._shape_of(k)[a] for k in range(len(sizes))) for a in range(2)]
             fit = [min(p, 2 ** int(np.log2(max(f, 1)))) for p, f in zip(self.patch_size, fit)]
+            self.suggested_fix = f"data.patch_size={fit}"
             self.note(f"{len(small)} of {len(sizes)} image(s) are smaller than data.patch_size="
                       f"{list(self.patch_size)} and are padded; data.patch_size={fit} fits every image",
                       warn=True)

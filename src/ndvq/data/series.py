@@ -174,6 +174,7 @@ class SeriesFolder(FileDataset):
             self._check_distribution()
         short = sum(a.shape[0] < self.segment_length for _, a in self.series)
         if short and not self.whole:
+            self.suggested_fix = f"data.segment_length={max(min(a.shape[0] for _, a in self.series), 1)}"
             self.note(f"{short} of {len(self.series)} series are shorter than data.segment_length="
                       f"{self.segment_length} and are padded; e.g. data.segment_length="
                       f"{max(min(a.shape[0] for _, a in self.series), 1)} fits every series",

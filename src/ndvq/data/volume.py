@@ -193,6 +193,7 @@ class VolumeFolder(FileDataset):
         small = [m for m in self.meta if self.patch_size and any(s < q for s, q in zip(m["shape"], self.patch_size))]
         if small:
             fit = [min(self.patch_size[a], 2 ** int(np.log2(min(m["shape"][a] for m in self.meta)))) for a in range(3)]
+            self.suggested_fix = f"data.patch_size={fit}"
             self.note(f"{len(small)} of {len(self.meta)} volume(s) are smaller than data.patch_size="
                       f"{list(self.patch_size)} and are padded; data.patch_size={fit} fits every volume", warn=True)
 

@@ -208,7 +208,9 @@ def data_notes(datasets: dict) -> list[str]:
 
 
 def padding_fix(ds) -> str:
-    """The config change that removes most of the padding of ``ds``."""
+    """The config change that removes most of the padding of ``ds`` (the dataset's own suggestion first)."""
+    if getattr(ds, "suggested_fix", None):
+        return ds.suggested_fix
     idx = range(0, len(ds), max(len(ds) // 4096, 1))
     if ds.modality in ("audio", "series"):
         longest = max(ds.extent(i)[0][0] for i in idx)
@@ -224,11 +226,12 @@ def start_warnings(session, datasets: dict) -> list[str]:
     fix), ``warmup_steps >= `` the run's steps, validation / sample / checkpoint intervals larger than
     the run (the last step validates, writes samples and checkpoints anyway)."""
     t, total, out = session.cfg.train, session.total, []
+    train = datasets.get("train") or next(iter(datasets.values()))
     for split, ds in datasets.items():
         share = ds.padding_share() if hasattr(ds, "padding_share") else None
-        if share is not None and share > PADDING_WARN_SHARE:
+        if share is not None and share > PADDING_WARN_SHARE:  # one fix for every split: the train split's
             out.append(f"{share:.0%} of the average {split} {'window' if ds.n_dims == 1 else 'item'} is padding "
-                       f"(excluded from losses and metrics, but computed); try {padding_fix(ds)}")
+                       f"(excluded from losses and metrics, but computed); try {padding_fix(train)}")
     if t.warmup_steps and t.warmup_steps >= total:
         out.append(f"train.warmup_steps={t.warmup_steps} >= the run's {total} steps: the learning rate never "
                    f"leaves warm-up; lower train.warmup_steps (e.g. {max(total // 10, 1)})")
