@@ -22,7 +22,16 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ndvq.diagnostics.rules import RULES, SEVERITIES, Finding, RunView, Series, Thresholds, consistent_fixes, fmt_num
+from ndvq.diagnostics.rules import (
+    RULES,
+    SEVERITIES,
+    Finding,
+    RunView,
+    Series,
+    Thresholds,
+    consistent_fixes,
+    fmt_num,
+)
 from ndvq.run.rundir import check_run_dir, metrics_path, read_config, read_metrics, read_model_facts
 
 __all__ = [

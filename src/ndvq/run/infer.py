@@ -26,11 +26,11 @@ import torch
 from ndvq import build
 from ndvq import metrics as M
 from ndvq.config import Config, apply_overrides, config_to_dict, parse_overrides, validate_config
+from ndvq.data.common import valid_mask
 from ndvq.errors import CheckpointError, CodesError, ConfigError, DataError
 from ndvq.quantizers.base import usage_from_counts
 from ndvq.run.checkpoint import LoadedModel
 from ndvq.run.checkpoint import load_model as _load
-from ndvq.data.common import valid_mask
 from ndvq.run.codes import decode_grids, encode_grids
 
 __all__ = ["load_run_model", "evaluate", "encode", "decode", "format_table", "encode_whole", "decode_whole",

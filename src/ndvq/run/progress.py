@@ -200,7 +200,7 @@ def start_text(session, datasets: dict) -> str:
 def data_notes(datasets: dict) -> list[str]:
     """What the data layer did, once per distinct line: resampling, position splits, skipped files."""
     out: list[str] = []
-    for split, ds in datasets.items():
+    for ds in datasets.values():
         for n in getattr(ds, "notes", None) or []:
             if n not in out:
                 out.append(n)
