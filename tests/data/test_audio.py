@@ -19,7 +19,7 @@ def test_formats_windows_and_range(tmp_path, ext):
     assert x.shape == (1, 1000)
     assert float(x.abs().max()) == pytest.approx(1.0, abs=1e-4)  # peak-normalised
     assert ds.item_info(3) == {"path": str(tmp_path / f"a.{ext}"), "sample_rate": 8000, "start": 1500,
-                               "source_rate": 8000, "item_shape": [1000]}
+                               "source_rate": 8000, "item_shape": [1000], "frames": 8000}
 
 
 def test_resampling_keeps_the_tone(tmp_path):
@@ -50,11 +50,14 @@ def test_rms_normalisation_and_short_file(tmp_path):
     assert len(short) == 1 and torch.all(short[0]["data"][:, 800:] == 0)  # zero-padded
 
 
-def test_pad_multiple_covers_the_tail(tmp_path):
+def test_pad_multiple_gives_whole_files(tmp_path):
     write_audio(tmp_path / "a.wav", seconds=0.25, rate=8000)  # 2000 samples
     train = create_dataset("audio", "train", root=tmp_path, segment_length=768, train_split=1.0)
     whole = create_dataset("audio", "all", root=tmp_path, segment_length=768, pad_multiple=(256,))
-    assert len(train) == 2 and len(whole) == 3
+    assert len(train) == 2 and len(whole) == 1
+    item = whole[0]
+    assert item["data"].shape == (1, 2048) and item["valid"].tolist() == [2000]
+    assert torch.all(item["data"][:, 2000:] == 0)
 
 
 def test_corrupt_audio_skipped_and_empty_error(tmp_path):

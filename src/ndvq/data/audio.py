@@ -1,7 +1,10 @@
 """Audio folders (1D): WAV, FLAC, OGG (and anything else libsndfile reads) via soundfile.
 
 Each file is cut into windows of ``segment_length`` samples (at the target ``sample_rate``)
-every ``hop_length`` samples. Items are ``[C, segment_length]`` floats in ``[-1, 1]``.
+every ``hop_length`` samples. Items are ``[C, segment_length]`` floats in ``[-1, 1]``; the part of a
+window past the end of its file is zero padding, and the item's ``valid`` extent says where it starts.
+With ``pad_multiple`` (eval / encode / decode) every file is one item, normalised as a whole, and
+``item_info`` records the gain, source rate and length that ``write_item`` uses to undo it.
 Indexing reads only the file headers; a window is read (with a small margin), resampled with
 soxr when the file's rate differs, and normalised on its own:
 
@@ -18,13 +21,14 @@ Example:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ndvq.data.common import FileDataset, pad_to_multiple, split_files, warn_skip
+from ndvq.data.common import FileDataset, split_files, split_positions, warn_data, warn_skip
 from ndvq.errors import DataError
 
 __all__ = ["AudioFolder", "read_window", "AUDIO_EXTENSIONS"]
@@ -61,29 +65,28 @@ def read_window(path: str | Path, start: int, length: int, source_rate: int, tar
 
 
 class AudioFolder(FileDataset):
-    """Fixed-length windows from a folder of audio files.
+    """Fixed-length windows from a folder of audio files (whole files with ``pad_multiple``).
 
     Args:
         root: data folder (layouts in :mod:`ndvq.data.common`).
         split: ``"train" | "val" | "all"``. Default ``"train"``.
         val_dir, train_split, split_seed, subfolders: as for images. Defaults None, 0.9, 0, None.
         extensions: Default ``wav flac ogg aiff aif mp3``.
-        sample_rate: target rate; files at other rates are resampled (soxr, HQ). Default None: the
-            rate of the first file.
+        sample_rate: target rate; files at other rates are resampled (soxr, HQ) and the start summary
+            says so. Default None: the files' own rate when they share one, else the most common.
         mono: average the channels to one. Default True.
-        channels: with ``mono=False``, the channel count (files with fewer channels repeat their
-            first, files with more keep the first ones). Default None: the first file's.
+        channels: with ``mono=False``, the channel count. Default None: the majority of the files
+            (files with another count are skipped with a warning).
         segment_length: samples per window. Default 16384.
         hop_length: samples between window starts. Default None: ``segment_length``.
-        normalize: ``"peak" | "rms" | "none"`` per window. Default ``"peak"``.
-        pad_multiple: pad windows to a multiple of this (eval/encode). Default None.
+        normalize: ``"peak" | "rms" | "none"`` per window (per file with ``pad_multiple``). Default ``"peak"``.
+        pad_multiple: whole files, padded with zeros to a multiple of this (eval / encode). Default None.
 
-    A file shorter than one window gives one zero-padded window; with ``pad_multiple`` set
-    (eval/encode) the trailing partial window of every file is kept (zero-padded) so the whole
-    file is covered.
+    A file shorter than one window gives one zero-padded window (its ``valid`` extent says how much
+    is real). A single file is split by time (val = its last part).
     """
 
-    modality, n_dims = "audio", 1
+    modality, n_dims, pad_value = "audio", 1, 0.0
 
     def __init__(self, root, split: str = "train", val_dir=None, train_split: float = 0.9, split_seed: int = 0,
                  subfolders: Sequence[str] | None = None, extensions: Sequence[str] | None = None,
@@ -91,8 +94,6 @@ class AudioFolder(FileDataset):
                  segment_length: int = 16384, hop_length: int | None = None, normalize: str = "peak",
                  pad_multiple: Sequence[int] | None = None):
         super().__init__()
-        import soundfile as sf
-
         if normalize not in ("peak", "rms", "none"):
             raise DataError(f"normalize must be 'peak', 'rms' or 'none', got {normalize!r}")
         if int(segment_length) < 1:
@@ -101,11 +102,38 @@ class AudioFolder(FileDataset):
         self.segment_length = int(segment_length)
         self.hop_length = int(hop_length or segment_length)
         self.pad_multiple = tuple(pad_multiple) if pad_multiple is not None else None
+        self.whole = self.pad_multiple is not None
         files, self.layout = split_files(root, split, extensions or AUDIO_EXTENSIONS, val_dir, train_split,
                                          split_seed, subfolders)
         self.meta: list[dict] = []
-        self.windows: list[tuple[int, int]] = []  # (file number, start sample at the target rate)
-        self.sample_rate = int(sample_rate) if sample_rate else None
+        for f, m in self._headers(files):
+            self.files.append(f)
+            self.meta.append(m)
+        self._check_files(root)
+        self._keep_channels(channels)
+        rates = Counter(m["rate"] for m in self.meta)
+        self.sample_rate = int(sample_rate) if sample_rate else rates.most_common(1)[0][0]
+        moved = {r: n for r, n in rates.items() if r != self.sample_rate}
+        if moved:
+            self.note(", ".join(f"{n} file(s) at {r} Hz" for r, n in sorted(moved.items()))
+                      + f" resampled to {self.sample_rate} Hz" + ("" if sample_rate else " (the most common rate)"),
+                      warn=not sample_rate)
+        self.windows: list[tuple[int, int, int]] = []  # (file number, start, real samples) at the target rate
+        for k, m in enumerate(self.meta):
+            m["length"] = int(math.floor(m["frames"] * self.sample_rate / m["rate"]))
+            self.windows += self._file_windows(k, m["length"], train_split)
+        short = sum(m["length"] < self.segment_length for m in self.meta)
+        if short and not self.whole:
+            median = sorted(m["length"] for m in self.meta)[len(self.meta) // 2]
+            fit = min(2 ** max(int(math.log2(max(median, 16))), 4), self.segment_length)
+            self.suggested_fix = f"data.segment_length={fit}"
+            self.note(f"{short} of {len(self.meta)} file(s) are shorter than data.segment_length="
+                      f"{self.segment_length} samples at {self.sample_rate} Hz and are zero-padded; "
+                      f"data.segment_length={fit} fits inside half of them", warn=short * 2 > len(self.meta))
+
+    def _headers(self, files):
+        import soundfile as sf
+
         for f in files:
             try:
                 info = sf.info(str(f))
@@ -115,18 +143,30 @@ class AudioFolder(FileDataset):
                 self.skipped.append((str(f), f"{type(e).__name__}: {e}"))
                 warn_skip(f, e)
                 continue
-            self.sample_rate = self.sample_rate or int(info.samplerate)
-            k = len(self.files)
-            self.files.append(f)
-            self.meta.append({"frames": int(info.frames), "rate": int(info.samplerate), "channels": int(info.channels)})
-            n = int(math.floor(info.frames * self.sample_rate / info.samplerate))
-            last = max(n - self.segment_length, 0)
-            starts = list(range(0, last + 1, self.hop_length))
-            if self.pad_multiple is not None and n > starts[-1] + self.segment_length:
-                starts.append(starts[-1] + self.hop_length)  # cover the tail (zero-padded)
-            self.windows += [(k, s) for s in starts]
-        self._check_files(root)
-        self.channels = 1 if self.mono else int(channels or self.meta[0]["channels"])
+            yield f, {"frames": int(info.frames), "rate": int(info.samplerate), "channels": int(info.channels),
+                      "subtype": str(info.subtype)}
+
+    def _keep_channels(self, channels: int | None) -> None:
+        """Files whose channel count differs from ``channels`` (default: the majority) are skipped (mono=False)."""
+        if self.mono:
+            self.channels = 1
+            return
+        want = int(channels or Counter(m["channels"] for m in self.meta).most_common(1)[0][0])
+        keep = [k for k, m in enumerate(self.meta) if m["channels"] == want]
+        for k in sorted(set(range(len(self.meta))) - set(keep)):
+            self.skipped.append((str(self.files[k]), f"has {self.meta[k]['channels']} channel(s), expected {want}"))
+            warn_data(f"skipping {str(self.files[k])!r}: has {self.meta[k]['channels']} channel(s), the majority {want}")
+        self.files, self.meta = [self.files[k] for k in keep], [self.meta[k] for k in keep]
+        self.channels = want
+
+    def _file_windows(self, k: int, n: int, train_split: float) -> list[tuple[int, int, int]]:
+        """Windows ``(k, start, real length)`` of a file of ``n`` samples (one whole-file item when ``whole``)."""
+        lo, hi = split_positions(n, self.split, train_split) if self.single_file else (0, n)
+        if self.whole:
+            return [(k, lo, hi - lo)]
+        span = hi - lo
+        starts = list(range(lo, lo + max(span - self.segment_length, 0) + 1, self.hop_length))
+        return [(k, s, min(self.segment_length, hi - s)) for s in starts]
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -134,33 +174,47 @@ class AudioFolder(FileDataset):
     def _path(self, i: int) -> Path:
         return self.files[self.windows[i][0]]
 
-    def item_info(self, i: int) -> dict:
-        """``{"path", "sample_rate", "start", "item_shape", "source_rate"}`` (``start``: first sample at
-        ``sample_rate``; ``item_shape``: ``[segment_length]``, the item before padding)."""
-        k, start = self.windows[i]
-        return {"path": str(self.files[k]), "sample_rate": self.sample_rate, "start": start,
-                "item_shape": [self.segment_length],
-                "source_rate": self.meta[k]["rate"]}
+    def extent(self, i: int) -> tuple[list[int], list[int]]:
+        _, _, n = self.windows[i]
+        return [n], [n if self.whole else self.segment_length]
 
-    def _load(self, i: int) -> torch.Tensor:
-        k, start = self.windows[i]
+    def item_info(self, i: int) -> dict:
+        """``{"path", "sample_rate", "start", "item_shape", "source_rate", "frames"}`` (``start``: first
+        sample at ``sample_rate``; ``item_shape``: the real samples of the item; ``frames``: the file's
+        length at ``source_rate``); whole files add ``"gain"`` (the normalisation factor, undone by
+        ``write_item``)."""
+        k, start, n = self.windows[i]
         m = self.meta[k]
-        a = read_window(self.files[k], start, self.segment_length, m["rate"], self.sample_rate, m["frames"])
+        info = {"path": str(self.files[k]), "sample_rate": self.sample_rate, "start": start, "item_shape": [n],
+                "source_rate": m["rate"], "frames": m["frames"]}
+        if self.whole:
+            info.update(gain=self._gain(self._read(k, start, n)), subtype=m["subtype"])
+            if start or n != m["length"]:  # a part of the file (single-file split): its own source frames
+                info["frames"] = int(round(n * m["rate"] / self.sample_rate))
+        return info
+
+    def _read(self, k: int, start: int, n: int) -> torch.Tensor:
+        m = self.meta[k]
+        a = read_window(self.files[k], start, n, m["rate"], self.sample_rate, m["frames"])
         if not np.isfinite(a).all():
             raise DataError("audio contains NaN or infinite samples")
         if self.mono:
             a = a.mean(axis=1, keepdims=True)
-        elif a.shape[1] < self.channels:
-            a = np.concatenate([a, np.repeat(a[:, :1], self.channels - a.shape[1], axis=1)], axis=1)
         else:
             a = a[:, : self.channels]
-        x = torch.from_numpy(np.ascontiguousarray(a.T))  # [T, C] -> [C, T]
+        return torch.from_numpy(np.ascontiguousarray(a.T))  # [T, C] -> [C, T]
+
+    def _gain(self, x: torch.Tensor) -> float:
+        """The factor ``normalize`` multiplies ``x`` by (1.0 for silence or ``"none"``)."""
         if self.normalize == "peak":
             peak = float(x.abs().max())
-            if peak > 1e-4:
-                x = x / peak
-        elif self.normalize == "rms":
+            return 1.0 / peak if peak > 1e-4 else 1.0
+        if self.normalize == "rms":
             rms = float(x.pow(2).mean().sqrt())
-            if rms > 1e-5:
-                x = x * (_RMS_TARGET / rms)
-        return pad_to_multiple(x.clamp(-1, 1), self.pad_multiple, value=0.0)
+            return _RMS_TARGET / rms if rms > 1e-5 else 1.0
+        return 1.0
+
+    def _load(self, i: int) -> tuple[torch.Tensor, list[int]]:
+        k, start, n = self.windows[i]
+        x = self._read(k, start, n if self.whole else self.segment_length)
+        return (x * self._gain(x[:, :n])).clamp(-1, 1), [n]

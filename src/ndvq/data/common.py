@@ -2,7 +2,12 @@
 
 Every dataset in :mod:`ndvq.data` derives from :class:`FileDataset`, which gives it
 
-* ``dataset[i] -> {"data": FloatTensor[C, *S], "index": i}``; a file that fails while an item is
+* ``dataset[i] -> {"data": FloatTensor[C, *S], "index": i, "valid": LongTensor[n_dims]}``: ``valid``
+  is the real extent of the item per spatial axis; everything past it (padding, always at the end of
+  each axis) is not data. :func:`valid_mask` turns a batch's ``valid`` into a ``[B, 1, *S]`` mask;
+* ``whole=True`` (eval / encode / decode): one item per file at its own size (audio / series / video
+  whole files, images / volumes whole), padded at the end to ``pad_multiple``;
+* a file that fails while an item is
   loaded is replaced by the next loadable item with a warning naming the file (never a crash
   mid-epoch) and is listed in ``dataset.skipped``;
 * ``summary()`` (files found, items, item shape, value range), ``item_info(i)``, ``data_range``,
@@ -49,11 +54,17 @@ __all__ = [
     "resize",
     "fit_and_crop",
     "augment_nd",
+    "valid_mask",
+    "code_mask",
+    "split_positions",
+    "warn_data",
 ]
 
 log = logging.getLogger("ndvq.data")
 
 SPLITS = ("train", "val", "all")
+SINGLE_FILE = "one file"  # layout text of a folder with a single file (split by position, see split_positions)
+NO_VALIDATION = "no validation"  # layout text of train_split >= 1
 _VAL_NAMES = ("test", "val", "valid", "validation")
 
 
@@ -62,6 +73,54 @@ def check_split(split: str) -> str:
     if split not in SPLITS:
         raise DataError(f"split must be one of {SPLITS}, got {split!r}")
     return split
+
+
+def split_positions(n: int, split: str, train_split: float) -> tuple[int, int]:
+    """``[lo, hi)`` of ``n`` positions (time steps, frames, slices) given to ``split`` of a single file:
+    train = the first ``train_split`` share, val = the rest (at least one position each when ``n >= 2``)."""
+    cut = min(max(round(n * float(train_split)), 1), max(n - 1, 1))
+    return {"train": (0, cut), "val": (cut, n), "all": (0, n)}[split]
+
+
+def valid_mask(batch, shape: Sequence[int] | None = None) -> torch.Tensor | None:
+    """``[B, 1, *S]`` bool mask of the real (unpadded) elements of a batch.
+
+    Args:
+        batch: a collated batch dict (``batch["valid"]`` ``[B, n_dims]`` and ``batch["data"]``
+            ``[B, C, *S]``), or the ``valid`` tensor itself (then ``shape`` is needed).
+        shape: spatial shape ``S``. Default None: ``batch["data"].shape[2:]``.
+
+    Returns None when the batch carries no ``valid`` (every element is real).
+
+    Example:
+        >>> valid_mask(torch.tensor([[3]]), [5]).int().tolist()
+        [[[1, 1, 1, 0, 0]]]
+    """
+    valid = batch.get("valid") if isinstance(batch, dict) else batch
+    if valid is None:
+        return None
+    shape = list(shape if shape is not None else batch["data"].shape[2:])
+    valid = torch.as_tensor(valid).reshape(-1, len(shape))
+    mask = torch.ones(valid.shape[0], 1, *shape, dtype=torch.bool, device=valid.device)
+    for a, s in enumerate(shape):
+        view = [1] * (len(shape) + 2)
+        view[2 + a] = s
+        idx = torch.arange(s, device=valid.device).view(view)  # [1, 1, .., s, .., 1]
+        mask = mask & (idx < valid[:, a].view(-1, *([1] * (len(shape) + 1))))
+    return mask
+
+
+def code_mask(valid, downsample: Sequence[int], latent_shape: Sequence[int]) -> torch.Tensor:
+    """``[B, *L]`` bool: code positions not wholly inside padding (a partly covered position counts).
+
+    Args:
+        valid: ``[B, n_dims]`` real extent per axis (the items' ``"valid"``).
+        downsample: the model's total downsampling per axis.
+        latent_shape: the code grid's spatial shape ``L``.
+    """
+    valid = torch.as_tensor(valid)
+    covered = torch.stack([-(-valid[:, a] // int(d)) for a, d in enumerate(downsample)], dim=1)  # ceil
+    return valid_mask(covered, latent_shape)[:, 0]
 
 
 def cache_dir() -> Path:
@@ -74,6 +133,13 @@ def cache_dir() -> Path:
 def warn_skip(path, err: BaseException | str, what: str = "file") -> None:
     """Warn (``warnings.warn`` and the ``ndvq.data`` logger) that ``path`` is skipped."""
     msg = f"ndvq.data: skipping unreadable {what} {str(path)!r}: {type(err).__name__ + ': ' if isinstance(err, BaseException) else ''}{err}"
+    log.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def warn_data(msg: str) -> None:
+    """A data warning (``warnings.warn`` and the ``ndvq.data`` logger), prefixed ``ndvq.data:``."""
+    msg = f"ndvq.data: {msg}"
     log.warning(msg)
     warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
@@ -109,12 +175,21 @@ def find_files(root: str | Path, extensions: Sequence[str], subfolders: Sequence
         if missing:
             present = sorted(p.name for p in root.iterdir() if p.is_dir())
             raise FileNotFoundError(f"subfolder(s) {missing} not found in {str(root)!r}; found {present}")
-    out = []
+    out: dict[str, Path] = {}  # resolved path -> first path seen: each real file once
     for base in bases:
+        seen_dirs: set[str] = set()
         for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen_dirs:  # a symlink back into a folder already walked (a loop or a duplicate)
+                warn_data(f"symlinked folder {dirpath!r} leads to {real!r}, already indexed: not followed again")
+                dirnames[:] = []
+                continue
+            seen_dirs.add(real)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            out += [Path(dirpath) / f for f in filenames if not f.startswith(".") and _has_ext(Path(f), exts)]
-    return sorted(set(out))
+            for f in sorted(filenames):
+                if not f.startswith(".") and _has_ext(Path(f), exts):
+                    out.setdefault(os.path.realpath(Path(dirpath) / f), Path(dirpath) / f)
+    return sorted(out.values())
 
 
 def split_files(root: str | Path, split: str, extensions: Sequence[str], val_dir: str | Path | None = None,
@@ -148,18 +223,27 @@ def split_files(root: str | Path, split: str, extensions: Sequence[str], val_dir
         val = found(val_named) if split != "train" else []
     elif val_dir is not None:
         layout = f"root + val_dir {str(val_dir)!r}"
-        train = found(root) if split != "val" else []
+        train = found(root)  # (the val split too: files under both are dropped from val below)
         val = found(Path(val_dir).expanduser(), None) if split != "train" else []
     else:
         files = found(root)
         order = list(range(len(files)))
         random.Random(split_seed).shuffle(order)
+        if len(files) == 1 and train_split < 1:
+            layout = f"{SINGLE_FILE}: split by position (val = the last {1 - train_split:.0%})"
+            return files, layout
         n_train = len(files) if train_split >= 1 else min(max(1, round(train_split * len(files))), len(files) - 1)
-        if len(files) == 1:
-            n_train = 1
         layout = f"one folder split {n_train}/{len(files) - n_train} (train_split={train_split}, split_seed={split_seed})"
+        if train_split >= 1:
+            layout = f"all {len(files)} file(s) for training, {NO_VALIDATION} (train_split={train_split})"
         train = sorted(files[j] for j in order[:n_train])
         val = sorted(files[j] for j in order[n_train:])
+    real_train = {os.path.realpath(f) for f in train}
+    shared = [f for f in val if os.path.realpath(f) in real_train]
+    if shared:  # never the same file in both splits (e.g. val_dir inside root, or a symlink)
+        warn_data(f"{len(shared)} val file(s) are also in the train split and are used for training only: "
+                  f"{[str(f) for f in shared[:3]]}")
+        val = [f for f in val if os.path.realpath(f) not in real_train]
     files = {"train": train, "val": val, "all": train + val}[split]
     return files, layout
 
@@ -231,7 +315,11 @@ class FileDataset(torch.utils.data.Dataset):
 
     Subclasses set ``modality``, ``n_dims``, ``channels``, ``files`` (usable files),
     ``skipped`` (``[(path, reason)]``), ``layout`` and implement ``__len__``, ``_load(i)`` (a
-    ``[C, *S]`` float tensor; may raise for an unreadable file), ``_path(i)`` and ``item_info(i)``.
+    ``[C, *S]`` float tensor, or ``(tensor, valid extent per axis)`` when the item is padded; may
+    raise for an unreadable file), ``_path(i)``, ``item_info(i)`` and, for the padding share,
+    ``extent(i) -> (valid, item_shape)`` without loading. ``pad_multiple`` padding (eval / encode) is
+    applied here, after ``_load``, with ``pad_value``. ``notes`` are lines for the start summary
+    (resampling, position splits, small items, skipped files).
     """
 
     modality: str = ""
@@ -240,16 +328,20 @@ class FileDataset(torch.utils.data.Dataset):
     data_range: float | None = 2.0
     value_range_text: str = "[-1, 1]"
     max_replacements: int = 32
+    pad_value: float = -1.0
+    pad_multiple: tuple[int, ...] | None = None
+    suggested_fix: str | None = None  # the config change that removes most padding (set with a small-items note)
 
     def __init__(self) -> None:
         self.files: list[Path] = []
         self.skipped: list[tuple[str, str]] = []
+        self.notes: list[str] = []
         self.layout = ""
         self.split = "train"
         self._bad: set[str] = set()
 
     # ------------------------------------------------------------------ items
-    def _load(self, i: int) -> torch.Tensor:  # pragma: no cover - abstract
+    def _load(self, i: int):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _path(self, i: int) -> Path | None:
@@ -258,6 +350,37 @@ class FileDataset(torch.utils.data.Dataset):
     def item_info(self, i: int) -> dict:
         p = self._path(i)
         return {"path": str(p)} if p is not None else {}
+
+    def extent(self, i: int) -> tuple[list[int], list[int]] | None:
+        """``(valid extent, item shape)`` of item ``i`` per spatial axis, from the index (no file read);
+        None when unknown. Used for :meth:`padding_share`."""
+        return None
+
+    def _item(self, j: int, i: int) -> dict:
+        out = self._load(j)
+        x, valid = out if isinstance(out, tuple) else (out, None)
+        valid = list(x.shape[1:]) if valid is None else [min(int(v), s) for v, s in zip(valid, x.shape[1:])]
+        x = pad_to_multiple(x.float(), self.pad_multiple, value=self.pad_value)
+        return {"data": x.contiguous(), "index": i, "valid": torch.tensor(valid, dtype=torch.long)}
+
+    def _fail(self, path, e: BaseException) -> None:
+        self._bad.add(str(path))
+        self.skipped.append((str(path), f"{type(e).__name__}: {e}"))
+        warn_skip(path, e)
+
+    def try_item(self, i: int) -> dict | None:
+        """Item ``i``, or None (with a warning, the file listed in ``skipped``) when its file fails:
+        eval / encode skip such items instead of replacing them."""
+        path = self._path(i)
+        if path is not None and str(path) in self._bad:
+            return None
+        try:
+            return self._item(i, i)
+        except Exception as e:  # noqa: BLE001 - any decoder error of one file: skip it
+            if path is None:
+                raise
+            self._fail(path, e)
+            return None
 
     def __getitem__(self, i: int) -> dict:
         n = len(self)
@@ -269,20 +392,41 @@ class FileDataset(torch.utils.data.Dataset):
             path = self._path(j)
             if path is None or str(path) not in self._bad:
                 try:
-                    x = self._load(j)
-                    return {"data": x.float().contiguous(), "index": i}
+                    return self._item(j, i)
                 except Exception as e:  # noqa: BLE001 - any decoder error of one file: skip it, keep training
                     if path is None:
                         raise
-                    self._bad.add(str(path))
-                    self.skipped.append((str(path), f"{type(e).__name__}: {e}"))
-                    warn_skip(path, e)
+                    self._fail(path, e)
             j = (j + 1) % n
         raise DataError(f"{self.max_replacements} consecutive items from index {i} failed to load; "
                            f"last files: {[s[0] for s in self.skipped[-3:]]}")
 
+    def padding_share(self, max_items: int = 4096) -> float | None:
+        """Mean share of each item that is padding (0 = none), over up to ``max_items`` items spread
+        over the split; None when the dataset cannot tell without loading."""
+        n = len(self)
+        if n == 0:
+            return None
+        shares = []
+        for i in sorted({int(k * n / min(n, max_items)) for k in range(min(n, max_items))}):
+            e = self.extent(i)
+            if e is None:
+                return None
+            valid, shape = e
+            shares.append(1 - math.prod(min(v, s) for v, s in zip(valid, shape)) / max(math.prod(shape), 1))
+        return sum(shares) / len(shares)
+
+    def note(self, text: str, warn: bool = False) -> None:
+        """Record a line for the start summary (and warn when ``warn``)."""
+        if text not in self.notes:
+            self.notes.append(text)
+            if warn:
+                warn_data(text)
+
     # ------------------------------------------------------------------ summary
     def _shape_text(self) -> str:
+        if len(self) == 0:
+            return "no items"
         try:
             x = self[0]["data"]
         except Exception as e:  # noqa: BLE001 - the summary must not crash
@@ -298,8 +442,13 @@ class FileDataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.summary()})"
 
+    @property
+    def single_file(self) -> bool:
+        """True when the split's one file is split by position (val = its last part)."""
+        return self.layout.startswith(SINGLE_FILE)
+
     def _check_files(self, root) -> None:
-        if not self.files:
+        if not self.files and not (self.split == "val" and NO_VALIDATION in self.layout):
             bad = f"; all {len(self.skipped)} file(s) were unreadable: {[s[0] for s in self.skipped[:5]]}" if self.skipped else ""
             raise DataError(f"no usable {self.modality} files in {str(root)!r} for the {self.split!r} split{bad}")
 

@@ -23,7 +23,6 @@ from ndvq.data.common import (
     augment_nd,
     center_crop,
     fit_and_crop,
-    pad_to_multiple,
     random_crop,
     split_files,
     warn_skip,
@@ -161,11 +160,13 @@ class ImageFolder(FileDataset):
         crop: ``"center"`` / ``"random"`` (scale to cover ``resolution`` then crop; random only in the
             train split), ``"resize"`` (exactly ``resolution``), ``"none"``. Default ``"center"``.
         patch_size: ``[H, W]`` patch cut after ``resolution``: random in the train split, centred in val.
-            Ignored when ``pad_multiple`` is set (whole images for eval/encode). Default None.
+            Smaller images are padded at the end (their ``valid`` extent says how much is real; the
+            start summary warns). Default None.
         patches_per_item: random patches per file per epoch (train split with ``patch_size``). Default 1.
         augment: random flips and a small affine (rotation +-10 deg, zoom +-10%, shift +-5%) in the
             train split. Default False.
-        pad_multiple: pad each item at the end to a multiple of this per axis (eval/encode). Default None.
+        pad_multiple: whole images at their own size (``resolution`` and ``patch_size`` ignored), padded
+            at the end to a multiple of this per axis (eval / encode / decode). Default None.
     """
 
     modality, n_dims = "image", 2
@@ -184,8 +185,9 @@ class ImageFolder(FileDataset):
         self.resolution = _size2(resolution, "resolution")
         self.patch_size = _size2(patch_size, "patch_size")
         self.pad_multiple = tuple(pad_multiple) if pad_multiple is not None else None
-        if self.pad_multiple is not None and split != "train":
-            self.patch_size = None  # whole images for eval / encode
+        self.whole = self.pad_multiple is not None
+        if self.whole:  # whole images at their own size for eval / encode / decode
+            self.patch_size, self.resolution = None, None
         self.patches_per_item = patches_per_item if (split == "train" and self.patch_size) else 1
         files, self.layout = split_files(root, split, extensions or IMAGE_EXTENSIONS, val_dir, train_split,
                                          split_seed, subfolders)
@@ -208,6 +210,28 @@ class ImageFolder(FileDataset):
             a, b = sorted(set(sizes))[:2]
             raise DataError(f"images in {str(root)!r} have different sizes (e.g. {a[0]}x{a[1]} and {b[0]}x{b[1]}) "
                              f"and cannot be batched; set data.resolution=[H, W] or data.patch_size=[H, W]")
+        self._note_small(sizes)
+
+    def _shape_of(self, k: int) -> tuple[int, int]:
+        """The image's size after ``resolution`` (before the patch is cut)."""
+        return tuple(self.resolution) if self.resolution and self.crop != "none" else tuple(self.sizes[k])
+
+    def _note_small(self, sizes) -> None:
+        if self.patch_size is None or not sizes:
+            return
+        small = [k for k in range(len(sizes)) if any(s < p for s, p in zip(self._shape_of(k), self.patch_size))]
+        if small:
+            fit = [min(self._shape_of(k)[a] for k in range(len(sizes))) for a in range(2)]
+            fit = [min(p, 2 ** int(np.log2(max(f, 1)))) for p, f in zip(self.patch_size, fit)]
+            self.suggested_fix = f"data.patch_size={fit}"
+            self.note(f"{len(small)} of {len(sizes)} image(s) are smaller than data.patch_size="
+                      f"{list(self.patch_size)} and are padded; data.patch_size={fit} fits every image",
+                      warn=True)
+
+    def extent(self, i: int) -> tuple[list[int], list[int]]:
+        shape = list(self._shape_of(i // self.patches_per_item))
+        target = list(self.patch_size) if self.patch_size else shape
+        return [min(s, t) for s, t in zip(shape, target)], target
 
     def __len__(self) -> int:
         return len(self.files) * self.patches_per_item
@@ -219,8 +243,7 @@ class ImageFolder(FileDataset):
         """``{"path", "size": [H, W] (of the file), "item_shape": [H, W] (of the item before padding),
         "bit_depth": 8 | 16 | "float"}`` (+ ``value_min/max`` of a float image)."""
         k = i // self.patches_per_item
-        shape = self.patch_size or (self.resolution if self.resolution and self.crop != "none" else self.sizes[k])
-        info = {"path": str(self.files[k]), "size": list(self.sizes[k]), "item_shape": list(shape),
+        info = {"path": str(self.files[k]), "size": list(self.sizes[k]), "item_shape": self.extent(i)[0],
                 "bit_depth": self.depths[k]}
         if info["bit_depth"] == "float":
             try:
@@ -229,11 +252,13 @@ class ImageFolder(FileDataset):
                 warn_skip(self.files[k], e)
         return info
 
-    def _load(self, i: int) -> torch.Tensor:
+    def _load(self, i: int) -> tuple[torch.Tensor, list[int]]:
         draft = self.resolution if (self.resolution and self.crop != "none" and self.patch_size is None) else None
         arr, _ = read_image(self._path(i), min_size=draft)
         x = torch.from_numpy(convert_channels(arr, self.channels)).permute(2, 0, 1)  # [H, W, C] -> [C, H, W]
         x = x * 2 - 1
+        if not torch.isfinite(x).all():
+            raise DataError("image contains NaN or infinite values")
         train = self.split == "train"
         if self.resolution is not None:
             x = fit_and_crop(x, self.resolution, self.crop, random_=train)
@@ -241,7 +266,7 @@ class ImageFolder(FileDataset):
             x = random_crop(x, self.patch_size) if train else center_crop(x, self.patch_size)
         if self.augment:
             x = augment_nd(x, 2).clamp(-1, 1)
-        return pad_to_multiple(x, self.pad_multiple, value=-1.0)
+        return x, self.extent(i)[0]
 
 
 def _size2(v, name) -> tuple[int, int] | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ndvq.data.common import FileDataset, augment_nd, cache_dir, pad_to_multiple
+from ndvq.data.common import FileDataset, augment_nd, cache_dir
 from ndvq.errors import DataError
 
 __all__ = ["SampleImages", "TRAIN_IMAGES", "VAL_IMAGES", "make_sample_patches"]
@@ -144,4 +144,7 @@ class SampleImages(FileDataset):
             x = (0.299 * x[0:1] + 0.587 * x[1:2] + 0.114 * x[2:3])
         if self.augment:
             x = augment_nd(x, 2, max_rotate=0, max_scale=0, max_shift=0)
-        return pad_to_multiple(x, self.pad_multiple, value=-1.0)
+        return x
+
+    def extent(self, i: int) -> tuple[list[int], list[int]]:
+        return list(self.patch_size), list(self.patch_size)

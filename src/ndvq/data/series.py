@@ -20,13 +20,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ndvq.data.common import FileDataset, pad_to_multiple, split_files, warn_skip
+from ndvq.data.common import FileDataset, split_files, split_positions, warn_data, warn_skip
 from ndvq.errors import DataError
 
 __all__ = ["SeriesFolder", "read_series", "SERIES_EXTENSIONS", "STATS_FILE"]
@@ -107,27 +108,30 @@ def read_series(path: str | Path) -> list[tuple[str, np.ndarray, list[str]]]:
 
 
 class SeriesFolder(FileDataset):
-    """Windows of multichannel time series from a folder.
+    """Windows of multichannel time series from a folder (whole series with ``pad_multiple``).
 
     Args:
         root: data folder (layouts in :mod:`ndvq.data.common`).
         split: ``"train" | "val" | "all"``. Default ``"train"``.
         val_dir, train_split, split_seed, subfolders: as for images. Defaults None, 0.9, 0, None.
         extensions: Default ``npy npz csv tsv txt``.
-        channels: keep the first ``channels`` columns. Default None: all (every file must have as
-            many as the first; others are skipped with a warning).
+        channels: keep the first ``channels`` columns (files with fewer are skipped). Default None: the
+            column count most files have (the val split: the train split's); other files are skipped
+            with a warning naming them.
         segment_length: time steps per window. Default 16384 (set it to your data, e.g. 256).
         hop_length: steps between window starts. Default None: ``segment_length``.
         standardize: per-channel z-score with train-split statistics. Default True.
         stats_dir: folder of ``data_stats.json`` (saved by the train split, loaded by the others).
             Default None: computed in memory only.
-        pad_multiple: pad windows to a multiple of this (eval/encode). Default None.
+        pad_multiple: whole series, padded with 0 to a multiple of this (eval / encode). Default None.
 
-    A series shorter than one window gives one window padded with 0 (the mean); with
-    ``pad_multiple`` set the trailing partial window of every series is kept.
+    A series shorter than one window gives one window padded with 0 (the mean; its ``valid`` extent
+    says where). A single file is split by time (val = its last part). Val series whose mean lies
+    more than 10 train standard deviations from the train mean are named in a warning.
     """
 
-    modality, n_dims = "series", 1
+    modality, n_dims, pad_value = "series", 1, 0.0
+    outlier_sigma = 10.0
 
     def __init__(self, root, split: str = "train", val_dir=None, train_split: float = 0.9, split_seed: int = 0,
                  subfolders: Sequence[str] | None = None, extensions: Sequence[str] | None = None,
@@ -140,22 +144,22 @@ class SeriesFolder(FileDataset):
         self.segment_length = int(segment_length)
         self.hop_length = int(hop_length or segment_length)
         self.pad_multiple = tuple(pad_multiple) if pad_multiple is not None else None
+        self.whole = self.pad_multiple is not None
         self.stats_dir = Path(stats_dir) if stats_dir is not None else None
         self._opts = dict(val_dir=val_dir, train_split=train_split, split_seed=split_seed, subfolders=subfolders,
                           extensions=extensions or SERIES_EXTENSIONS)
         files, self.layout = split_files(root, split, self._opts["extensions"], val_dir, train_split, split_seed,
                                          subfolders)
-        self.series, self.names, self.columns = self._read_all(files, channels)
+        saved = self._saved_stats()
+        width = channels or (len(saved["mean"]) if saved else None)
+        self.series, self.names, self.columns_of = self._read_all(files, width, fixed=channels is not None)
         self._check_files(root)
-        self.channels = self.series[0][1].shape[1]
-        self.stats = self._statistics(root, channels)
-        self.windows: list[tuple[int, int]] = []
+        self.channels = self.series[0][1].shape[1] if self.series else int(width or 1)
+        self.columns = self.columns_of[0] if self.columns_of else [f"ch{j}" for j in range(self.channels)]
+        self.stats = saved or self._statistics(root, width, channels is not None)
+        self.windows: list[tuple[int, int, int]] = []  # (series number, start, real steps)
         for k, (_, a) in enumerate(self.series):
-            n = a.shape[0]
-            starts = list(range(0, max(n - self.segment_length, 0) + 1, self.hop_length))
-            if self.pad_multiple is not None and n > starts[-1] + self.segment_length:
-                starts.append(starts[-1] + self.hop_length)
-            self.windows += [(k, s) for s in starts]
+            self.windows += self._series_windows(k, a.shape[0], train_split)
         mean, std = np.asarray(self.stats["mean"], np.float32), np.asarray(self.stats["std"], np.float32)
         self._mean, self._std = mean, std
         if self.standardize:
@@ -166,43 +170,65 @@ class SeriesFolder(FileDataset):
             lo, hi = np.asarray(self.stats["min"]), np.asarray(self.stats["max"])
             self.value_range_text = "as stored"
         self.data_range = float(max(np.max(hi - lo), 1e-6))
+        if split != "train":
+            self._check_distribution()
+        short = sum(a.shape[0] < self.segment_length for _, a in self.series)
+        if short and not self.whole:
+            self.suggested_fix = f"data.segment_length={max(min(a.shape[0] for _, a in self.series), 1)}"
+            self.note(f"{short} of {len(self.series)} series are shorter than data.segment_length="
+                      f"{self.segment_length} and are padded; e.g. data.segment_length="
+                      f"{max(min(a.shape[0] for _, a in self.series), 1)} fits every series",
+                      warn=short * 2 > len(self.series))
 
     # ------------------------------------------------------------------ reading
-    def _read_all(self, files, channels, quiet: bool = False):
-        series, names, columns = [], [], None
+    def _read_all(self, files, width: int | None, fixed: bool = False, quiet: bool = False):
+        """Series of ``files`` with ``width`` columns (default: the majority's); others are skipped."""
+        parts_of = []
         for f in files:
             try:
-                parts = read_series(f)
-                width = channels or (series[0][1].shape[1] if series else parts[0][1].shape[1])
-                for _, a, _ in parts:
-                    if a.shape[1] < width or (channels is None and a.shape[1] != width):
-                        raise DataError(f"has {a.shape[1]} channel(s), expected {width} (as the first file)")
+                parts_of.append((f, read_series(f)))
             except Exception as e:  # noqa: BLE001 - an unreadable file is skipped, never fatal
                 if not quiet:
                     self.skipped.append((str(f), f"{type(e).__name__}: {e}"))
                     warn_skip(f, e)
+        if width is None and parts_of:
+            width = Counter(a.shape[1] for _, parts in parts_of for _, a, _ in parts).most_common(1)[0][0]
+        series, names, columns = [], [], []
+        for f, parts in parts_of:
+            bad = [a.shape[1] for _, a, _ in parts if a.shape[1] < width or (not fixed and a.shape[1] != width)]
+            if not bad:
+                bad = [0 for _, a, _ in parts if not np.isfinite(a).any()]
+                reason = "holds no finite values" if bad else ""
+            else:
+                reason = f"has {bad[0]} column(s), the {'data.channels' if fixed else 'majority of files'} {width}"
+            if bad:
+                if not quiet:
+                    self.skipped.append((str(f), reason))
+                    warn_data(f"skipping {str(f)!r}: {reason}")
                 continue
             if not quiet:
                 self.files.append(f)
             for key, a, cols in parts:
                 series.append((f, a[:, :width]))
                 names.append(key)
-                columns = columns or cols[:width]
+                columns.append(list(cols[:width]))
         return series, names, columns
 
-    def _statistics(self, root, channels) -> dict:
+    def _saved_stats(self) -> dict | None:
+        """The train split's statistics saved in ``stats_dir`` (val / all splits), else None."""
         path = self.stats_dir / STATS_FILE if self.stats_dir is not None else None
-        if self.split != "train" and path is not None and path.is_file():
-            stats = json.loads(path.read_text())
-            if len(stats.get("mean", [])) != self.channels:
-                raise DataError(f"{path} holds statistics for {len(stats.get('mean', []))} channel(s) but the data "
-                                 f"has {self.channels}")
-            return stats
-        if self.split == "train":
-            source = self.series
+        if self.split == "train" or path is None or not path.is_file():
+            return None
+        return json.loads(path.read_text())
+
+    def _statistics(self, root, width, fixed) -> dict:
+        path = self.stats_dir / STATS_FILE if self.stats_dir is not None else None
+        if self.split == "train" or self.single_file:
+            source = self.series if self.split == "train" else [
+                (f, a[: split_positions(a.shape[0], "train", self._opts["train_split"])[1]]) for f, a in self.series]
         else:
             train_files, _ = split_files(root, "train", **self._opts)
-            source = self._read_all(train_files, channels, quiet=True)[0] or self.series
+            source = self._read_all(train_files, width or self.channels, fixed, quiet=True)[0] or self.series
         stats = _compute_stats([a for _, a in source])
         stats["files"] = len({str(f) for f, _ in source})
         if self.split == "train" and path is not None:
@@ -212,6 +238,32 @@ class SeriesFolder(FileDataset):
             os.replace(tmp, path)
         return stats
 
+    def _check_distribution(self) -> None:
+        """Warn about series whose mean lies beyond ``outlier_sigma`` train standard deviations, or whose
+        column names differ from the train split's."""
+        far, renamed = [], []
+        train_cols = self.stats.get("columns")
+        for (f, a), cols in zip(self.series, self.columns_of):
+            with np.errstate(all="ignore"):
+                z = np.abs((np.nanmean(a, axis=0) - self._mean) / self._std)
+            if np.nanmax(z, initial=0) > self.outlier_sigma:
+                far.append(f"{Path(f).name} ({float(np.nanmax(z)):.0f} sigma)")
+            if train_cols and list(cols) != list(train_cols) and not all(c.startswith("ch") for c in cols):
+                renamed.append(f"{Path(f).name} {cols}")
+        if far:
+            self.note(f"{len(far)} {self.split} series lie beyond {self.outlier_sigma:g} sigma of the train "
+                      f"statistics (another quantity or unit?): {far[:5]}", warn=True)
+        if renamed:
+            self.note(f"{len(renamed)} {self.split} series have other column names than the train split "
+                      f"{train_cols}: {renamed[:5]}", warn=True)
+
+    def _series_windows(self, k: int, n: int, train_split: float) -> list[tuple[int, int, int]]:
+        lo, hi = split_positions(n, self.split, train_split) if self.single_file else (0, n)
+        if self.whole:
+            return [(k, lo, hi - lo)]
+        starts = list(range(lo, lo + max(hi - lo - self.segment_length, 0) + 1, self.hop_length))
+        return [(k, s, min(self.segment_length, hi - s)) for s in starts]
+
     # ------------------------------------------------------------------ items
     def __len__(self) -> int:
         return len(self.windows)
@@ -219,23 +271,29 @@ class SeriesFolder(FileDataset):
     def _path(self, i: int) -> Path:
         return self.series[self.windows[i][0]][0]
 
+    def extent(self, i: int) -> tuple[list[int], list[int]]:
+        _, _, n = self.windows[i]
+        return [n], [n if self.whole else self.segment_length]
+
     def item_info(self, i: int) -> dict:
-        """``{"path", "key" (NPZ array), "start", "columns", "mean", "std", "standardized"}``."""
-        k, start = self.windows[i]
-        return {"path": str(self.series[k][0]), "key": self.names[k], "start": start, "columns": self.columns,
-                "item_shape": [self.segment_length],
+        """``{"path", "key" (NPZ array), "start", "columns" (of this file), "item_shape", "mean", "std",
+        "standardized", "source_format"}``."""
+        k, start, n = self.windows[i]
+        path = self.series[k][0]
+        return {"path": str(path), "key": self.names[k], "start": start, "columns": self.columns_of[k],
+                "item_shape": [n], "source_format": Path(path).suffix.lower().lstrip("."),
                 "mean": self._mean.tolist(), "std": self._std.tolist(), "standardized": self.standardize}
 
-    def _load(self, i: int) -> torch.Tensor:
-        k, start = self.windows[i]
-        a = np.asarray(self.series[k][1][start: start + self.segment_length], np.float32)  # [T, C]
+    def _load(self, i: int) -> tuple[torch.Tensor, list[int]]:
+        k, start, n = self.windows[i]
+        a = np.asarray(self.series[k][1][start: start + n], np.float32)  # [T, C]
         if self.standardize:
             a = (a - self._mean) / self._std
         a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
         x = torch.from_numpy(np.ascontiguousarray(a.T))  # [T, C] -> [C, T]
-        if x.shape[1] < self.segment_length:
+        if not self.whole and x.shape[1] < self.segment_length:
             x = torch.nn.functional.pad(x, (0, self.segment_length - x.shape[1]))
-        return pad_to_multiple(x, self.pad_multiple, value=0.0)
+        return x, [n]
 
 
 def _compute_stats(arrays: list[np.ndarray]) -> dict:

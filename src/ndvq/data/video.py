@@ -5,9 +5,11 @@ starting every ``clip_stride`` frames. Items are ``[C, T, H, W]`` floats in ``[-
 
 Indexing never decodes a video: the frame count comes from the stream metadata (``frames``, or
 ``duration x rate``; packets are counted, not decoded, when both are missing). The per-file facts
-are cached in a JSON clip index, ``<root>/.ndvq_clip_index.json`` (or, when ``root`` is not
-writable, ``$NDVQ_CACHE/clip_index/<hash of root>.json``), keyed by the file's path and reused
-only while its size and mtime are unchanged. Loading a clip seeks to the nearest key frame before
+are cached in a JSON clip index under the cache directory, ``$NDVQ_CACHE/clip_index/<hash of
+root>.json`` (never inside the data folder), keyed by the file's path and reused only while its
+size and mtime are unchanged. A folder with a single video is split by time (val = its last
+frames); with ``pad_multiple`` (eval / encode / decode) each video is one item, all its frames
+(every ``frame_stride``-th) at its own size. Loading a clip seeks to the nearest key frame before
 it and decodes only up to its last frame.
 
 Example:
@@ -32,8 +34,8 @@ from ndvq.data.common import (
     augment_nd,
     cache_dir,
     fit_and_crop,
-    pad_to_multiple,
     split_files,
+    split_positions,
     warn_skip,
 )
 from ndvq.errors import DataError
@@ -137,10 +139,8 @@ class ClipIndex:
 
     @staticmethod
     def for_root(root: Path) -> Path:
-        """``<root>/.ndvq_clip_index.json`` when ``root`` is writable, else a file in the ndvq cache."""
+        """``$NDVQ_CACHE/clip_index/<hash of the resolved root>.json`` (the data folder is never written)."""
         root = Path(root).expanduser().resolve()
-        if os.access(root, os.W_OK):
-            return root / _INDEX_NAME
         digest = hashlib.sha1(str(root).encode()).hexdigest()[:16]
         return cache_dir() / "clip_index" / f"{digest}.json"
 
@@ -192,7 +192,8 @@ class VideoFolder(FileDataset):
         pad_multiple: pad ``[T, H, W]`` at the end to a multiple of this (eval/encode). Default None.
         index_path: the clip-index JSON file. Default None: :meth:`ClipIndex.for_root`.
 
-    A video shorter than one clip gives one clip whose missing frames repeat its last frame.
+    A video shorter than one clip gives one clip whose missing frames repeat its last frame (its
+    ``valid`` extent counts only the real ones).
     """
 
     modality, n_dims = "video", 3
@@ -219,12 +220,14 @@ class VideoFolder(FileDataset):
         self.resolution = None if res is None else tuple(res * 2 if len(res) == 1 else res)
         self.augment = bool(augment) and split == "train"
         self.pad_multiple = tuple(pad_multiple) if pad_multiple is not None else None
+        self.whole = self.pad_multiple is not None
+        if self.whole:
+            self.resolution = None  # whole videos at their own size
         files, self.layout = split_files(root, split, extensions or VIDEO_EXTENSIONS, val_dir, train_split,
                                          split_seed, subfolders)
         self.index = ClipIndex(Path(index_path) if index_path else ClipIndex.for_root(root))
         self.meta: list[dict] = []
-        self.clips: list[tuple[int, int]] = []  # (file number, start frame)
-        span = (self.sequence_length - 1) * self.frame_stride + 1
+        self.clips: list[tuple[int, int, int]] = []  # (file number, start frame, frames in the item)
         for f in files:
             try:
                 m = self.index.get(f)
@@ -232,17 +235,36 @@ class VideoFolder(FileDataset):
                 self.skipped.append((str(f), f"{type(e).__name__}: {e}"))
                 warn_skip(f, e)
                 continue
-            k = len(self.files)
+            if int(m.get("frames") or 0) < 1:
+                self.skipped.append((str(f), "no frames"))
+                warn_skip(f, "no frames")
+                continue
             self.files.append(f)
             self.meta.append(m)
-            starts = range(0, max(m["frames"] - span, 0) + 1, self.clip_stride)
-            self.clips += [(k, s) for s in starts]
+            self.clips += self._file_clips(len(self.files) - 1, int(m["frames"]), train_split)
         self.index.save()
         self._check_files(root)
         sizes = {(m["height"], m["width"]) for m in self.meta}
         if self.resolution is None and self.pad_multiple is None and len(sizes) > 1:
             raise DataError(f"videos in {str(root)!r} have different frame sizes {sorted(sizes)[:3]} and cannot be "
                              f"batched; set data.resolution=[H, W]")
+
+    def _file_clips(self, k: int, n: int, train_split: float) -> list[tuple[int, int, int]]:
+        """``(k, start frame, real frames)`` of a video of ``n`` frames (one item when ``whole``)."""
+        lo, hi = split_positions(n, self.split, train_split) if self.single_file else (0, n)
+        if self.whole:
+            return [(k, lo, len(range(lo, hi, self.frame_stride)))]
+        span = (self.sequence_length - 1) * self.frame_stride + 1
+        starts = range(lo, lo + max(hi - lo - span, 0) + 1, self.clip_stride)
+        return [(k, s, min(self.sequence_length, len(range(s, hi, self.frame_stride)))) for s in starts]
+
+    def _hw(self, k: int) -> list[int]:
+        m = self.meta[k]
+        return list(self.resolution) if self.resolution and self.crop != "none" else [m["height"], m["width"]]
+
+    def extent(self, i: int) -> tuple[list[int], list[int]]:
+        k, _, n = self.clips[i]
+        return [n, *self._hw(k)], [n if self.whole else self.sequence_length, *self._hw(k)]
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -253,16 +275,15 @@ class VideoFolder(FileDataset):
     def item_info(self, i: int) -> dict:
         """``{"path", "start_frame", "frame_stride", "item_shape": [T, H, W], "fps", "source_size"}``
         (``fps`` of the clip: source fps / stride; ``item_shape``: the clip before padding)."""
-        k, start = self.clips[i]
+        k, start, _ = self.clips[i]
         m = self.meta[k]
-        hw = self.resolution if self.resolution and self.crop != "none" else (m["height"], m["width"])
         return {"path": str(self.files[k]), "start_frame": start, "frame_stride": self.frame_stride,
-                "item_shape": [self.sequence_length, *hw],
+                "item_shape": self.extent(i)[0],
                 "fps": m["fps"] / self.frame_stride, "source_size": [m["height"], m["width"]]}
 
-    def _load(self, i: int) -> torch.Tensor:
-        k, start = self.clips[i]
-        idx = [start + j * self.frame_stride for j in range(self.sequence_length)]
+    def _load(self, i: int) -> tuple[torch.Tensor, list[int]]:
+        k, start, n = self.clips[i]
+        idx = [start + j * self.frame_stride for j in range(n if self.whole else self.sequence_length)]
         frames = read_frames(self.files[k], idx, self.meta[k]["fps"], gray=self.channels == 1)
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1  # [T, H, W, C] -> [T, C, H, W]
         if self.resolution is not None:
@@ -270,4 +291,4 @@ class VideoFolder(FileDataset):
         x = x.permute(1, 0, 2, 3)  # [T, C, H, W] -> [C, T, H, W]
         if self.augment:
             x = augment_nd(x, 3, flip_axes=[2], max_rotate=0, max_scale=0, max_shift=0)
-        return pad_to_multiple(x.contiguous(), self.pad_multiple, value=-1.0)
+        return x.contiguous(), self.extent(i)[0]

@@ -37,8 +37,8 @@ from ndvq.data.common import (
     augment_nd,
     crop_box,
     pad_to,
-    pad_to_multiple,
     split_files,
+    split_positions,
     warn_skip,
 )
 from ndvq.errors import DataError
@@ -152,8 +152,9 @@ class VolumeFolder(FileDataset):
         if ps is not None and (len(ps) not in (1, 3) or min(ps) < 1):
             raise DataError(f"volume patch_size must be [X, Y, Z] (or [S]) with positive entries, got {ps}")
         self.patch_size = None if ps is None else tuple(ps * 3 if len(ps) == 1 else ps)
-        if self.pad_multiple is not None and split != "train":
-            self.patch_size = None  # whole volumes for eval / encode
+        self.whole = self.pad_multiple is not None
+        if self.whole:
+            self.patch_size = None  # whole volumes for eval / encode / decode
         self.patches_per_item = int(patches_per_item) if (split == "train" and self.patch_size) else 1
         self.augment = bool(augment) and split == "train"
         files, self.layout = split_files(root, split, extensions or VOLUME_EXTENSIONS, val_dir, train_split,
@@ -170,9 +171,17 @@ class VolumeFolder(FileDataset):
                 self.skipped.append((str(f), f"{type(e).__name__}: {e}"))
                 warn_skip(f, e)
                 continue
+            if min(shape) < 1:
+                self.skipped.append((str(f), f"empty volume of shape {list(shape)}"))
+                warn_skip(f, f"empty volume of shape {list(shape)}")
+                continue
             self.files.append(f)
-            self.meta.append({"shape": shape, "channels": c, "affine": affine})
+            self.meta.append({"shape": shape, "channels": c, "affine": affine, "z": (0, int(shape[-1]))})
         self._check_files(root)
+        if self.single_file:  # one volume: split along its last axis (val = the last slices)
+            m = self.meta[0]
+            m["z"] = split_positions(int(m["shape"][-1]), split, train_split)
+            m["shape"] = (*m["shape"][:2], m["z"][1] - m["z"][0])
         self.channels = self.meta[0]["channels"]
         self._maps: dict[int, tuple[float, float]] = {}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -181,6 +190,17 @@ class VolumeFolder(FileDataset):
         if self.patch_size is None and self.pad_multiple is None and len(shapes) > 1:
             raise DataError(f"volumes in {str(root)!r} have different shapes {sorted(shapes)[:3]} and cannot be "
                              f"batched; set data.patch_size=[X, Y, Z]")
+        small = [m for m in self.meta if self.patch_size and any(s < q for s, q in zip(m["shape"], self.patch_size))]
+        if small:
+            fit = [min(self.patch_size[a], 2 ** int(np.log2(min(m["shape"][a] for m in self.meta)))) for a in range(3)]
+            self.suggested_fix = f"data.patch_size={fit}"
+            self.note(f"{len(small)} of {len(self.meta)} volume(s) are smaller than data.patch_size="
+                      f"{list(self.patch_size)} and are padded; data.patch_size={fit} fits every volume", warn=True)
+
+    def extent(self, i: int) -> tuple[list[int], list[int]]:
+        shape = [int(s) for s in self.meta[i // self.patches_per_item]["shape"]]
+        target = list(self.patch_size) if self.patch_size else shape
+        return [min(s, t) for s, t in zip(shape, target)], target
 
     def __len__(self) -> int:
         return len(self.files) * self.patches_per_item
@@ -213,10 +233,10 @@ class VolumeFolder(FileDataset):
         return self._maps[k]
 
     def _box(self, k: int, random_: bool) -> tuple[int, ...]:
-        shape = self.meta[k]["shape"]
-        if self.patch_size is None:
-            return (0, 0, 0)
-        return crop_box(shape, self.patch_size, random_)
+        """Start of the item in the file (a single-file split starts at its first slice)."""
+        m = self.meta[k]
+        start = (0, 0, 0) if self.patch_size is None else crop_box(m["shape"], self.patch_size, random_)
+        return (*start[:2], start[2] + m["z"][0])
 
     def item_info(self, i: int) -> dict:
         """``{"path", "affine" (4x4 of the item: shifted to the patch for centre patches), "shape" (of the
@@ -228,7 +248,7 @@ class VolumeFolder(FileDataset):
         affine = m["affine"].copy()
         affine[:3, 3] = affine[:3, :3] @ np.asarray(offset, np.float64) + affine[:3, 3]
         info = {"path": str(self.files[k]), "affine": affine, "shape": list(m["shape"]), "offset": list(offset),
-                "item_shape": list(self.patch_size or m["shape"]),
+                "item_shape": self.extent(i)[0],
                 "intensity": self.intensity}
         try:
             src, _, c, cl = self._source(k)
@@ -239,14 +259,16 @@ class VolumeFolder(FileDataset):
             info["note"] = "random training patch: offset and affine refer to the whole volume"
         return info
 
-    def _load(self, i: int) -> torch.Tensor:
+    def _load(self, i: int) -> tuple[torch.Tensor, list[int]]:
         k = i // self.patches_per_item
         src, shape, c, channel_last = self._source(k)
         scale, offset = self._value_map(k, src, c, channel_last)
         start = self._box(k, self.split == "train")
-        size = self.patch_size or shape
+        size = self.patch_size or self.meta[k]["shape"]
         box = tuple(slice(s, s + int(n)) for s, n in zip(start, size))
         v = _read(src, box, c, channel_last)
+        if not np.isfinite(scale * offset) or not np.isfinite(v).any():
+            raise DataError("volume holds no finite values")
         if not np.isfinite(v).all():
             v = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
         x = torch.from_numpy(v) * scale + offset
@@ -256,4 +278,4 @@ class VolumeFolder(FileDataset):
             x = pad_to(x, self.patch_size, value=-1.0)
         if self.augment:
             x = augment_nd(x, 3, max_rotate=0, max_scale=0, max_shift=0)
-        return pad_to_multiple(x.contiguous(), self.pad_multiple, value=-1.0)
+        return x.contiguous(), self.extent(i)[0]

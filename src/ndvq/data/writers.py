@@ -6,8 +6,10 @@
 image      PNG (8-bit; 16-bit gray PNG when the source was 16-bit; TIFF for 16-bit colour and
            float sources, float32 with the source's min/max restored)
 video      MP4 (H.264 via PyAV, ``info["fps"]``, default 8)
-audio      WAV (16-bit PCM at ``info["sample_rate"]``, default 16000)
-series     NPY ``[T, C]`` (de-standardised with ``info["mean"]``/``info["std"]`` when present)
+audio      WAV at ``info["source_rate"]`` (resampled back from ``info["sample_rate"]``), cut to
+           ``info["frames"]``, the normalisation ``info["gain"]`` undone (defaults: 16000 Hz, as given)
+series     CSV with the source's column names (table sources) or NPY ``[T, C]``, de-standardised
+           with ``info["mean"]``/``info["std"]`` when present
 volume     NIfTI ``.nii.gz`` with ``info["affine"]`` (default identity) and the intensity map
            ``info["value_map"]`` undone (original units)
 =========  ===================================================================================
@@ -158,11 +160,29 @@ def _write_video(x: np.ndarray, stem: Path, info: dict) -> Path:
 
 
 def _write_audio(x: np.ndarray, stem: Path, info: dict) -> Path:
+    """WAV at the source rate and length when ``info`` has them (``source_rate``, ``frames``), with the
+    normalisation ``gain`` undone; else as given at ``info["sample_rate"]`` (default 16000)."""
     import soundfile as sf
 
+    rate = int(info.get("sample_rate") or 16000)
+    a = np.clip(x, -1, 1).T / float(info.get("gain") or 1.0)  # [C, T] -> [T, C], original level
+    out_rate = int(info.get("source_rate") or rate)
+    if out_rate != rate and len(a):
+        import soxr
+
+        a = soxr.resample(np.ascontiguousarray(a, np.float32), rate, out_rate, quality="HQ")
+    if info.get("frames") and info.get("source_rate"):
+        n = int(info["frames"])
+        a = a[:n] if len(a) >= n else np.concatenate([a, np.zeros((n - len(a), a.shape[1]), a.dtype)])
     path = stem.with_suffix(".wav")
-    sf.write(str(path), np.clip(x, -1, 1).T, int(info.get("sample_rate") or 16000), subtype="PCM_16")
+    sf.write(str(path), np.clip(a, -1, 1), out_rate, subtype=_pcm_subtype(info))
     return path
+
+
+def _pcm_subtype(info: dict) -> str:
+    """The source file's subtype when it is one soundfile writes to WAV (PCM_16/24/32, FLOAT), else PCM_16."""
+    sub = str(info.get("subtype") or "PCM_16")
+    return sub if sub in ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE") else "PCM_16"
 
 
 def _destandardize(x: np.ndarray, info: dict) -> np.ndarray:
@@ -176,8 +196,18 @@ def _destandardize(x: np.ndarray, info: dict) -> np.ndarray:
 
 
 def _write_series(x: np.ndarray, stem: Path, info: dict) -> Path:
+    """CSV with the source's column names when it was a table (``info["source_format"]`` csv/tsv/txt),
+    else NPY ``[T, C]``; values de-standardised to the original units."""
+    a = _destandardize(x, info).astype(np.float32)
+    fmt = str(info.get("source_format") or "")
+    if fmt in ("csv", "tsv", "txt"):
+        path = stem.with_suffix("." + fmt)
+        delim = "\t" if fmt == "tsv" else ","
+        cols = list(info.get("columns") or [f"ch{j}" for j in range(a.shape[1])])
+        np.savetxt(path, a, delimiter=delim, header=delim.join(cols), comments="", fmt="%.8g")
+        return path
     path = stem.with_suffix(".npy")
-    np.save(path, _destandardize(x, info).astype(np.float32))
+    np.save(path, a)
     return path
 
 
@@ -224,6 +254,7 @@ def write_samples(modality: str, inputs, recons, out_dir: str | Path, info: dict
     if modality == "video":
         return [_grid_gif(x, y, out / "reconstructions.gif", float(info.get("fps") or 8))]
     if modality == "audio":
+        info = {"sample_rate": info.get("sample_rate")}  # windows as the model sees them (no gain / rate undone)
         paths = []
         for b in range(min(len(x), 4)):
             paths += [_write_audio(x[b], out / f"item{b}_input", info), _write_audio(y[b], out / f"item{b}_recon", info)]

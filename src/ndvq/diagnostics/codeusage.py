@@ -6,7 +6,8 @@ How the histogram is obtained (in this order):
    else ``checkpoints/last.ckpt``, :func:`ndvq.run.rundir.find_checkpoint`): the model comes from
    :func:`ndvq.run.checkpoint.load_model`, the val split from the checkpoint's config through
    :func:`ndvq.build.build_dataset` (up to ``max_items`` items), and every code index is counted
-   against the model's own ``codebook_sizes``.
+   against the model's own ``codebook_sizes`` (code positions wholly inside an item's padding, per
+   its ``valid`` extent, are not counted).
    The result is cached as ``<run>/code_usage.json`` with the checkpoint's name and mtime, so a
    second report is instant and a newer checkpoint is re-encoded.
 2. **A cached/logged** ``code_usage.json`` when the checkpoint cannot be used (no model code,
@@ -114,16 +115,32 @@ def _encode_val(run: Path, ckpt: Path, max_items: int, batch_size: int) -> dict:
     levels: list[list[torch.Tensor]] = []
     with torch.no_grad():
         for start in range(0, n, batch_size):
-            x = torch.stack([ds[i]["data"] for i in range(start, min(n, start + batch_size))])
+            items = [ds[i] for i in range(start, min(n, start + batch_size))]
+            x = torch.stack([it["data"] for it in items])
             out = _levels(model.encode(x), bool(sizes))
             levels = levels or [[] for _ in out]
             for acc, t in zip(levels, out):
-                acc.append(t.cpu())
+                acc.append(_real_positions(t.cpu(), x.shape, items, model.n_dims) if sizes else t.cpu())
     base = {"checkpoint": ckpt.name, "mtime": ckpt.stat().st_mtime, "step": _checkpoint_step(run, ckpt),
             "split": "val", "items": n}
     if not sizes:
         return {"kind": "latent", **base, **_latent_histogram(levels[0])}
     return {"kind": "codes", **base, **_code_counts(levels, sizes, model.n_dims)}
+
+
+def _real_positions(codes, x_shape, items: list[dict], n_dims: int):
+    """``codes [B, *L(, G)]`` -> ``[N, G]``: the code positions not wholly inside padding (items' ``valid``)."""
+    import torch
+
+    from ndvq.data.common import code_mask
+
+    g = codes.shape[-1] if codes.ndim == n_dims + 2 else 1
+    if any("valid" not in it for it in items):
+        return codes.reshape(-1, g)
+    lat = codes.shape[1:1 + n_dims]
+    valid = torch.stack([it["valid"] for it in items])
+    mask = code_mask(valid, [int(s) // int(n) for s, n in zip(x_shape[2:], lat)], lat)  # [B, *L]
+    return codes.reshape(*codes.shape[:1 + n_dims], g)[mask]
 
 
 def _levels(encoded, discrete: bool) -> list:
@@ -153,7 +170,7 @@ def _code_counts(levels: list, sizes: list[int], n_dims: int) -> dict:
 
     n_codes, counts, col = [], [], 0
     for acc in levels:
-        g = acc[0].shape[-1] if acc[0].ndim == n_dims + 2 else 1  # [B, *L(, G)]
+        g = acc[0].shape[-1]  # [N, G]: the real code positions (_real_positions)
         k = max(sizes[min(col + j, len(sizes) - 1)] for j in range(g))
         col += g
         idx = torch.cat([t.reshape(-1, g) for t in acc])  # [B, *L(, G)] -> [N, G]

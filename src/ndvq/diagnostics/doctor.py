@@ -22,7 +22,16 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ndvq.diagnostics.rules import RULES, SEVERITIES, Finding, RunView, Series, Thresholds, fmt_num
+from ndvq.diagnostics.rules import (
+    RULES,
+    SEVERITIES,
+    Finding,
+    RunView,
+    Series,
+    Thresholds,
+    consistent_fixes,
+    fmt_num,
+)
 from ndvq.run.rundir import check_run_dir, metrics_path, read_config, read_metrics, read_model_facts
 
 __all__ = [
@@ -100,7 +109,7 @@ def diagnose(records: Sequence[dict], config, thresholds: Thresholds | None = No
             f.rule = f.rule or rule.__name__.removeprefix("rule_")
             found.append((SEVERITIES.index(f.severity), i, f))
     found.sort(key=lambda t: (t[0], t[1]))
-    out = [f for _, _, f in found]
+    out = consistent_fixes([f for _, _, f in found])
     if not any(f.severity in ("critical", "warning") for f in out):
         out.append(_healthy_or_too_early(view, th))
     return out

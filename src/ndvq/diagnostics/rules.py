@@ -44,6 +44,14 @@ __all__ = [
 ]
 
 
+#: No collapse finding while the recent window usage (share of codes used) is at least this: low
+#: perplexity with a used codebook is a skewed code distribution (silence, padding), not collapse.
+COLLAPSE_USAGE = 0.5
+#: Train/val mismatch: val recon above this multiple of train recon at the first validation while the
+#: train loss falls smoothly.
+MISMATCH_RATIO = 20.0
+
+
 def _t(default: float, doc: str):
     return field(default=default, metadata={"doc": doc})
 
@@ -237,6 +245,20 @@ def rule_nonfinite(view: RunView, th: Thresholds) -> Finding | None:
     return Finding("critical" if severe else "warning", "Non-finite steps (NaN/inf)", "; ".join(parts), cause, fixes, "nonfinite")
 
 
+def _usage(view: RunView) -> float:
+    """Recent median window usage (share of codes used), NaN when not logged."""
+    return view.recent_median("train", "window_usage") if view.train.has("window_usage") else math.nan
+
+
+def _skew_cause(view: RunView) -> str:
+    """Why a few codes take most tokens while the codebook is in use."""
+    kind = view.cfg("data.kind", "")
+    what = {"audio": "silence and zero padding", "series": "padding and flat stretches",
+            "volume": "background and padding", "image": "flat background and padding"}.get(kind, "a few common patterns")
+    return (f"a few codes take most tokens because {what} look alike; the rest of the codebook is in use "
+            f"(not a collapse). Shorter windows / patches that fit the data cut the padding")
+
+
 def rule_collapse(view: RunView, th: Thresholds) -> Finding | None:
     if view.continuous or not view.train.has("perplexity") or len(view.train) < th.min_records:
         return None
@@ -247,16 +269,17 @@ def rule_collapse(view: RunView, th: Thresholds) -> Finding | None:
     ratio = perp / n
     if ratio >= th.collapse_ratio and perp >= th.collapse_perplexity:
         return None
-    extra = ""
-    if view.train.has("window_usage"):
-        u = view.recent_median("train", "window_usage")
-        extra = f"; window usage {100 * u:.3g}% of codes"
+    usage = _usage(view)
+    if math.isfinite(usage) and usage >= COLLAPSE_USAGE:
+        return None  # the codebook is used: rule_perplexity reports the skew (never a critical collapse)
+    extra = f"; window usage {100 * usage:.3g}% of codes" if math.isfinite(usage) else ""
     return Finding(
         "critical", "Codebook collapse",
         f"perplexity {perp:.3g} of {n} codes ({100 * ratio:.3g}%) {_over(view, st)}{extra}",
         "the encoder maps almost everything onto a handful of codes; the rest of the codebook never gets "
-        "updated (dead codes), typically from a large codebook with a high-dimensional nearest-neighbour "
-        "lookup and no dead-code restarts",
+        "updated (dead codes)" + ("" if not _full_dim_lookup(view, view.embedding_dim) or view.embedding_dim <= 8
+                                  else ", typically from a large codebook with a high-dimensional nearest-neighbour lookup")
+        + ("" if view.cfg("model.quantizer.restart", "batch") != "none" else " and no dead-code restarts"),
         _codebook_rescue_fixes(view), "collapse")
 
 
@@ -272,18 +295,13 @@ def rule_divergence(view: RunView, th: Thresholds) -> Finding | None:
     rs = view.recent_start
     diverged = st[i_min] < rs and sm[-1] > th.divergence_factor * sm[i_min] and sm[i_min] > 0
     # spikes: v[i] > spike_factor * median(v[i-k:i])
-    k = max(3, len(v) // 20)
-    spikes = []
-    for i in range(k, len(v)):
-        ref = float(np.median(v[i - k:i]))
-        if ref > 0 and v[i] > th.spike_factor * ref:
-            spikes.append(int(st[i]))
+    spikes = [int(x) for x in st[_spike_index(v, th)]]
     _, allv = view.train.get("loss")
     recent = view.recent_median("train", "loss")
     i_peak = int(np.argmax(allv))
     blowup = bool(allv[i_peak] > th.blowup_factor * recent and allv[i_peak] > th.blowup_abs)
     psnr = view.recent_median("val", "psnr") if view.val.has("psnr") else math.nan
-    trivial = psnr < th.psnr_trivial
+    trivial = psnr < th.psnr_trivial and not _train_falls_smoothly(view, th)  # else: rule_mismatch
     if not (diverged or blowup or trivial) and len(spikes) < th.spike_count:
         return None
     parts = []
@@ -391,20 +409,30 @@ def rule_perplexity(view: RunView, th: Thresholds) -> Finding | None:
     ratio = perp / n
     dim = view.embedding_dim
     if ratio < th.low_perplexity_ratio:
+        usage = _usage(view)
+        if math.isfinite(usage) and usage >= COLLAPSE_USAGE:
+            return Finding("warning", "Few codes take most tokens",
+                           f"{split} perplexity {perp:.3g} of {n} codes ({100 * ratio:.3g}%) {_over(view, st)} while "
+                           f"the window usage is {100 * usage:.3g}% of codes", _skew_cause(view),
+                           _padding_fixes(view), "low_perplexity")
         fixes = []
-        if dim > 4:
+        high_dim = _full_dim_lookup(view, dim) and dim > 8
+        if dim > 4 and high_dim:
             fixes.append(fmt_kv("model.embedding_dim", dim // 2))
         if view.bottleneck not in ("fsq", "lfq"):
-            if _full_dim_lookup(view, dim) and dim > 8:
+            if high_dim:
                 fixes.append(fmt_kv("model.quantizer.codebook_dim", 8))
             fixes.append(fmt_kv("model.n_codes", n * 2))
         else:
             fixes += _codebook_rescue_fixes(view)[:1]
+        cause = ("few codes carry the information: the nearest-neighbour lookup in a high-dimensional "
+                 "embedding space leaves most codes unused (checklist: more codes or a smaller embedding_dim)"
+                 if high_dim else
+                 "few codes carry the information: the data offer few distinct patterns per code position "
+                 "(simple or padded items), or the codebook is larger than the data need")
         return Finding("warning", "Low perplexity",
                        f"{split} perplexity {perp:.3g} of {n} codes ({100 * ratio:.3g}%) {_over(view, st)}",
-                       "few codes carry the information: the nearest-neighbour lookup in a high-dimensional "
-                       "embedding space leaves most codes unused (checklist: more codes or a smaller embedding_dim)",
-                       fixes, "low_perplexity")
+                       cause, fixes, "low_perplexity")
     if ratio > th.high_perplexity_ratio:
         fixes = [fmt_kv("model.embedding_dim", dim * 2)]
         if view.bottleneck not in ("fsq", "lfq") and n >= 8:
@@ -491,7 +519,7 @@ def rule_overfitting(view: RunView, th: Thresholds) -> Finding | None:
 
 def rule_gap(view: RunView, th: Thresholds) -> Finding | None:
     name = view.recon_name
-    if not view.val.has(name) or len(view.train) < th.min_records:
+    if not view.val.has(name) or len(view.train) < th.min_records or _mismatch(view, th):
         return None
     vst, vv = view.val.get(name)
     k = max(1, min(3, len(vv) // 3))  # the last few validations ...
@@ -510,10 +538,76 @@ def rule_gap(view: RunView, th: Thresholds) -> Finding | None:
         fixes.append(fmt_kv("model.videogpt.dropout", 0.1))
         if view.cfg("model.videogpt.norm", "batch") == "batch":
             fixes.append(fmt_kv("model.videogpt.norm", "group"))
+    batch_norm = view.backbone == "videogpt" and view.cfg("model.videogpt.norm", "batch") == "batch"
     return Finding("warning", "Validation loss far above training loss",
                    f"val {name} {fmt_num(v)} is {v / t:.2g}x train {name} {fmt_num(t)} {where}",
-                   "the validation data differ from what a batch shows the model (small batches, little "
-                   "variety, batch-norm statistics from small batches)", fixes, "val_gap")
+                   "the validation data differ from what a batch shows the model (small batches, little variety"
+                   + (", batch-norm statistics from small batches)" if batch_norm else ")"), fixes, "val_gap")
+
+
+def _spike_index(v: np.ndarray, th: Thresholds) -> np.ndarray:
+    """Indices ``i`` with ``v[i] > spike_factor * median(v[i-k:i])`` (a positive median; ``k = max(3, n // 20)``)."""
+    k = max(3, len(v) // 20)
+    if len(v) <= k:
+        return np.zeros(0, dtype=int)
+    ref = np.median(np.lib.stride_tricks.sliding_window_view(v[:-1], k), axis=1)  # ref[j]: median of v[j:j+k]
+    return np.nonzero((ref > 0) & (v[k:] > th.spike_factor * ref))[0] + k
+
+
+def _train_falls_smoothly(view: RunView, th: Thresholds) -> bool:
+    """The train loss ends well below where it started with no spikes or blow-ups (a healthy curve)."""
+    st, v = view.train.get("loss")
+    if len(v) < th.min_records or not np.isfinite(v).all():
+        return False
+    sm = _smooth(v)
+    spikes = len(_spike_index(v, th))
+    return bool(sm[-1] < 0.9 * sm[0] and float(np.max(v)) < th.spike_factor * float(v[0]) and spikes < th.spike_count)
+
+
+def _padding_fixes(view: RunView) -> list[str]:
+    """Window / patch sizes halved (less padding around short items)."""
+    kind = view.cfg("data.kind", "")
+    if kind in ("audio", "series"):
+        return [fmt_kv("data.segment_length", max(int(view.cfg("data.segment_length", 16384)) // 4, 16))]
+    ps = view.cfg("data.patch_size")
+    return [fmt_kv("data.patch_size", [max(int(p) // 2, 8) for p in ps])] if ps else []
+
+
+def _mismatch(view: RunView, th: Thresholds) -> bool:
+    """Whether :func:`rule_mismatch` fires (computed once per view)."""
+    if not hasattr(view, "_mismatch_finding"):
+        view._mismatch_finding = _find_mismatch(view, th)
+    return view._mismatch_finding is not None
+
+
+def rule_mismatch(view: RunView, th: Thresholds) -> Finding | None:
+    """The validation data are not the training data's kind (see :func:`_find_mismatch`)."""
+    return view._mismatch_finding if _mismatch(view, th) else None
+
+
+def _find_mismatch(view: RunView, th: Thresholds) -> Finding | None:
+    """The validation data are not the training data's kind: val recon far above train from the first
+    validation on (or a trivial val PSNR) while the train loss falls smoothly."""
+    name = view.recon_name
+    if not view.val.has(name) or len(view.train) < th.min_records or not _train_falls_smoothly(view, th):
+        return None
+    vst, vv = view.val.get(name)
+    tst, tv = view.train.get(name)
+    if not len(vv) or not len(tv):
+        return None
+    t0 = float(np.median(tv[tst <= vst[0]])) if (tst <= vst[0]).any() else float(tv[0])
+    first_ratio = float(vv[0]) / max(t0, 1e-30)
+    psnr = view.recent_median("val", "psnr") if view.val.has("psnr") else math.nan
+    if first_ratio < MISMATCH_RATIO and not psnr < th.psnr_trivial:
+        return None
+    obs = f"val {name} {fmt_num(float(vv[0]))} is {first_ratio:.3g}x train {name} at the first validation (step {int(vst[0])})"
+    if math.isfinite(psnr):
+        obs += f"; recent val PSNR {psnr:.3g} dB while the train loss fell smoothly"
+    return Finding("warning", "Train and validation data differ",
+                   obs, "the validation files hold other data than the training files (another quantity, unit, "
+                   "channel layout or sample rate): the model is fine on what it trains on. The start summary "
+                   "and data warnings name the files that lie far outside the train statistics",
+                   [fmt_kv("data.split_seed", int(view.cfg("data.split_seed", 0)) + 1)], "mismatch")
 
 
 def rule_slow(view: RunView, th: Thresholds) -> Finding | None:
@@ -622,9 +716,24 @@ RULES: list[Callable[[RunView, Thresholds], Finding | None]] = [
     rule_kl_blurry,
     rule_recon_flat,
     rule_overfitting,
+    rule_mismatch,
     rule_gap,
     rule_kl_unstructured,
     rule_slow,
     rule_lr_constant,
 ]
 """All rules in priority order (ties within a severity keep this order)."""
+
+
+def consistent_fixes(findings: list[Finding]) -> list[Finding]:
+    """Drop a fix that sets a key an earlier (more important) finding already sets to another value, so
+    one report never suggests e.g. ``model.n_codes=256`` and ``model.n_codes=2048``."""
+    first: dict[str, str] = {}
+    for f in findings:
+        kept = []
+        for fix in f.fixes:
+            key, _, value = fix.partition("=")
+            if first.setdefault(key, value) == value:
+                kept.append(fix)
+        f.fixes = kept
+    return findings

@@ -13,8 +13,8 @@ RECON_LOSSES = ("mse", "l2", "l1")
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor,
-                        kind: str = "mse") -> torch.Tensor:
-    """Mean reconstruction error over every element, computed in at least float32.
+                        kind: str = "mse", mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean reconstruction error over every real element, computed in at least float32.
 
     Half-precision inputs (e.g. a bf16 reconstruction from a mixed-precision forward) are upcast
     to float32 first, which is what autocast does for these losses; float32/float64 inputs are
@@ -25,6 +25,9 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor,
         target: target of the same shape.
         kind: ``"mse"``/``"l2"`` (mean squared error) or ``"l1"`` (mean absolute error).
             Default ``"mse"``.
+        mask: bool, broadcastable to ``target`` (e.g. ``[B, 1, *S]`` from
+            ``ndvq.data.common.valid_mask``): only True elements count (padding excluded); the
+            mean is over the real elements of the whole batch. Default None: every element.
 
     Raises:
         ConfigError: ``kind`` is not one of :data:`RECON_LOSSES`.
@@ -42,6 +45,10 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor,
         )
     dtype = torch.promote_types(torch.promote_types(recon.dtype, target.dtype), torch.float32)
     recon, target = recon.to(dtype), target.to(dtype)
+    if mask is not None:
+        err = (recon - target).abs() if kind == "l1" else (recon - target).pow(2)
+        m = mask.to(dtype).expand_as(err)
+        return (err * m).sum() / m.sum().clamp_min(1)
     if kind == "l1":
         return F.l1_loss(recon, target)
     return F.mse_loss(recon, target)

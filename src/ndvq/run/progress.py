@@ -21,7 +21,8 @@ import torch
 
 from ndvq.run.rundir import metrics_path, read_metrics
 
-__all__ = ["MetricsLogger", "Progress", "start_text", "summary_text", "write_recon_samples"]
+__all__ = ["MetricsLogger", "Progress", "start_text", "start_warnings", "data_notes", "summary_text",
+           "write_recon_samples"]
 
 _BAR_KEYS = ("loss", "recon_loss", "perplexity", "window_usage", "dead_codes", "kl_loss", "lr")
 
@@ -168,8 +169,14 @@ class Progress:
         self.close()
 
 
+#: Above this mean share of padding per item the start summary warns.
+PADDING_WARN_SHARE = 0.25
+
+
 def start_text(session, datasets: dict) -> str:
-    """The header printed when ``ndvq train`` starts: where the run goes, what data and model it uses.
+    """The header printed when ``ndvq train`` starts: where the run goes, what data and model it uses,
+    how much of each item is padding, what the data layer changed (resampling, position splits,
+    skipped files) and warnings about the schedule (see :func:`start_warnings`).
 
     Args:
         session: the loop's ``Session`` (model, fabric, run dir, step counts, config).
@@ -184,7 +191,66 @@ def start_text(session, datasets: dict) -> str:
     for split, ds in datasets.items():
         text = ds.summary() if hasattr(ds, "summary") else f"{len(ds)} item(s)"
         lines.append(f"  {split + ' data':<12} {text}")
+    pad = padding_line(datasets)
+    lines += [f"  {'data':<12} {n}" for n in ([pad] if pad else []) + data_notes(datasets)]
+    lines += [f"  warning      {w}" for w in start_warnings(session, datasets)]
     return "\n".join(lines)
+
+
+def data_notes(datasets: dict) -> list[str]:
+    """What the data layer did, once per distinct line: resampling, position splits, skipped files."""
+    out: list[str] = []
+    for ds in datasets.values():
+        for n in getattr(ds, "notes", None) or []:
+            if n not in out:
+                out.append(n)
+    return out
+
+
+def padding_fix(ds) -> str:
+    """The config change that removes most of the padding of ``ds`` (the dataset's own suggestion first)."""
+    if getattr(ds, "suggested_fix", None):
+        return ds.suggested_fix
+    idx = range(0, len(ds), max(len(ds) // 4096, 1))
+    if ds.modality in ("audio", "series"):
+        longest = max(ds.extent(i)[0][0] for i in idx)
+        return f"data.segment_length={max(2 ** int(math.log2(max(longest, 2))), 16)}"
+    if ds.modality == "video":
+        return "data.sequence_length=<frames of the shortest video>"
+    shape = [min(ds.extent(i)[0][a] for i in idx) for a in range(ds.n_dims)]
+    return f"data.patch_size={[2 ** int(math.log2(max(s, 1))) for s in shape]}"
+
+
+def start_warnings(session, datasets: dict) -> list[str]:
+    """Warnings printed at start: padding above :data:`PADDING_WARN_SHARE` of the average item (with the
+    fix), ``warmup_steps >= `` the run's steps, validation / sample / checkpoint intervals larger than
+    the run (the last step validates, writes samples and checkpoints anyway)."""
+    t, total, out = session.cfg.train, session.total, []
+    train = datasets.get("train") or next(iter(datasets.values()))
+    for split, ds in datasets.items():
+        share = ds.padding_share() if hasattr(ds, "padding_share") else None
+        if share is not None and share > PADDING_WARN_SHARE:  # one fix for every split: the train split's
+            out.append(f"{share:.0%} of the average {split} {'window' if ds.n_dims == 1 else 'item'} is padding "
+                       f"(excluded from losses and metrics, but computed); try {padding_fix(train)}")
+    if t.warmup_steps and t.warmup_steps >= total:
+        out.append(f"train.warmup_steps={t.warmup_steps} >= the run's {total} steps: the learning rate never "
+                   f"leaves warm-up; lower train.warmup_steps (e.g. {max(total // 10, 1)})")
+    names = ("train.val_interval", "train.sample_interval", "train.ckpt_interval")
+    big = [f"{n}={v}" for n, v in zip(names, session.intervals) if v and v > total]
+    if big:
+        out.append(f"{', '.join(big)} > the run's {total} steps: only the last step validates / writes "
+                   f"samples / checkpoints")
+    return out
+
+
+def padding_line(datasets: dict) -> str | None:
+    """``"padding: 58% of the average train window, 61% of val"`` (None when no dataset can tell)."""
+    parts = []
+    for split, ds in datasets.items():
+        share = ds.padding_share() if hasattr(ds, "padding_share") else None
+        if share is not None:
+            parts.append(f"{share:.0%} of the average {split} {'window' if ds.n_dims == 1 else 'item'}")
+    return "padding: " + ", ".join(parts) if parts else None
 
 
 def summary_text(run_dir: Path, records: list[dict], best: list[list], elapsed: float, steps: int,
