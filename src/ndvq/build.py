@@ -32,8 +32,20 @@ def model_spec(cfg: Config) -> tuple[str, dict[str, Any]]:
     every other kind builds an ``Autoencoder`` from every field but ``kind`` and ``top``.
     """
     if cfg.model.kind == "hierarchical":
-        return "HierarchicalAutoencoder", cfg.model.model_dump(mode="json", exclude={"kind"})
-    return "Autoencoder", cfg.model.model_dump(mode="json", exclude={"kind", "top"})
+        kwargs = cfg.model.model_dump(mode="json", exclude={"kind"})
+    else:
+        kwargs = cfg.model.model_dump(mode="json", exclude={"kind", "top"})
+    if kwargs["in_channels"] == "auto":  # not resolved from data (resolve_auto): facts need no channel count
+        kwargs["in_channels"] = 3
+    return ("HierarchicalAutoencoder" if cfg.model.kind == "hierarchical" else "Autoencoder"), kwargs
+
+
+def resolve_auto(cfg: Config, dataset) -> Config:
+    """``cfg`` with ``model.in_channels="auto"`` replaced by the dataset's channel count."""
+    if cfg.model.in_channels != "auto":
+        return cfg
+    channels = int(getattr(dataset, "channels", None) or 3)
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"in_channels": channels})})
 
 
 def build_model(cfg: Config) -> nn.Module:
@@ -77,7 +89,7 @@ def build_objective(cfg: Config) -> nn.Module:
     from ndvq.objectives import Objective
 
     return Objective(**cfg.loss.model_dump(exclude={"disc_learning_rate"}), n_dims=cfg.model.n_dims,
-                     in_channels=cfg.model.in_channels)
+                     in_channels=model_spec(cfg)[1]["in_channels"])
 
 
 def build_dataset(cfg: Config, split: str, stats_dir: str | Path | None = None,
@@ -95,7 +107,7 @@ def build_dataset(cfg: Config, split: str, stats_dir: str | Path | None = None,
 
     ds = create_dataset(**cfg.data.model_dump(), split=split, pad_multiple=pad_multiple,
                         stats_dir=Path(stats_dir) if stats_dir is not None else None)
-    if len(ds) == 0:
+    if len(ds) == 0 and not (split == "val" and "no validation" in getattr(ds, "layout", "")):
         where = f" in {str(cfg.data.root)!r}" if cfg.data.root else ""
         raise DataError(f"the {split!r} split of data.kind={cfg.data.kind!r}{where} is empty")
     return ds
@@ -109,4 +121,4 @@ def check_data_fits_model(cfg: Config, dataset, model: nn.Module) -> None:
                           f"set model.n_dims={n_dims}")
     if channels is not None and channels != model.in_channels:
         raise ConfigError(f"the data has {channels} channel(s) but model.in_channels={model.in_channels}; "
-                          f"set model.in_channels={channels} (or data.channels={model.in_channels})")
+                          f"set model.in_channels={channels} or model.in_channels=auto (or data.channels={model.in_channels})")

@@ -178,7 +178,15 @@ def _worker_error(e: BaseException) -> tuple[int, str] | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ndvq`` console script; returns the exit code (see the module docstring)."""
-    args = build_parser().parse_args(argv)
+    from ndvq.run.argv import split_overrides
+
+    rest, overrides = split_overrides(sys.argv[1:] if argv is None else [str(a) for a in argv])
+    parser = build_parser()
+    args = parser.parse_args(rest)
+    if overrides and not hasattr(args, "overrides"):
+        parser.error(f"ndvq {args.command} takes no key=value overrides, got {overrides}")
+    if overrides:
+        args.overrides = [*(args.overrides or []), *overrides]
     if os.environ.get("NDVQ_DEBUG"):
         return args.func(args) or 0
     try:

@@ -122,7 +122,18 @@ def apply_overrides(data: dict, overrides: list[tuple[str, object]]) -> dict:
     return data
 
 
-def _from_medical(data: dict) -> dict:
+#: ndvq overrides that replace a medical path key before the converter checks the paths.
+_MEDICAL_PATHS = {"data.root": "data_base_dir", "data.val_dir": "val_dir"}
+
+
+def _from_medical(data: dict, overrides=()) -> dict:
+    data = dict(data)
+    for key, value in parse_overrides(list(overrides)):
+        if key in _MEDICAL_PATHS:  # overrides apply before the paths are checked
+            for group in ("paths", "data"):
+                if isinstance(data.get(group), dict):
+                    data[group] = {k: v for k, v in data[group].items() if k != _MEDICAL_PATHS[key]}
+            data[_MEDICAL_PATHS[key]] = value
     cfg, extras = from_medical(data)
     if extras.resume is not None:
         print(f"ndvq: medical config: resume_ckpt is true; continuing from checkpoint_dir={extras.resume}",
@@ -166,7 +177,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{str(path)!r} is not a medical vae_config.json: expected top-level keys "
                               f"'autoencoder_def' and 'autoencoder_train', got {sorted(data)}")
         if config_format == "medical" or (config_format == "auto" and medical):
-            data = _from_medical(data)
+            data = _from_medical(data, overrides)
     elif isinstance(base, Config):
         data = config_to_dict(base)
     else:

@@ -200,7 +200,9 @@ class ModelConfig(_Section):
     bottleneck: Literal["vq", "residual", "grouped", "fsq", "lfq", "simvq", "gaussian"] | None = Field(
         None, description="quantizer kind or gaussian; null: from kind")
     n_dims: int = Field(2, ge=1, le=3)
-    in_channels: int = Field(3, ge=1)
+    in_channels: int | Literal["auto"] = Field(
+        "auto", description="input channels; auto: the train data's channel count (ndvq train resolves it and "
+                            "records the number in config.yaml)")
     out_channels: int | None = Field(None, ge=1, description="defaults to in_channels")
     embedding_dim: int | None = Field(None, ge=1, description="latent channels; null: 64 for quantizers, 4 for gaussian")
     n_codes: int = Field(512, ge=2, description="codes per codebook (quantizer bottlenecks)")
@@ -245,7 +247,8 @@ class DataConfig(_Section):
     sequence_length: int = Field(16, ge=1, description="frames per clip (video)")
     frame_stride: int = Field(1, ge=1, description="take every n-th frame (video)")
     clip_stride: int | None = Field(None, ge=1, description="frames between clip starts (video); default sequence_length*frame_stride")
-    sample_rate: int | None = Field(None, ge=1, description="resample to this rate (audio)")
+    sample_rate: int | None = Field(None, ge=1, description="resample to this rate (audio; stated in the start "
+                                                             "summary); null: the files' own rate (the most common one)")
     mono: bool = True
     segment_length: int = Field(16384, ge=1, description="samples per window (audio) / time steps per window (series)")
     hop_length: int | None = Field(None, ge=1, description="hop between windows (audio, series); default segment_length")

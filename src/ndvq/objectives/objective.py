@@ -183,7 +183,7 @@ class Objective(nn.Module):
                 and (step is None or step >= self.adversarial_start_step))
 
     def forward(self, x: torch.Tensor, out: Any, epoch: int = 0, *, extras: bool = True, step: int | None = None,
-                last_layer: torch.Tensor | None = None) -> ObjectiveOutput:
+                last_layer: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> ObjectiveOutput:
         """The weighted total and its detached scalars.
 
         Args:
@@ -197,8 +197,10 @@ class Objective(nn.Module):
             step: the optimizer step, for ``adversarial_start_step`` (None: not checked). Default None.
             last_layer: the decoder's last weight (``model.backbone.last_layer``), needed for the
                 adaptive adversarial weight while gradients are recorded. Default None.
+            mask: ``[B, 1, *S]`` bool, the real elements of padded items (``ndvq.data.common.valid_mask``):
+                the reconstruction loss counts only these. Default None: every element.
         """
-        rec = reconstruction_loss(out.reconstruction, x, self.recon_loss)
+        rec = reconstruction_loss(out.reconstruction, x, self.recon_loss, mask=mask)
         loss = self.recon_weight * rec + out.aux_loss
         if out.kl_loss is not None:
             loss = loss + self.kl_weight * out.kl_loss

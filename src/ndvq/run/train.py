@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from ndvq import build
 from ndvq.config import Config, ConfigError, config_to_dict, config_to_yaml
+from ndvq.data.common import valid_mask
 from ndvq.errors import NonFiniteLossError
 from ndvq.metrics import psnr
 from ndvq.quantizers.base import usage_from_counts
@@ -39,6 +40,7 @@ from ndvq.run.checkpoint import (
     update_best,
 )
 from ndvq.run.codes import code_counts
+from ndvq.run.infer import code_stats
 from ndvq.run.optim import make_optimisers
 from ndvq.run.progress import MetricsLogger, Progress, start_text, summary_text, write_recon_samples
 from ndvq.run.sampler import EpochSampler
@@ -102,6 +104,7 @@ def setup(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> Session:
         run_dir.mkdir(parents=True, exist_ok=True)  # series statistics are saved here
     stats = run_dir if rank0 else None
     train_ds, val_ds = build.build_dataset(cfg, "train", stats), build.build_dataset(cfg, "val", stats)
+    cfg = build.resolve_auto(cfg, train_ds)
     net = build.build_model(cfg)
     build.check_data_fits_model(cfg, train_ds, net)
     net.validate_inputs = False  # non-finite losses and gradients are caught on the device instead
@@ -162,6 +165,8 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> TrainResul
                     acc[k] = acc[k] + v if k in acc else v.clone()
                 n_acc += 1
                 progress.update()
+                if st.step == 1 and s.rank0 and progress.bar is None:
+                    progress.write(f"step 1/{s.total} done in {time.time() - t_last:.1f} s")
                 _check_nonfinite(s)
                 if st.step % t.log_interval == 0 or st.step >= s.total:
                     rec = log_train(s, logger, acc, n_acc, time.time() - t_last)
@@ -171,11 +176,12 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> TrainResul
                     last_train, acc, n_acc, t_last = rec, {}, 0, time.time()
                     progress.show(rec)
                 # -------------------------------------------------------------- eval
-                if st.step % s.intervals[0] == 0 or st.step >= s.total:
+                if len(s.val_ds) and (st.step % s.intervals[0] == 0 or st.step >= s.total):
                     last_val = validate(s)
                     _after_validation(s, logger, progress, last_val)
                 if s.rank0 and (st.step % s.intervals[1] == 0 or st.step >= s.total):
-                    write_recon_samples(fabric, s.net, s.val_ds, rundir.samples_dir(run_dir) / f"step{st.step:07d}")
+                    write_recon_samples(fabric, s.net, s.val_ds if len(s.val_ds) else s.train_ds,
+                                        rundir.samples_dir(run_dir) / f"step{st.step:07d}")
                 # -------------------------------------------------------------- checkpoint
                 stop.poll(fabric, st.step % t.log_interval == 0)
                 if st.step % s.intervals[2] == 0 or st.step >= s.total or stop.requested:
@@ -197,15 +203,18 @@ def train_step(s: Session, micro: list[dict]) -> dict[str, torch.Tensor]:
     pairs = []
     o.model.train()
     for i, batch in enumerate(micro):
-        x = batch["data"]
+        x, mask = batch["data"], valid_mask(batch)
         with fabric.no_backward_sync(o.model, enabled=i < len(micro) - 1):
             out = o.model(x)
-            res = s.objective(x, out, epoch)
+            res = s.objective(x, out, epoch, mask=mask)
             fabric.backward(res.loss / len(micro))
-        for k, v in res.scalars.items():
+        counts = _counts(s, out, batch)
+        batch_scalars = dict(res.scalars)
+        if counts is not None and mask is not None and "perplexity" in batch_scalars:  # real positions only
+            batch_scalars["perplexity"], batch_scalars["usage"] = usage_from_counts(counts)
+        for k, v in batch_scalars.items():
             v = v.detach().float() / len(micro)
             scalars[k] = scalars[k] + v if k in scalars else v
-        counts = code_counts(out)
         if counts is not None:
             s.tracker = s.tracker or _tracker(s, counts)
             s.tracker.update(counts)
@@ -217,6 +226,14 @@ def train_step(s: Session, micro: list[dict]) -> dict[str, torch.Tensor]:
     s.bad_total += bad
     s.bad_run = (s.bad_run + bad) * bad
     return scalars
+
+
+def _counts(s: Session, out, batch: dict) -> torch.Tensor | None:
+    """Per-code counts of a batch; code positions wholly inside padding excluded when items carry ``valid``."""
+    if batch.get("valid") is None or getattr(out, "indices", None) is None:
+        return code_counts(out)
+    net = getattr(s.net, "module", s.net)
+    return code_stats(net, out.indices, batch["data"].shape, batch["valid"])[0].to(batch["data"].device)
 
 
 def _tracker(s: Session, counts: torch.Tensor) -> CodeUsageTracker:
@@ -270,15 +287,17 @@ def validate(s: Session) -> dict[str, float]:
     for i, batch in enumerate(_loader(s, 0, train=False)):
         if s.cfg.train.val_batches is not None and i >= s.cfg.train.val_batches:
             break
-        x = fabric.to_device(batch["data"])
+        batch = fabric.to_device(batch)
+        x, mask = batch["data"], valid_mask(batch)
         with fabric.autocast():
             out = net(x)
-            res = s.objective(x, out, s.state.epoch, extras=False)
+            res = s.objective(x, out, s.state.epoch, extras=False, mask=mask)
         batch_sums = {k: v.detach().float() * len(x) for k, v in res.scalars.items() if k not in ("perplexity", "usage")}
-        batch_sums["psnr"] = psnr(x.float(), out.reconstruction.float(), getattr(s.val_ds, "data_range", None)).sum()
+        batch_sums["psnr"] = psnr(x.float(), out.reconstruction.float(), getattr(s.val_ds, "data_range", None),
+                                  mask=mask).sum()
         for k, v in batch_sums.items():
             sums[k] = sums[k] + v if k in sums else v
-        c = code_counts(out)
+        c = _counts(s, out, batch)
         counts = c if counts is None else (counts + c if c is not None else counts)
         n += len(x)
     names = sorted(sums)
