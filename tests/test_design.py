@@ -30,8 +30,8 @@ def _cfg(tmp_path: Path, name: str, extra: list[str]):
 @pytest.mark.slow
 def test_vqgan_example_config_trains(tmp_path):
     """configs/image/vqgan.yaml: the LDM backbone with a VQ bottleneck and an adversarial loss."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     data = tmp_path / "images"
     data.mkdir()

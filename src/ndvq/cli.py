@@ -20,6 +20,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from ndvq.convert import register as register_convert
 from ndvq.diagnostics.commands import USER_ERRORS, register
 from ndvq.errors import NonFiniteLossError
 
@@ -49,6 +50,8 @@ def _train_parser(sub) -> None:
                         "ndvq, or medical")
     p.add_argument("--resume", metavar="RUN", type=Path, help="continue runs/<name> (or a .ckpt) exactly where it "
                    "stopped; its config.yaml is the base config unless -c is given")
+    p.add_argument("--init-from", metavar="DIR", type=Path, help="start from these weights (a save_pretrained "
+                   "folder or a MONAI AutoencoderKL checkpoint, e.g. from `ndvq convert monai`); same as run.init_from")
     p.add_argument("--print-config", action="store_true", help="print the fully resolved config as YAML and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=_OVERRIDES_HELP)
     p.set_defaults(func=_cmd_train)
@@ -94,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(func=_cmd_decode)
     register(sub)  # doctor / report / tune
+    register_convert(sub)  # convert
     return parser
 
 
@@ -113,7 +117,8 @@ def _base_config(args) -> Path | None:
 def _cmd_train(args) -> int:
     from ndvq.config import config_to_yaml, load_config
 
-    cfg = load_config(_base_config(args), args.overrides,
+    overrides = [*args.overrides, *([f"run.init_from={args.init_from}"] if args.init_from is not None else [])]
+    cfg = load_config(_base_config(args), overrides,
                       config_format=args.config_format if args.config is not None else "auto")
     if args.print_config:
         print(config_to_yaml(cfg), end="")

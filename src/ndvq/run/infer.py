@@ -148,8 +148,17 @@ def code_stats(model, grids, x_shape, valid: torch.Tensor) -> tuple[torch.Tensor
 
 def _item_metrics(x, y, mask, rng) -> dict[str, torch.Tensor]:
     out = {"mse": M.mse(x, y, mask), "mae": M.mae(x, y, mask), "psnr": M.psnr(x, y, rng, mask),
-           "ssim": M.ssim(x, y, rng, mask)}
+           "ssim": M.ssim(x, y, rng, mask), "ms_ssim": M.ms_ssim(*_real_part(x, y, mask), rng)}
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _real_part(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x, y [1, C, *S]`` cropped to the real extent of ``mask`` (padding lies at the end of every axis)."""
+    if mask is None:
+        return x, y
+    extent = [int(mask.flatten(0, 1).any(0).movedim(a, 0).flatten(1).any(1).sum()) for a in range(x.ndim - 2)]
+    crop = (slice(None), slice(None), *(slice(0, e) for e in extent))
+    return x[crop], y[crop]
 
 
 @torch.no_grad()

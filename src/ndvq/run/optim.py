@@ -134,12 +134,13 @@ class Optimisers:
         """Clip, skip on the device when not finite, step, zero grads; returns the 0/1 "bad" tensor."""
         return _clip_and_step(fabric, (self.model, self.optimizer, self.raw), grad_clip, loss)
 
-    def step_discriminator(self, fabric, objective, pairs: list, epoch: int, grad_clip: float | None) -> dict:
-        """One discriminator step on ``[(x, reconstruction), ...]``; returns its detached scalars."""
+    def step_discriminator(self, fabric, objective, pairs: list, when: tuple[int, int], grad_clip: float | None) -> dict:
+        """One discriminator step on ``[(x, reconstruction), ...]`` at ``when = (epoch, step)``; returns its
+        detached scalars."""
         self.disc_optimizer.zero_grad(set_to_none=True)  # drop the grads the generator loss left behind
         scalars: dict[str, torch.Tensor] = {}
         for x, recon in pairs:
-            d_loss, d_s = objective.discriminator_loss(x, recon, epoch)
+            d_loss, d_s = objective.discriminator_loss(x, recon, *when)
             fabric.backward(d_loss / len(pairs))
             scalars.update({k: v.detach().float() for k, v in d_s.items()})
         _clip_and_step(fabric, (self.disc, self.disc_optimizer, self.disc_optimizer.optimizer), grad_clip, None)

@@ -28,6 +28,7 @@ from ndvq.config import Config, ConfigError, config_to_dict, config_to_yaml
 from ndvq.data.common import valid_mask
 from ndvq.errors import NonFiniteLossError
 from ndvq.metrics import psnr
+from ndvq.models.monai import init_from
 from ndvq.quantizers.base import usage_from_counts
 from ndvq.quantizers.usage import CodeUsageTracker
 from ndvq.run import rundir
@@ -112,6 +113,9 @@ def setup(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> Session:
     if ckpt is not None:
         check_same_model(ckpt, name, margs, resume)
         net.load_state_dict(ckpt["model"])
+    elif cfg.run.init_from is not None:  # weights only: a pretrained folder or a MONAI checkpoint
+        init_from(net, cfg.run.init_from)
+    net.set_activation_checkpointing(t.activation_checkpointing)
     steps_per_epoch = len(EpochSampler(len(train_ds), 0, 0, 0, world)) // t.batch_size // t.grad_accum
     if steps_per_epoch == 0:
         raise ConfigError(f"the train split has {len(train_ds)} items, fewer than train.batch_size x grad_accum x "
@@ -120,6 +124,7 @@ def setup(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> Session:
     every = t.val_every_epochs and t.val_every_epochs * steps_per_epoch  # epoch-based intervals (medical config)
     intervals = (every, every, every) if every else (t.val_interval, t.sample_interval, t.ckpt_interval)
     objective = fabric.to_device(build.build_objective(cfg))
+    objective.set_activation_checkpointing(t.activation_checkpointing)
     opt = make_optimisers(fabric, cfg, net, objective, ckpt, total=total)
     state = TrainState.from_checkpoint(ckpt) if ckpt is not None else TrainState()
     if ckpt is not None:
@@ -198,7 +203,8 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> TrainResul
 
 def train_step(s: Session, micro: list[dict]) -> dict[str, torch.Tensor]:
     """One optimiser step over ``grad_accum`` micro-batches; returns averaged device scalars."""
-    fabric, o, epoch = s.fabric, s.opt, s.state.epoch
+    fabric, o, epoch, step = s.fabric, s.opt, s.state.epoch, s.state.step
+    last_layer = getattr(getattr(s.net, "backbone", None), "last_layer", None)  # adaptive adversarial weight
     scalars: dict[str, torch.Tensor] = {}
     pairs = []
     o.model.train()
@@ -206,7 +212,7 @@ def train_step(s: Session, micro: list[dict]) -> dict[str, torch.Tensor]:
         x, mask = batch["data"], valid_mask(batch)
         with fabric.no_backward_sync(o.model, enabled=i < len(micro) - 1):
             out = o.model(x)
-            res = s.objective(x, out, epoch, mask=mask)
+            res = s.objective(x, out, epoch, step=step, last_layer=last_layer, mask=mask)
             fabric.backward(res.loss / len(micro))
         counts = _counts(s, out, batch)
         batch_scalars = dict(res.scalars)
@@ -220,8 +226,8 @@ def train_step(s: Session, micro: list[dict]) -> dict[str, torch.Tensor]:
             s.tracker.update(counts)
         pairs.append((x, out.reconstruction.detach()))
     bad = o.step_model(fabric, s.cfg.train.grad_clip, scalars.get("loss"))
-    if o.disc is not None and s.objective.adversarial_active(epoch):
-        scalars.update(o.step_discriminator(fabric, s.objective, pairs, epoch, s.cfg.train.grad_clip))
+    if o.disc is not None and s.objective.adversarial_active(epoch, step):
+        scalars.update(o.step_discriminator(fabric, s.objective, pairs, (epoch, step), s.cfg.train.grad_clip))
     o.scheduler.step()
     s.bad_total += bad
     s.bad_run = (s.bad_run + bad) * bad
