@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 __all__ = ["NdvqError", "ConfigError", "DataError", "CheckpointError", "CodesError", "NonFiniteLossError",
-           "RunInUseError", "RankDiedError"]
+           "RunInUseError", "RankDiedError", "StoppedBySignal"]
 
 
 class NdvqError(Exception):
@@ -49,3 +49,16 @@ class RunInUseError(NdvqError, RuntimeError):
 
 class RankDiedError(NdvqError, RuntimeError):
     """A DDP rank died (killed, or its process exited) and the job was stopped; exit code 1 on the command line."""
+
+
+class StoppedBySignal(Exception):
+    """Not an error: the job was stopped by a signal before training produced a result (e.g. while DDP ranks
+    started). The command line prints the message and exits with ``128 + signum`` (130 SIGINT, 143 SIGTERM).
+
+    Attributes:
+        signum: the signal number.
+    """
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = int(signum)

@@ -28,6 +28,7 @@ from ndvq.quantizers.base import usage_from_counts
 from ndvq.run.checkpoint import LoadedModel
 from ndvq.run.checkpoint import load_model as _load
 from ndvq.run.codes import code_counts, decode_grids, encode_grids
+from ndvq.run.codesfile import check_codes_file, codes_fingerprint
 
 __all__ = ["load_run_model", "evaluate", "encode", "decode", "format_table"]
 
@@ -220,7 +221,7 @@ def encode(path: str | Path, out: str | Path, data: str | Path | None = None, sp
     np.savez_compressed(out, **arrays, names=np.array(names), infos=np.array(infos),
                         input_shapes=np.array(in_shapes), latent_shapes=np.array(lat_shapes),
                         modality=np.array(ds.modality), model_class=np.array(type(model).__name__),
-                        n_levels=np.array(len(per_grid)))
+                        n_levels=np.array(len(per_grid)), fingerprint=np.array(codes_fingerprint(model)))
     return out
 
 
@@ -230,6 +231,7 @@ def decode(path: str | Path, codes: str | Path, out: str | Path) -> list[Path]:
     from ndvq.data import write_item
 
     model = load_run_model(path).model
+    check_codes_file(codes, model)
     if not Path(codes).is_file():
         raise CodesError(f"codes file {str(codes)!r} does not exist")
     try:
