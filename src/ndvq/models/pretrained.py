@@ -195,7 +195,13 @@ class PretrainedMixin:
         model = cls(**config)
         device = torch.device(map_location)
         model.to(device)
-        load_model(model, str(weights), strict=strict, device=str(device))
+        try:
+            load_model(model, str(weights), strict=strict, device=str(device))
+        except Exception as e:  # safetensors' own error type: a file that is not safetensors, or other shapes
+            if "safetensors" not in type(e).__module__ and not isinstance(e, RuntimeError):
+                raise
+            raise CheckpointError(f"{str(weights)!r} cannot be loaded into a {name}: "
+                                  f"{' '.join(str(e).split())[:200]}") from None
         model.eval()
         return model
 

@@ -195,6 +195,8 @@ def _preset_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
     full.update(args)
     full["out_channels"] = full.get("out_channels") or full.get("in_channels")
     if name == "KLVAE":
+        if full.get("attention_levels") is None and isinstance(full.get("channels"), (list, tuple)):
+            full["attention_levels"] = [False] * len(full["channels"])
         return dict(n_dims=full["n_dims"], in_channels=full["in_channels"], out_channels=full["out_channels"],
                     backbone="ldm", bottleneck="gaussian", embedding_dim=full["latent_channels"],
                     ldm={k: full[k] for k in KL_BACKBONE_ARGS})

@@ -128,10 +128,13 @@ class RunLock:
 
     def __init__(self, run_dir: str | Path):
         self.run_dir, self.path, self.created, self.held = Path(run_dir), lock_path(run_dir), False, False
+        self._made: list[Path] = []  # folders this lock created, the run directory first
 
     def acquire(self) -> RunLock:
+        missing = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
         try:
             self.run_dir.mkdir(parents=True)
+            self._made = missing
             self.created = True
         except FileExistsError:
             if not self.run_dir.is_dir():
@@ -182,6 +185,11 @@ class RunLock:
         self.release()
         if self.created:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+            for parent in self._made[1:]:  # the parents it made, while they are empty
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
 
     def __enter__(self) -> RunLock:
         return self.acquire()
