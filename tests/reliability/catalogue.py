@@ -15,12 +15,13 @@ import json
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
+
 from conftest import TINY
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from catalogue import CASES, Ctx
+
 from conftest import run_cli, snapshot
 
 

@@ -93,12 +93,19 @@ def _check_indices(a: np.ndarray, sizes: list[int], key: str, where: str) -> Non
                              f"outside 0..{k - 1} (codebook size {k})")
 
 
-def _expected(model, spatial: list[int]) -> list[tuple[int, ...]]:
+def _multiple(model) -> tuple[int, ...]:
+    return tuple(getattr(model, "input_multiple", None) or model.downsample)
+
+
+def _expected(model, spatial: list[int], where: str = "", row: int = 0) -> list[tuple[int, ...]]:
     """Per-level item shapes the model gives for an item of this (unpadded) spatial shape."""
-    padded = tuple(math.ceil(s / d) * d for s, d in zip(spatial, model.downsample))
-    if model.codebook_sizes:
-        return [tuple(s) for s in model.code_shapes(padded)]
-    return [(model.embedding_dim, *model.latent_shape(padded))]
+    padded = tuple(math.ceil(s / d) * d for s, d in zip(spatial, _multiple(model)))
+    try:
+        if model.codebook_sizes:
+            return [tuple(s) for s in model.code_shapes(padded)]
+        return [(model.embedding_dim, *model.latent_shape(padded))]
+    except ValueError as e:  # DataError: a shape the model cannot take
+        raise CodesError(f"{where}: 'input_shapes' row {row} {spatial} does not fit the model: {e}") from None
 
 
 def check_codes_file(codes: str | Path, model: torch.nn.Module) -> None:
@@ -125,7 +132,7 @@ def check_codes_file(codes: str | Path, model: torch.nn.Module) -> None:
     if n < 0 or infos.shape != (n,):
         raise CodesError(f"{where}: 'names' and 'infos' should be 1-D of equal length, got {names.shape} and {infos.shape}")
     n_levels = _get(z, "n_levels", where)
-    levels = len(_expected(model, [model.downsample[0]] * model.n_dims))
+    levels = len(_expected(model, list(_multiple(model)), where))
     if n_levels.shape != () or n_levels.dtype.kind not in "iu" or int(n_levels) != levels:
         raise CodesError(f"{where}: 'n_levels' is {n_levels.tolist()!r}, this model has {levels} code level(s)")
     inputs = _int_table(z, "input_shapes", where, n, 1 + model.n_dims)
@@ -136,7 +143,7 @@ def check_codes_file(codes: str | Path, model: torch.nn.Module) -> None:
         if k in z.files and len(_get(z, k, where)) != n:
             raise CodesError(f"{where}: {k!r} holds {len(z[k])} item(s) but 'names' has {n}")
     for i in range(n):
-        shapes = _expected(model, [int(s) for s in inputs[i, 1:]])
+        shapes = _expected(model, [int(s) for s in inputs[i, 1:]], where, i)
         lat = tuple(shapes[-1][1:] if not model.codebook_sizes else shapes[-1][:model.n_dims])
         if tuple(int(s) for s in latents[i]) != lat:
             raise CodesError(f"{where}: 'latent_shapes' row {i} is {latents[i].tolist()}, the model's latent shape "

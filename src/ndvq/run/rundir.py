@@ -38,7 +38,7 @@ from ndvq.errors import CheckpointError, ConfigError, RunInUseError
 __all__ = ["config_path", "metrics_path", "checkpoints_dir", "samples_dir", "model_facts_path",
            "find_checkpoint", "run_dir_of", "check_run_dir", "read_metrics", "MetricsRecords", "read_config",
            "write_model_facts", "read_model_facts", "MODEL_FACTS_KEYS", "lock_path", "RunLock", "check_run_name",
-           "remove_temp_files", "match_dir_mode"]
+           "remove_temp_files", "match_dir_mode", "clear_run_dir", "has_progress"]
 
 MODEL_FACTS_KEYS = ("class", "args", "codebook_sizes", "downsample", "code_shapes", "n_parameters")
 """The keys of ``model.json`` (docs/design.md "Facts and their owners")."""
@@ -196,6 +196,19 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def clear_run_dir(run_dir: str | Path) -> None:
+    """``ndvq train --overwrite``: remove everything in the run directory but its lock."""
+    run = Path(run_dir)
+    for p in run.iterdir():
+        if p.name != lock_path(run).name:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def has_progress(run_dir: str | Path) -> bool:
+    """The run has a checkpoint or a metrics record (a start that got this far keeps its directory)."""
+    return any(checkpoints_dir(run_dir).glob("*.ckpt")) or bool(read_metrics(run_dir))
 
 
 def remove_temp_files(run_dir: str | Path) -> list[Path]:

@@ -22,12 +22,14 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import torch
 
-from ndvq.errors import StoppedBySignal
+from ndvq.errors import RankDiedError, StoppedBySignal
+from ndvq.run.rundir import checkpoints_dir
 
-__all__ = ["StopFlag", "ForwardSignals", "StoppedBySignal", "ignore_in_workers", "exit_code"]
+__all__ = ["StopFlag", "ForwardSignals", "StoppedBySignal", "ignore_in_workers", "exit_code", "launch_ranks"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -121,3 +123,35 @@ class ForwardSignals:
     def __exit__(self, *exc) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
+
+
+def launch_ranks(fabric, fn, args: tuple, run_dir: Path):
+    """``fabric.launch(fn, *args)`` for spawned ranks, with signals forwarded (:class:`ForwardSignals`) and a
+    rank's death turned into one :class:`~ndvq.errors.RankDiedError` line naming the rank.
+
+    Bounded: when a rank dies, torch ends the others (SIGTERM, then SIGKILL after 30 s).
+    """
+    from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
+
+    with ForwardSignals() as fwd:
+        try:
+            return fabric.launch(fn, *args)
+        except ProcessExitedException as e:
+            if fwd.signum is not None:
+                raise StoppedBySignal(fwd.signum, f"stopped by {signal.Signals(fwd.signum).name} before training "
+                                                  "started; nothing was saved") from None
+            how = f"was killed by {e.signal_name}" if e.signal_name else f"exited with code {e.exit_code}"
+            raise RankDiedError(f"rank {e.error_index} (pid {e.error_pid}) {how}; the other ranks were stopped; "
+                                f"{_resume_hint(run_dir)}") from None
+        except ProcessRaisedException as e:
+            lost = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+            if any(m in str(e) for m in lost):
+                raise RankDiedError(f"rank {e.error_index} lost its peers (another rank died): "
+                                    f"{str(e).strip().splitlines()[-1][:160]}; {_resume_hint(run_dir)}") from None
+            raise
+
+
+def _resume_hint(run_dir: Path) -> str:
+    last = checkpoints_dir(run_dir) / "last.ckpt"
+    return (f"continue from {last} with: ndvq train --resume {run_dir}" if last.is_file()
+            else "no checkpoint was written")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import signal
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -27,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from ndvq import build
 from ndvq.config import Config, ConfigError, config_to_dict, config_to_yaml
-from ndvq.errors import NonFiniteLossError, RankDiedError
+from ndvq.errors import NonFiniteLossError
 from ndvq.metrics import psnr
 from ndvq.quantizers.base import usage_from_counts
 from ndvq.quantizers.usage import CodeUsageTracker
@@ -44,7 +42,7 @@ from ndvq.run.codes import code_counts
 from ndvq.run.optim import make_optimisers
 from ndvq.run.progress import MetricsLogger, Progress, start_text, summary_text, write_recon_samples
 from ndvq.run.sampler import EpochSampler
-from ndvq.run.signals import ForwardSignals, StopFlag, StoppedBySignal, ignore_in_workers
+from ndvq.run.signals import StopFlag, ignore_in_workers, launch_ranks
 from ndvq.run.state import Hooks, Session, TrainResult, TrainState
 
 __all__ = ["train", "TrainResult", "Hooks", "NonFiniteLossError", "resolve_run_dir"]
@@ -71,19 +69,6 @@ def resolve_run_dir(cfg: Config, resume: str | Path | None, overwrite: bool = Fa
         raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; {how}start it afresh with "
                           f"--overwrite, or choose another run.name")
     return run_dir
-
-
-def _clear(run_dir: Path) -> None:
-    """``--overwrite``: remove everything in the run directory but its lock."""
-    for p in run_dir.iterdir():
-        if p.name == rundir.lock_path(run_dir).name:
-            continue
-        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-
-
-def _made_progress(run_dir: Path) -> bool:
-    """The run has a checkpoint or a metrics record (a start that got this far keeps its directory)."""
-    return any(rundir.checkpoints_dir(run_dir).glob("*.ckpt")) or bool(rundir.read_metrics(run_dir))
 
 
 def train(cfg: Config, resume: str | Path | None = None, on_validation: Callable | None = None,
@@ -120,50 +105,23 @@ def train(cfg: Config, resume: str | Path | None = None, on_validation: Callable
     lock = rundir.RunLock(run_dir).acquire() if fabric.global_rank == 0 else None
     try:
         if lock is not None:
-            _clear(run_dir) if overwrite else rundir.remove_temp_files(run_dir)
-        result = _launch(fabric, strategy, (cfg, run_dir, resume, Hooks(on_validation, on_warning)))
+            rundir.clear_run_dir(run_dir) if overwrite else rundir.remove_temp_files(run_dir)
+        args = (cfg, run_dir, resume, Hooks(on_validation, on_warning))
+        if strategy.endswith("spawn"):
+            result = launch_ranks(fabric, _run, args, run_dir)
+        else:
+            fabric.launch()
+            result = _run(fabric, *args)
     except BaseException:
-        if lock is not None and not _made_progress(run_dir):
+        if lock is not None and not rundir.has_progress(run_dir):
             lock.remove_run_dir()
         raise
     finally:
         if lock is not None:
             lock.release()
-    if lock is not None and not _made_progress(run_dir):  # stopped by a signal before its first step
+    if lock is not None and not rundir.has_progress(run_dir):  # stopped by a signal before its first step
         lock.remove_run_dir()
     return result
-
-
-def _launch(fabric, strategy: str, args: tuple) -> TrainResult:
-    """Run :func:`_run` in this process, or spawn the ranks and turn their deaths into one line."""
-    if not strategy.endswith("spawn"):
-        fabric.launch()
-        return _run(fabric, *args)
-    from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
-
-    run_dir = args[1]
-    with ForwardSignals() as fwd:
-        try:
-            return fabric.launch(_run, *args)
-        except ProcessExitedException as e:
-            if fwd.signum is not None:
-                raise StoppedBySignal(fwd.signum, f"stopped by {signal.Signals(fwd.signum).name} before training "
-                                                  "started; nothing was saved") from None
-            how = f"was killed by {e.signal_name}" if e.signal_name else f"exited with code {e.exit_code}"
-            raise RankDiedError(f"rank {e.error_index} (pid {e.pid}) {how}; the other ranks were stopped; "
-                                f"{_resume_hint(run_dir)}") from None
-        except ProcessRaisedException as e:
-            lost = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
-            if any(m in str(e) for m in lost):
-                raise RankDiedError(f"rank {e.error_index} lost its peers (another rank died): "
-                                    f"{str(e).strip().splitlines()[-1][:160]}; {_resume_hint(run_dir)}") from None
-            raise
-
-
-def _resume_hint(run_dir: Path) -> str:
-    last = rundir.checkpoints_dir(run_dir) / "last.ckpt"
-    return (f"continue from {last} with: ndvq train --resume {run_dir}" if last.is_file()
-            else "no checkpoint was written")
 
 
 # ---------------------------------------------------------------------------------------- setup
