@@ -266,7 +266,7 @@ CASES: list[Case] = [
     Case("ckpt-zip-of-text", "checkpoint", lambda c: ["eval", zip_of_text(c, "bad/checkpoints/last.ckpt").parent.parent], expect=("last.ckpt", "cannot read checkpoint")),
     Case("ckpt-legacy-pickle", "checkpoint", legacy_pickle_ckpt, expect=("last.ckpt", "not an ndvq checkpoint")),
     Case("ckpt-malicious-pickle", "checkpoint", lambda c: ["eval", ckpt_run(c, {"model": Evil(c.canary)})], expect=("last.ckpt", "never loads")),
-    Case("ckpt-malicious-in-state", "checkpoint", edit_ckpt(lambda ck: {**ck, "state": Evil(Path("/tmp/x"))}), expect=("last.ckpt",)),
+    Case("ckpt-malicious-in-state", "checkpoint", lambda c: ["eval", ckpt_run(c, {**good_ckpt(c), "state": Evil(c.canary)})], expect=("last.ckpt", "never loads")),
     Case("ckpt-a-list", "checkpoint", lambda c: ["eval", ckpt_run(c, [1, 2, 3])], expect=("last.ckpt", "'model'")),
     Case("ckpt-no-model", "checkpoint", edit_ckpt(lambda ck: {k: v for k, v in ck.items() if k != "model"}), expect=("last.ckpt", "'model'")),
     Case("ckpt-unknown-class", "checkpoint", edit_ckpt(lambda ck: ck.update(model_class="os.system")), expect=("os.system", "unknown model class")),
