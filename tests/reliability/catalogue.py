@@ -192,6 +192,16 @@ def unwritable_home(ctx: Ctx) -> Callable:
     return call
 
 
+def resume_with_garbage_metrics(ctx: Ctx) -> list:
+    import shutil
+
+    run = ctx.sandbox / "runs" / "copy"
+    shutil.copytree(ctx.run, run)
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('garbage\n{"step": 9, "split"\n')
+    return ["train", "--resume", run, "train.max_steps=6"]
+
+
 def medical_garbage(ctx: Ctx) -> list:
     p = write(ctx, "vae_config.json", json.dumps({"autoencoder_def": {"spatial_dims": 9}, "autoencoder_train": {}}))
     return ["train", "-c", p, f"run.root={ctx.sandbox / 'runs'}", "run.name=x"]
@@ -329,6 +339,8 @@ CASES: list[Case] = [
     Case("cli-doctor-bad-config", "cli", lambda c: ["doctor", (lambda d: (write(c, "brun/config.yaml", "model: [x\n"), write(c, "brun/metrics.jsonl", '{"step": 1}\n'), d)[2])(c.sandbox / "brun")], expect=("config.yaml",)),
     Case("cli-report-bad-config", "cli", lambda c: ["report", (lambda d: (write(c, "brun/config.yaml", "- a list\n"), write(c, "brun/metrics.jsonl", '{"step": 1}\n'), d)[2])(c.sandbox / "brun"), "--out", c.sandbox / "r.html"], expect=("config.yaml",)),
     Case("cli-doctor-not-a-run", "cli", lambda c: ["doctor", c.path("notrun/x").parent], expect=("notrun",)),
+    Case("cli-doctor-config-bad-value", "cli", lambda c: ["doctor", (lambda d: (write(c, "brun/config.yaml", "model: {n_codes: -5}\n"), write(c, "brun/metrics.jsonl", '{"step": 1, "split": "train"}\n'), d)[2])(c.sandbox / "brun")], expect=("model.n_codes=-5",)),
+    Case("resume-garbage-metrics-lines", "run", resume_with_garbage_metrics, code=0, handled=True, expect=("metrics.jsonl", "2 malformed line(s) skipped")),
     # ---------------------------------------------------------------- environment
     Case("env-home-unwritable", "env", unwritable_home, code=0, handled=True, expect=()),
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -185,6 +186,9 @@ def _loop(s: Session, resume, stop: StopFlag) -> TrainResult:
     t, st = cfg.train, s.state
     if s.rank0:
         print(start_text(s, {"train": s.train_ds, "val": s.val_ds}), flush=True)
+    skipped = rundir.read_metrics(run_dir).skipped if s.rank0 and resume is not None else 0
+    if skipped:  # a half-written last line of a crash, or a corrupted file: dropped when the file is rewritten
+        print(f"ndvq: warning: {rundir.metrics_path(run_dir)}: {skipped} malformed line(s) skipped", file=sys.stderr)
     logger = MetricsLogger(run_dir, resume_step=st.step if resume is not None else None, elapsed=st.elapsed,
                            enabled=s.rank0)
     progress = Progress(s.total, initial=st.step, enabled=s.rank0)
