@@ -101,8 +101,8 @@ def test_kill9_mid_checkpoint_write(tmp_path, straight):
     check_resumed(run, straight)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_saves_and_exits_with_its_code(tmp_path, sig):
+def test_sigterm_saves_and_exits_143(tmp_path, sig=signal.SIGTERM):
+    """SIGINT takes the same path (exit 130): tests/run/test_signals.py and the DDP group test."""
     p = start(tmp_path, "g", sleep=0.15)
     wait_for_step(tmp_path / "g", 5, p)
     p.send_signal(sig)

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from ndvq.run.signals import exit_code
 
 
@@ -78,9 +80,12 @@ def test_cli_maps_an_interrupted_result_to_its_code(monkeypatch, tmp_path):
     assert cli.main(["train", "train.doctor_warnings=false"]) == 130
 
 
+@pytest.mark.slow
 def test_sigterm_before_the_loop_exits_143_without_a_traceback(tmp_path):
     """A SIGTERM that lands while a single-process run sets up: the run stops at its first step."""
     code = ("import os, signal, sys; sys.argv=['ndvq','train','train.max_steps=50','train.doctor_warnings=false',"
+            "'model.videogpt.n_hiddens=16','model.videogpt.num_res_blocks=1','model.embedding_dim=8',"
+            "'model.videogpt.norm_num_groups=8','model.videogpt.n_head=0','train.val_batches=1',"
             f"'run.root={tmp_path}','run.name=s','data.sample_patches=64','train.batch_size=4'];"
             "from ndvq.run import train as t; real=t.setup\n"
             "def setup(*a):\n    os.kill(os.getpid(), signal.SIGTERM); return real(*a)\n"

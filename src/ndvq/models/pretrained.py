@@ -197,8 +197,8 @@ class PretrainedMixin:
         model.to(device)
         try:
             load_model(model, str(weights), strict=strict, device=str(device))
-        except Exception as e:  # safetensors' own error type: a file that is not safetensors, or other shapes
-            if "safetensors" not in type(e).__module__ and not isinstance(e, RuntimeError):
+        except Exception as e:  # safetensors' own error type: a file that is not safetensors
+            if "safetensors" not in type(e).__module__:
                 raise
             raise CheckpointError(f"{str(weights)!r} cannot be loaded into a {name}: "
                                   f"{' '.join(str(e).split())[:200]}") from None
