@@ -66,7 +66,7 @@ def test_stale_lock_takeover_trains(tmp_path, capsys):
     assert not (tmp_path / "r" / ".lock").exists()
 
 
-@pytest.mark.parametrize("name", ["../up", "/abs", "a/b", "..", ".", ""])
+@pytest.mark.parametrize("name", ["../up", "/abs", "a/b", "..", ".", "  "])
 def test_run_name_must_be_plain(name):
     with pytest.raises(ConfigError, match="run.name"):
         check_run_name(name)

@@ -60,7 +60,7 @@ def resolve_run_dir(cfg: Config, resume: str | Path | None, overwrite: bool = Fa
         if overwrite:
             raise ConfigError("--overwrite starts a run afresh and cannot be combined with --resume")
         return rundir.run_dir_of(rundir.find_checkpoint(resume))
-    name = rundir.check_run_name(cfg.run.name) or f"{cfg.model.kind}-{cfg.data.kind}-{datetime.now():%Y%m%d-%H%M%S}"
+    name = rundir.check_run_name(cfg.run.name or None) or f"{cfg.model.kind}-{cfg.data.kind}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(cfg.run.root) / name
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run directory {str(run_dir)!r} is a file; choose another run.name")
