@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from conftest import TINY
+from reliability_helpers import TINY
 
 
 @dataclass

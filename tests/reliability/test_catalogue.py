@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 from catalogue import CASES, Ctx
-
-from conftest import run_cli, snapshot
+from reliability_helpers import run_cli, snapshot
 
 
 def test_catalogue_is_large_and_unique():

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from reliability_helpers import HERE, TINY
 
-from conftest import HERE, TINY
 from ndvq.run.checkpoint import load_checkpoint
 from ndvq.run.rundir import read_metrics
 

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from reliability_helpers import TINY, run_cli
 
-from conftest import TINY, run_cli
 from ndvq import build
 from ndvq.config import load_config
 from ndvq.errors import CodesError, ConfigError, NonFiniteLossError, RunInUseError

@@ -84,13 +84,17 @@ def _level_array(z, key: str, i: int, where: str) -> tuple[str, np.ndarray]:
 
 
 def _check_indices(a: np.ndarray, sizes: list[int], key: str, where: str) -> None:
+    """Integer codes, column ``c`` (the trailing index axis, or the only one) inside ``0..sizes[c]-1``."""
     if a.dtype.kind not in "iu":
         raise CodesError(f"{where}: {key!r} should hold integer codes, got {a.dtype}")
-    cols = a.reshape(-1, len(sizes)) if a.size else a.reshape(0, len(sizes))
+    cols = a.reshape(-1, len(sizes))  # [*L(, G)] -> [positions, G]
     for c, k in enumerate(sizes):
-        if len(cols) and (cols[:, c].min() < 0 or cols[:, c].max() >= k):
-            raise CodesError(f"{where}: {key!r} holds code {int(cols[:, c].max() if cols[:, c].max() >= k else cols[:, c].min())} "
-                             f"outside 0..{k - 1} (codebook size {k})")
+        if not len(cols):
+            return
+        lo, hi = int(cols[:, c].min()), int(cols[:, c].max())
+        if lo < 0 or hi >= k:
+            raise CodesError(f"{where}: {key!r} holds code {lo if lo < 0 else hi} outside 0..{k - 1} "
+                             f"(codebook size {k})")
 
 
 def _multiple(model) -> tuple[int, ...]:
