@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,8 @@ from torch import nn
 from ndvq.config import Config, validate_config
 from ndvq.errors import ConfigError, DataError
 
-__all__ = ["model_spec", "build_model", "model_facts", "build_objective", "build_dataset", "check_data_fits_model"]
+__all__ = ["model_spec", "build_model", "model_facts", "build_objective", "build_dataset", "check_data_fits_model",
+           "MemoryEstimate", "estimate_memory", "available_memory", "check_memory"]
 
 
 def model_spec(cfg: Config) -> tuple[str, dict[str, Any]]:
@@ -122,3 +125,100 @@ def check_data_fits_model(cfg: Config, dataset, model: nn.Module) -> None:
     if channels is not None and channels != model.in_channels:
         raise ConfigError(f"the data has {channels} channel(s) but model.in_channels={model.in_channels}; "
                           f"set model.in_channels={channels} or model.in_channels=auto (or data.channels={model.in_channels})")
+
+
+# ---------------------------------------------------------------------------------------- memory
+_GB = 1024 ** 3
+_BYTES_PER_PARAM = {"infer": 4, "train": 16}  # fp32 weights; + gradients + two AdamW moments when training
+
+
+@dataclass
+class MemoryEstimate:
+    """Memory a model needs before any activation: weights (+ gradients and optimiser moments when training).
+
+    Attributes:
+        n_parameters: all parameters.
+        n_codebook: parameters and buffers of the bottleneck (codebooks, EMA statistics).
+        n_buffers: all buffers.
+        bytes_total: the estimate in bytes (activations not included).
+        available: bytes of memory available now (None when unknown).
+        training: the estimate includes gradients and AdamW moments.
+    """
+
+    n_parameters: int
+    n_codebook: int
+    n_buffers: int
+    bytes_total: int
+    available: int | None
+    training: bool = True
+
+    def text(self) -> str:
+        """One line, e.g. ``memory     ~0.01 GB for weights, gradients and optimizer (1.2M parameters, ...)``."""
+        what = "weights, gradients and optimizer" if self.training else "weights"
+        avail = f" of {_size(self.available)} available" if self.available is not None else ""
+        return (f"~{_size(self.bytes_total)}{avail} for {what} ({self.n_parameters / 1e6:.2f}M parameters, "
+                f"codebooks {self.n_codebook / 1e6:.2f}M values; activations not included)")
+
+
+def _size(n: int) -> str:
+    return f"{n / _GB:.1f} GB" if n >= _GB / 10 else f"{n / 1024 ** 2:.1f} MB"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now: ``MemAvailable`` of ``/proc/meminfo``, else ``os.sysconf``; None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def estimate_memory(cfg: Config, training: bool = True) -> MemoryEstimate:
+    """Estimate the memory of ``cfg``'s model without allocating it (the model is built on the ``meta`` device).
+
+    Args:
+        cfg: the validated config.
+        training: count gradients and AdamW moments too (16 bytes per parameter instead of 4). Default True.
+
+    Example:
+        >>> from ndvq.config import load_config
+        >>> estimate_memory(load_config(None, ["model.n_codes=64"])).n_parameters > 0
+        True
+    """
+    with torch.device("meta"):
+        model = build_model(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_buffers = sum(b.numel() for b in model.buffers())
+    bottleneck = [m for name, m in model.named_children() if "bottleneck" in name or "quantizer" in name]
+    n_codebook = sum(t.numel() for m in bottleneck for t in (*m.parameters(), *m.buffers()))
+    total = n_params * _BYTES_PER_PARAM["train" if training else "infer"] + n_buffers * 4
+    return MemoryEstimate(n_params, n_codebook, n_buffers, total, available_memory(), training)
+
+
+def check_memory(cfg: Config, where: str = "the model config", training: bool = True) -> MemoryEstimate:
+    """:func:`estimate_memory` and a one-line :class:`ConfigError` when it exceeds the memory available.
+
+    Args:
+        cfg: the validated config.
+        where: what the model args came from, for the message (a config file, a checkpoint). Default
+            ``"the model config"``.
+        training: as in :func:`estimate_memory`. Default True.
+    """
+    try:
+        est = estimate_memory(cfg, training)
+    except (RuntimeError, OverflowError, MemoryError) as e:  # sizes beyond what a tensor can hold
+        raise ConfigError(f"{where} describes a model too large to build (model.n_codes={cfg.model.n_codes}, "
+                          f"model.embedding_dim={cfg.model.embedding_dim}): {' '.join(str(e).split())[:160]}") from None
+    if est.available is not None and est.bytes_total > est.available:
+        m = cfg.model
+        raise ConfigError(f"{where} needs about {est.bytes_total / _GB:.1f} GB for the model alone "
+                          f"({est.n_parameters:,} parameters, {est.n_codebook:,} codebook values; model.n_codes="
+                          f"{m.n_codes}, model.embedding_dim={m.embedding_dim}) but only "
+                          f"{est.available / _GB:.1f} GB of memory is available; lower those sizes")
+    return est

@@ -1,15 +1,16 @@
 """The ``ndvq`` command line: parses arguments and dispatches; the work happens elsewhere.
 
-    ndvq train [-c CONFIG] [--resume RUN] [--print-config] [key=value ...]
+    ndvq train [-c CONFIG] [--resume RUN | --overwrite] [--print-config] [key=value ...]
     ndvq eval RUN_OR_CKPT [--data DIR] [--split val] [--out metrics.json] [data.key=value ...]
     ndvq encode RUN_OR_CKPT [--data DIR] --out codes.npz [data.key=value ...]
     ndvq decode RUN_OR_CKPT CODES.npz --out DIR
     ndvq doctor | report | tune ...   (added by ndvq.diagnostics.commands)
 
 Exit codes: 0 done; 2 a user error (an :class:`ndvq.errors.NdvqError`: missing data, unreadable config,
-unknown key, bad value, incompatible checkpoint; or a user path that is missing or unreadable), printed as
-one line ``ndvq: error: ...``; 1 a non-finite training loss (one line) or a bug (the traceback, then a line
-saying so); 130 interrupted. Set ``NDVQ_DEBUG=1`` to see every traceback.
+unknown key, bad value, incompatible checkpoint, a run directory in use; or a user path that is missing or
+unreadable), printed as one line ``ndvq: error: ...``; 1 a non-finite training loss or a dead DDP rank (one
+line each) or a bug (the traceback, then a line saying so); 130 stopped by SIGINT (Ctrl-C), 143 stopped by
+SIGTERM (a checkpoint is saved first). Set ``NDVQ_DEBUG=1`` to see every traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from ndvq.convert import register as register_convert
 from ndvq.diagnostics.commands import USER_ERRORS, register
-from ndvq.errors import NonFiniteLossError
+from ndvq.errors import NonFiniteLossError, RankDiedError, StoppedBySignal
 
 __all__ = ["main", "build_parser"]
 
@@ -52,6 +53,8 @@ def _train_parser(sub) -> None:
                    "stopped; its config.yaml is the base config unless -c is given")
     p.add_argument("--init-from", metavar="DIR", type=Path, help="start from these weights (a save_pretrained "
                    "folder or a MONAI AutoencoderKL checkpoint, e.g. from `ndvq convert monai`); same as run.init_from")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in run.root/run.name even if it holds a "
+                   "run (its files are deleted once its lock is held; refused while another train writes it)")
     p.add_argument("--print-config", action="store_true", help="print the fully resolved config as YAML and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=_OVERRIDES_HELP)
     p.set_defaults(func=_cmd_train)
@@ -63,10 +66,20 @@ def _model_parser(sub, name: str, help: str, description: str):
     return p
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _data_args(p, split_default: str) -> None:
     p.add_argument("--data", type=Path, help="data folder (data.root); default: the run's own data config")
     p.add_argument("--split", choices=["train", "val", "all"], help=f"which split (default: {split_default})")
-    p.add_argument("--batch-size", type=int, default=8, help="items per forward pass (default: 8)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="items per forward pass (default: 8)")
     p.add_argument("overrides", nargs="*", metavar="data.key=value", help="data overrides, e.g. data.kind=image data.channels=1")
 
 
@@ -127,13 +140,28 @@ def _cmd_train(args) -> int:
     from ndvq.run.train import train
 
     on_warning = warning_callback(cfg.model_dump(mode="json")) if cfg.train.doctor_warnings else None
-    result = train(cfg, resume=args.resume, on_warning=on_warning)
-    return 130 if result.stopped == "interrupted" else 0
+    result = train(cfg, resume=args.resume, on_warning=on_warning, overwrite=args.overwrite)
+    if result.stopped == "interrupted":
+        return 128 + (result.signal or 2)  # 130 SIGINT, 143 SIGTERM
+    return 0
+
+
+def _check_out(out: Path | None, want_dir: bool) -> None:
+    """``--out`` must not be a folder where a file is written, nor a file where a folder is."""
+    from ndvq.errors import ConfigError
+
+    if out is None or not out.exists():
+        return
+    if want_dir and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; expected a folder for the decoded files")
+    if not want_dir and out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a folder; expected a file name")
 
 
 def _cmd_eval(args) -> int:
     from ndvq.run.infer import evaluate, format_table
 
+    _check_out(args.out, want_dir=False)
     res = evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, out=args.out,
                    overrides=args.overrides)
     print(format_table(res))
@@ -143,6 +171,7 @@ def _cmd_eval(args) -> int:
 def _cmd_encode(args) -> int:
     from ndvq.run.infer import encode
 
+    _check_out(args.out, want_dir=False)
     out = encode(args.run, args.out, data=args.data, split=args.split or "all", batch_size=args.batch_size,
                  overrides=args.overrides)
     print(f"wrote {out}")
@@ -152,6 +181,7 @@ def _cmd_encode(args) -> int:
 def _cmd_decode(args) -> int:
     from ndvq.run.infer import decode
 
+    _check_out(args.out, want_dir=True)
     files = decode(args.run, args.codes, args.out)
     print(f"wrote {len(files)} file(s) to {args.out}")
     return 0
@@ -196,9 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     try:
         return args.func(args) or 0
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, RankDiedError) as e:
         print(f"ndvq: {_one_line(e)}", file=sys.stderr)
         return 1
+    except StoppedBySignal as e:
+        print(f"ndvq: {_one_line(e)}", file=sys.stderr)
+        return 128 + e.signum
     except USER_ERRORS as e:
         print(f"ndvq: error: {_one_line(e)}", file=sys.stderr)
         return 2

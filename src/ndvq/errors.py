@@ -15,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["NdvqError", "ConfigError", "DataError", "CheckpointError", "CodesError", "NonFiniteLossError"]
+__all__ = ["NdvqError", "ConfigError", "DataError", "CheckpointError", "CodesError", "NonFiniteLossError",
+           "RunInUseError", "RankDiedError", "StoppedBySignal"]
 
 
 class NdvqError(Exception):
@@ -40,3 +41,24 @@ class CodesError(NdvqError, ValueError):
 
 class NonFiniteLossError(NdvqError, RuntimeError):
     """Training stopped after ``train.max_nonfinite_steps`` consecutive non-finite steps."""
+
+
+class RunInUseError(NdvqError, RuntimeError):
+    """Another live ``ndvq train`` holds the run directory's lock (``runs/<name>/.lock``)."""
+
+
+class RankDiedError(NdvqError, RuntimeError):
+    """A DDP rank died (killed, or its process exited) and the job was stopped; exit code 1 on the command line."""
+
+
+class StoppedBySignal(Exception):
+    """Not an error: the job was stopped by a signal before training produced a result (e.g. while DDP ranks
+    started). The command line prints the message and exits with ``128 + signum`` (130 SIGINT, 143 SIGTERM).
+
+    Attributes:
+        signum: the signal number.
+    """
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = int(signum)

@@ -49,10 +49,12 @@ QUICKSTART: dict = {
 def _load_file(path: str | Path) -> dict:
     """Read a YAML / TOML / JSON file into a dict (format from the extension; YAML otherwise)."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config {str(p)!r} is a directory; expected a YAML/TOML/JSON file")
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
         suffix = p.suffix.lower()
         if suffix == ".toml":
             data = tomllib.loads(text)
@@ -63,7 +65,9 @@ def _load_file(path: str | Path) -> dict:
     except Exception as e:  # any parser error -> one line
         msg = " ".join(str(e).split())
         raise ConfigError(f"cannot read config {str(p)!r}: {type(e).__name__}: {msg}") from None
-    if data is None:
+    if data is None or data == {}:
+        print(f"ndvq: note: config file {str(p)!r} is empty; every key takes its schema default "
+              f"(see `ndvq train --print-config`)", file=sys.stderr)
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config {str(p)!r} must hold a mapping of sections, got a {type(data).__name__}")

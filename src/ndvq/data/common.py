@@ -124,10 +124,35 @@ def code_mask(valid, downsample: Sequence[int], latent_shape: Sequence[int]) -> 
 
 
 def cache_dir() -> Path:
-    """The ndvq cache folder: ``$NDVQ_CACHE`` or ``~/.cache/ndvq`` (created)."""
-    root = Path(os.environ.get("NDVQ_CACHE") or Path.home() / ".cache" / "ndvq").expanduser()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    """The ndvq cache folder: ``$NDVQ_CACHE`` or ``~/.cache/ndvq`` (created).
+
+    When that folder cannot be created or written (an unwritable or missing ``HOME``), a per-user folder
+    in the temporary directory is used instead, with a warning; ``$NDVQ_CACHE`` that cannot be created
+    is a :class:`DataError`.
+    """
+    if os.environ.get("NDVQ_CACHE"):
+        root = Path(os.environ["NDVQ_CACHE"]).expanduser()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"NDVQ_CACHE={str(root)!r} cannot be created: {e.strerror or e}") from None
+        return root
+    try:
+        root = Path.home().expanduser() / ".cache" / "ndvq"
+        root.mkdir(parents=True, exist_ok=True)
+        if os.access(root, os.W_OK):
+            return root
+        reason = f"{root} is not writable"
+    except (OSError, RuntimeError) as e:  # RuntimeError: no home directory at all
+        reason = f"{getattr(e, 'strerror', None) or e}"
+    import tempfile
+
+    fallback = Path(tempfile.gettempdir()) / f"ndvq-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    fallback.mkdir(mode=0o700, parents=True, exist_ok=True)
+    msg = f"ndvq: warning: the cache under HOME is not usable ({reason}); using {fallback} (set NDVQ_CACHE)"
+    log.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    return fallback
 
 
 def warn_skip(path, err: BaseException | str, what: str = "file") -> None:

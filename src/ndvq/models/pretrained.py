@@ -28,7 +28,7 @@ from torch import nn
 from ndvq.errors import CheckpointError
 
 __all__ = ["PretrainedMixin", "load_pretrained", "model_class", "MODEL_REGISTRY", "CONFIG_NAME", "WEIGHTS_NAME",
-           "accept_legacy_keys", "to_jsonable"]
+           "accept_legacy_keys", "to_jsonable", "read_pretrained_config"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -122,12 +122,27 @@ def _read_folder(directory: str | os.PathLike) -> tuple[Path, dict[str, Any], Pa
     if missing:
         raise FileNotFoundError(f"pretrained model folder {str(d)!r} lacks {', '.join(missing)} ({expected})")
     try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{str(cfg_path)!r} is not valid JSON: {e}") from None
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{str(cfg_path)!r} is not valid JSON: {' '.join(str(e).split())[:200]}") from None
     if not isinstance(config, dict) or "_class_name" not in config:
         raise CheckpointError(f"{str(cfg_path)!r} must be a JSON object with a '_class_name' entry")
     return d, config, weights
+
+
+def read_pretrained_config(directory: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """``(class name, constructor keyword arguments)`` of a ``save_pretrained`` folder, read from its
+    ``config.json`` without building anything (``ndvq.run.checkpoint.load_model`` validates them first).
+
+    Raises:
+        FileNotFoundError: the folder or one of its two files is missing.
+        CheckpointError: ``config.json`` is not a JSON object with a string ``_class_name``.
+    """
+    d, config, _ = _read_folder(directory)
+    name = config.pop("_class_name")
+    if not isinstance(name, str):
+        raise CheckpointError(f"{str(d / CONFIG_NAME)!r}: '_class_name' should be a string, got {name!r}")
+    return name, config
 
 
 class PretrainedMixin:
@@ -180,7 +195,13 @@ class PretrainedMixin:
         model = cls(**config)
         device = torch.device(map_location)
         model.to(device)
-        load_model(model, str(weights), strict=strict, device=str(device))
+        try:
+            load_model(model, str(weights), strict=strict, device=str(device))
+        except Exception as e:  # safetensors' own error type: a file that is not safetensors
+            if "safetensors" not in type(e).__module__:
+                raise
+            raise CheckpointError(f"{str(weights)!r} cannot be loaded into a {name}: "
+                                  f"{' '.join(str(e).split())[:200]}") from None
         model.eval()
         return model
 

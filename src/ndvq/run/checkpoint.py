@@ -15,9 +15,11 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ndvq.errors import CheckpointError
-from ndvq.run.rundir import find_checkpoint, run_dir_of
+from ndvq.errors import CheckpointError, ConfigError
+from ndvq.run.rundir import find_checkpoint, match_dir_mode, run_dir_of
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "update_best",
-           "check_same_model", "load_model", "LoadedModel"]
+           "check_same_model", "load_model", "LoadedModel", "model_config_of"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -42,6 +44,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        match_dir_mode(tmp)  # mkstemp makes 0600; a checkpoint gets the mode of the run's other files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -51,16 +54,29 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``, on CPU)."""
+    """Load a checkpoint safely (``weights_only=True``, on CPU) and check its entries' types.
+
+    Raises:
+        CheckpointError: not a zip written by ``torch.save``, objects other than tensors and plain values,
+            or entries of the wrong type (one line; never advice to unpickle).
+    """
     p = find_checkpoint(path)
+    if not zipfile.is_zipfile(p):
+        raise CheckpointError(f"{str(p)!r} is not an ndvq checkpoint (expected a zip written by torch.save)")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # any reader error -> one line, never the unpickling advice torch appends
-        msg = " ".join(str(e).split()).split(" Please file an issue")[0].split("(1) In PyTorch 2.6")[0][:200]
+        unsafe = "weights_only" in str(e) or "Unsupported global" in str(e)
+        why = ("it holds Python objects other than tensors and plain values, which ndvq never loads" if unsafe
+               else f"{type(e).__name__}: {' '.join(str(e).split())[:160]}")
         raise CheckpointError(f"cannot read checkpoint {str(p)!r} (expected a file written by ndvq train): "
-                              f"{type(e).__name__}: {msg}") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{str(p)!r} is not an ndvq checkpoint (no 'model' entry)")
+                              f"{why}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{str(p)!r} is not an ndvq checkpoint (no 'model' state dict)")
+    for key, kind in (("model_class", str), ("model_args", dict), ("config", dict), ("state", dict)):
+        if key in state and not isinstance(state[key], kind):
+            raise CheckpointError(f"{str(p)!r}: entry {key!r} should be a {kind.__name__}, got "
+                                  f"{type(state[key]).__name__}")
     return state
 
 
@@ -162,8 +178,78 @@ class LoadedModel:
     path: Path
 
 
+def _preset_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The flat arguments of a preset (VQVAE, HierarchicalVQVAE, KLVAE, NDimVQVAE) as a ``model`` config
+    section (the autoencoder's keyword arguments, ``kind`` for the hierarchical one)."""
+    from ndvq.models.presets import KL_BACKBONE_ARGS, vq_preset_args
+    from ndvq.models.pretrained import model_class
+
+    if name == "NDimVQVAE":
+        name, args = "VQVAE", {k: v for k, v in args.items() if k != "input_shape"}
+    cls = model_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(args) - set(params))
+    if unknown:
+        raise ConfigError(f"{name} takes no argument(s) {unknown}")
+    full = {k: p.default for k, p in params.items() if k != "self" and p.default is not inspect.Parameter.empty}
+    full.update(args)
+    full["out_channels"] = full.get("out_channels") or full.get("in_channels")
+    if name == "KLVAE":
+        if full.get("attention_levels") is None and isinstance(full.get("channels"), (list, tuple)):
+            full["attention_levels"] = [False] * len(full["channels"])
+        return dict(n_dims=full["n_dims"], in_channels=full["in_channels"], out_channels=full["out_channels"],
+                    backbone="ldm", bottleneck="gaussian", embedding_dim=full["latent_channels"],
+                    ldm={k: full[k] for k in KL_BACKBONE_ARGS})
+    section = vq_preset_args(full)
+    if name == "HierarchicalVQVAE":
+        section.update(kind="hierarchical", top={"downsample": full["top_downsample"],
+                                                  "n_codes": full["top_n_codes"],
+                                                  "embedding_dim": full["top_embedding_dim"]})
+    return section
+
+
+def model_config_of(name: str, args: Any, where: str):
+    """Validate a model's constructor arguments read from a file (a checkpoint's ``model_args``, a pretrained
+    ``config.json``) through the config schema, and check their memory, before anything is built.
+
+    Args:
+        name: the model class name (``model_class`` / ``_class_name``).
+        args: its keyword arguments.
+        where: the file, for the messages.
+
+    Returns:
+        The :class:`ndvq.config.Config` whose ``model`` section the arguments describe.
+
+    Raises:
+        CheckpointError: unknown class, bad value (with the key and the allowed range) or a model that would
+            not fit in memory (one line naming ``where``).
+    """
+    from ndvq.build import check_memory
+    from ndvq.config import validate_config
+    from ndvq.models.pretrained import model_class
+
+    model_class(name)
+    if not isinstance(args, dict):
+        raise CheckpointError(f"{where}: the model arguments should be a mapping, got {type(args).__name__}")
+    try:
+        if name == "Autoencoder":
+            section = dict(args)
+        elif name == "HierarchicalAutoencoder":
+            section = {**args, "kind": "hierarchical"}
+        else:
+            section = _preset_args(name, args)
+        cfg = validate_config({"model": section})
+        check_memory(cfg, where=where, training=False)
+    except (ConfigError, TypeError, KeyError) as e:
+        msg = " ".join(str(e).split())[:400]
+        raise CheckpointError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+    return cfg
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
     """The one way from a file to a model: a run directory, a ``.ckpt`` file or a ``save_pretrained`` folder.
+
+    The stored model arguments go through the config schema and a memory check before the model is built.
 
     Args:
         path: run directory, checkpoints folder, checkpoint file, or a folder with ``config.json`` +
@@ -171,22 +257,30 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Lo
         map_location: device of the weights. Default ``"cpu"``.
 
     Raises:
-        CheckpointError: missing, unreadable or incompatible files (one line).
+        CheckpointError: missing, unreadable, oversized or incompatible files (one line).
     """
-    from ndvq.models.pretrained import load_pretrained, model_class
+    from ndvq.models.pretrained import load_pretrained, model_class, read_pretrained_config
 
     p = Path(path)
     if p.is_dir() and (p / "config.json").is_file() and not (p / "checkpoints").is_dir():
-        return LoadedModel(load_pretrained(p, map_location=map_location).eval(), None, None, p)
+        name, args = read_pretrained_config(p)
+        model_config_of(name, args, str(p / "config.json"))
+        try:
+            return LoadedModel(load_pretrained(p, map_location=map_location).eval(), None, None, p)
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"pretrained folder {str(p)!r} cannot be loaded: {type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:300]}") from None
     from ndvq.config import validate_config
 
     ckpt_path = find_checkpoint(p)
     ckpt = load_checkpoint(ckpt_path)
+    where = f"checkpoint {str(ckpt_path)!r}"
+    model_config_of(ckpt.get("model_class"), ckpt.get("model_args"), where)
     try:
         cfg = validate_config(ckpt["config"])
         model = model_class(ckpt["model_class"])(**ckpt["model_args"])
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {str(ckpt_path)!r} is incompatible with this ndvq: "
+        raise CheckpointError(f"{where} is incompatible with this ndvq: "
                               f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
     return LoadedModel(model.eval().to(map_location), cfg, run_dir_of(ckpt_path), ckpt_path)

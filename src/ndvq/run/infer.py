@@ -32,6 +32,7 @@ from ndvq.quantizers.base import usage_from_counts
 from ndvq.run.checkpoint import LoadedModel
 from ndvq.run.checkpoint import load_model as _load
 from ndvq.run.codes import decode_grids, encode_grids
+from ndvq.run.codesfile import check_codes_file, codes_fingerprint
 
 __all__ = ["load_run_model", "evaluate", "encode", "decode", "format_table", "encode_whole", "decode_whole",
            "code_stats"]
@@ -298,7 +299,7 @@ def encode(path: str | Path, out: str | Path, data: str | Path | None = None, sp
                         padded_shapes=np.array(padded), chunk=np.array(chunk or 0),
                         data_range=np.array(float(getattr(ds, "data_range", None) or "nan")),
                         modality=np.array(ds.modality), model_class=np.array(type(model).__name__),
-                        n_levels=np.array(len(per_grid)))
+                        n_levels=np.array(len(per_grid)), fingerprint=np.array(codes_fingerprint(model)))
     return out
 
 
@@ -308,6 +309,7 @@ def decode(path: str | Path, codes: str | Path, out: str | Path) -> list[Path]:
     from ndvq.data import write_item
 
     model = load_run_model(path).model
+    check_codes_file(codes, model)
     if not Path(codes).is_file():
         raise CodesError(f"codes file {str(codes)!r} does not exist")
     try:

@@ -24,16 +24,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
-from ndvq.errors import CheckpointError, ConfigError
+from ndvq.errors import CheckpointError, ConfigError, RunInUseError
 
 __all__ = ["config_path", "metrics_path", "checkpoints_dir", "samples_dir", "model_facts_path",
            "find_checkpoint", "run_dir_of", "check_run_dir", "read_metrics", "MetricsRecords", "read_config",
-           "write_model_facts", "read_model_facts", "MODEL_FACTS_KEYS"]
+           "write_model_facts", "read_model_facts", "MODEL_FACTS_KEYS", "lock_path", "RunLock", "check_run_name",
+           "remove_temp_files", "match_dir_mode", "clear_run_dir", "has_progress"]
 
 MODEL_FACTS_KEYS = ("class", "args", "codebook_sizes", "downsample", "code_shapes", "n_parameters")
 """The keys of ``model.json`` (docs/design.md "Facts and their owners")."""
@@ -61,9 +66,169 @@ def samples_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "samples"
 
 
+def lock_path(run_dir: str | Path) -> Path:
+    """``<run>/.lock``: held by the one ``ndvq train`` writing the run (:class:`RunLock`)."""
+    return Path(run_dir) / ".lock"
+
+
 def model_facts_path(run_dir: str | Path) -> Path:
     """``<run>/model.json``: the model's facts, written at train start (:func:`write_model_facts`)."""
     return Path(run_dir) / "model.json"
+
+
+# ----------------------------------------------------------------------------- name, lock, clean-up
+
+
+def check_run_name(name: str | None) -> str | None:
+    """``run.name`` must be a plain folder name: no path separator, not ``.``/``..``, not absolute.
+
+    Raises:
+        ConfigError: naming the value (one line).
+
+    Example:
+        >>> check_run_name("my-run")
+        'my-run'
+    """
+    if name is None:
+        return None
+    bad = (not name.strip() or name in (".", "..") or "/" in name or "\\" in name or os.sep in name
+           or (os.altsep and os.altsep in name) or "\0" in name or Path(name).is_absolute())
+    if bad:
+        raise ConfigError(f"run.name={name!r} must be a plain folder name (no '/', no '..'); the run goes to "
+                          f"run.root/run.name, set run.root for another folder")
+    return name
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+class RunLock:
+    """One writer per run directory: ``<run>/.lock`` holds ``{"pid", "host", "started"}`` of the holder.
+
+    :meth:`acquire` creates the file exclusively (``O_CREAT | O_EXCL``); a lock whose pid is dead on this
+    host is stale and taken over with a warning on stderr; a live holder (or one on another host) is a
+    one-line :class:`~ndvq.errors.RunInUseError`. :meth:`release` removes the file if it is still ours.
+
+    Args:
+        run_dir: the run directory (created if missing; :attr:`created` tells whether this lock made it).
+
+    Example:
+        >>> import tempfile
+        >>> with RunLock(Path(tempfile.mkdtemp()) / "run") as lock:
+        ...     lock.path.is_file()
+        True
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir, self.path, self.created, self.held = Path(run_dir), lock_path(run_dir), False, False
+        self._made: list[Path] = []  # folders this lock created, the run directory first
+
+    def acquire(self) -> RunLock:
+        missing = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
+        try:
+            self.run_dir.mkdir(parents=True)
+            self._made = missing
+            self.created = True
+        except FileExistsError:
+            if not self.run_dir.is_dir():
+                raise ConfigError(f"run directory {str(self.run_dir)!r} is a file; choose another run.name") from None
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                self._take_over_if_stale(me["host"])
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return self
+        raise RunInUseError(f"cannot lock {str(self.path)!r}: another process keeps creating it")
+
+    def _take_over_if_stale(self, host: str) -> None:
+        """Remove a stale lock (dead pid on this host, or unreadable); raise for a live holder."""
+        try:
+            holder = json.loads(self.path.read_text())
+            pid, where, since = int(holder["pid"]), str(holder["host"]), str(holder.get("started", "?"))
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError, OSError):
+            holder = None
+        if holder is not None and (where != host or _pid_alive(pid)):
+            raise RunInUseError(f"run directory {str(self.run_dir)!r} is in use by ndvq train (pid {pid} on "
+                                f"{where}, since {since}); wait for it, stop it, or choose another run.name "
+                                f"(if that process is gone, delete {self.path})")
+        what = f"pid {holder['pid']} on {holder['host']} is gone" if holder else "the file is unreadable"
+        print(f"ndvq: warning: taking over the stale lock {self.path} ({what})", file=sys.stderr)
+        self.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """Remove the lock file if this process still holds it."""
+        if not self.held:
+            return
+        self.held = False
+        try:
+            if json.loads(self.path.read_text()).get("pid") == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def remove_run_dir(self) -> None:
+        """Remove the run directory this lock created (a start that failed before its first step)."""
+        self.release()
+        if self.created:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            for parent in self._made[1:]:  # the parents it made, while they are empty
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def clear_run_dir(run_dir: str | Path) -> None:
+    """``ndvq train --overwrite``: remove everything in the run directory but its lock."""
+    run = Path(run_dir)
+    for p in run.iterdir():
+        if p.name != lock_path(run).name:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def has_progress(run_dir: str | Path) -> bool:
+    """The run has a checkpoint or a metrics record (a start that got this far keeps its directory)."""
+    return any(checkpoints_dir(run_dir).glob("*.ckpt")) or bool(read_metrics(run_dir))
+
+
+def remove_temp_files(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files an interrupted write left (``checkpoints/.*.tmp``, ``.model.json.*.tmp``,
+    ``metrics.jsonl.tmp``) and return them."""
+    run = Path(run_dir)
+    found = [*checkpoints_dir(run).glob(".*.tmp"), *run.glob(".*.tmp"), *run.glob("*.jsonl.tmp")]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
+def match_dir_mode(path: str | Path) -> None:
+    """Give a file written through ``mkstemp`` (mode 0600) the mode its folder's files get: 0666 & ~umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(path, 0o666 & ~umask)
+    except OSError:
+        pass
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -208,6 +373,7 @@ def write_model_facts(run_dir: str | Path, facts: dict) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(facts, fh, indent=2)
+        match_dir_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

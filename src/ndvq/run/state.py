@@ -69,6 +69,7 @@ class TrainResult:
     best_val_loss: float | None = None
     last_train: dict = field(default_factory=dict)
     last_val: dict = field(default_factory=dict)
+    signal: int | None = None  # the signal that stopped an interrupted run (exit code 128 + signal)
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Session:
     tracker: torch.nn.Module | None = None  # CodeUsageTracker
     bad_run: torch.Tensor | None = None  # consecutive non-finite steps (device)
     bad_total: torch.Tensor | None = None
+    saved_step: int | None = None  # step of the newest intact last.ckpt (None: none written)
 
     @property
     def rank0(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -45,27 +46,41 @@ from ndvq.run.infer import code_stats
 from ndvq.run.optim import make_optimisers
 from ndvq.run.progress import MetricsLogger, Progress, start_text, summary_text, write_recon_samples
 from ndvq.run.sampler import EpochSampler
-from ndvq.run.signals import StopFlag
+from ndvq.run.signals import StopFlag, ignore_in_workers, launch_ranks
 from ndvq.run.state import Hooks, Session, TrainResult, TrainState
 
 __all__ = ["train", "TrainResult", "Hooks", "NonFiniteLossError", "resolve_run_dir"]
 
 
-def resolve_run_dir(cfg: Config, resume: str | Path | None) -> Path:
-    """The run directory: the resumed one, or ``run.root/run.name`` (default name with a timestamp)."""
+def resolve_run_dir(cfg: Config, resume: str | Path | None, overwrite: bool = False) -> Path:
+    """The run directory: the resumed one, or ``run.root/run.name`` (default name with a timestamp).
+
+    Raises:
+        ConfigError: ``run.name`` is not a plain name, or the directory already holds a run and neither
+            ``resume`` nor ``overwrite`` is given (the message says which of the two applies).
+    """
     if resume is not None:
+        if overwrite:
+            raise ConfigError("--overwrite starts a run afresh and cannot be combined with --resume")
         return rundir.run_dir_of(rundir.find_checkpoint(resume))
-    name = cfg.run.name or f"{cfg.model.kind}-{cfg.data.kind}-{datetime.now():%Y%m%d-%H%M%S}"
+    name = rundir.check_run_name(cfg.run.name or None) or f"{cfg.model.kind}-{cfg.data.kind}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(cfg.run.root) / name
-    if rundir.metrics_path(run_dir).exists():
-        raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; continue it with "
-                          f"--resume {run_dir} or choose another run.name")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run directory {str(run_dir)!r} is a file; choose another run.name")
+    if rundir.metrics_path(run_dir).exists() and not overwrite:
+        has_ckpt = (rundir.checkpoints_dir(run_dir) / "last.ckpt").is_file()
+        how = f"continue it with --resume {run_dir}, " if has_ckpt else "it has no checkpoint to resume; "
+        raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; {how}start it afresh with "
+                          f"--overwrite, or choose another run.name")
     return run_dir
 
 
 def train(cfg: Config, resume: str | Path | None = None, on_validation: Callable | None = None,
-          on_warning: Callable | None = None) -> TrainResult:
+          on_warning: Callable | None = None, overwrite: bool = False) -> TrainResult:
     """Train ``cfg`` (or continue the run ``resume``) and return rank 0's :class:`TrainResult`.
+
+    One writer per run directory: the process that starts rank 0 holds ``<run>/.lock`` for the whole
+    job. A start that fails before its first logged step or checkpoint removes the directory it made.
 
     Args:
         cfg: validated config.
@@ -73,11 +88,13 @@ def train(cfg: Config, resume: str | Path | None = None, on_validation: Callable
         on_validation: ``f(step, val_metrics)`` after each validation; may raise to stop. Default None.
         on_warning: ``f(records) -> list[str]``, new warning lines for the metrics so far (e.g.
             ``ndvq.diagnostics.doctor.warning_callback(config)``). Default None.
+        overwrite: start afresh in ``run.root/run.name`` even if it holds a run (its files are removed
+            once the lock is held). Default False.
     """
     from lightning_fabric import Fabric
 
     resume = resume if resume is not None else cfg.run.resume
-    run_dir = resolve_run_dir(cfg, resume)
+    run_dir = resolve_run_dir(cfg, resume, overwrite)
     t = cfg.train
     external = any(k in os.environ for k in ("LOCAL_RANK", "SLURM_NTASKS", "PMI_SIZE"))
     multi = t.num_nodes > 1 or (str(t.devices) not in ("1", "auto") and t.devices != 1)
@@ -88,11 +105,27 @@ def train(cfg: Config, resume: str | Path | None = None, on_validation: Callable
                         strategy=strategy, precision=precision)
     except (ValueError, RuntimeError, TypeError) as e:
         raise ConfigError(f"cannot set up train.accelerator/devices/precision: {' '.join(str(e).split())}") from None
-    args = (cfg, run_dir, resume, Hooks(on_validation, on_warning))
-    if strategy.endswith("spawn"):
-        return fabric.launch(_run, *args)
-    fabric.launch()
-    return _run(fabric, *args)
+    build.check_memory(cfg)  # before anything is allocated or written
+    lock = rundir.RunLock(run_dir).acquire() if fabric.global_rank == 0 else None
+    try:
+        if lock is not None:
+            rundir.clear_run_dir(run_dir) if overwrite else rundir.remove_temp_files(run_dir)
+        args = (cfg, run_dir, resume, Hooks(on_validation, on_warning))
+        if strategy.endswith("spawn"):
+            result = launch_ranks(fabric, _run, args, run_dir)
+        else:
+            fabric.launch()
+            result = _run(fabric, *args)
+    except BaseException:
+        if lock is not None and not rundir.has_progress(run_dir):
+            lock.remove_run_dir()
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+    if lock is not None and not rundir.has_progress(run_dir):  # stopped by a signal before its first step
+        lock.remove_run_dir()
+    return result
 
 
 # ---------------------------------------------------------------------------------------- setup
@@ -135,6 +168,7 @@ def setup(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> Session:
     s = Session(fabric, cfg, run_dir, net, opt, objective, train_ds, val_ds, total, steps_per_epoch, intervals,
                 state, hooks)
     s.bad_run, s.bad_total = (torch.tensor(float(v), device=fabric.device) for v in (0, state.nonfinite_steps))
+    s.saved_step = state.step if ckpt is not None else None
     return s
 
 
@@ -145,21 +179,30 @@ def _loader(s: Session, epoch: int, skip: int = 0, train: bool = True) -> DataLo
     sampler = EpochSampler(len(ds), t.seed, epoch, f.global_rank, f.world_size, shuffle=train,
                            skip=skip * t.batch_size, pad=train)
     return DataLoader(ds, batch_size=t.batch_size, sampler=sampler, drop_last=train, num_workers=t.num_workers,
-                      generator=torch.Generator().manual_seed(t.seed + epoch), pin_memory=torch.cuda.is_available())
+                      generator=torch.Generator().manual_seed(t.seed + epoch), pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=ignore_in_workers if t.num_workers else None)
 
 
 # ---------------------------------------------------------------------------------------- loop
 def _run(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> TrainResult:
-    s = setup(fabric, cfg, run_dir, resume, hooks)
+    with StopFlag(escalate=fabric.world_size == 1) as stop:  # a signal during setup stops at the first poll
+        return _loop(setup(fabric, cfg, run_dir, resume, hooks), resume, stop)
+
+
+def _loop(s: Session, resume, stop: StopFlag) -> TrainResult:
+    fabric, cfg, run_dir = s.fabric, s.cfg, s.run_dir
     t, st = cfg.train, s.state
     if s.rank0:
         print(start_text(s, {"train": s.train_ds, "val": s.val_ds}), flush=True)
+    skipped = rundir.read_metrics(run_dir).skipped if s.rank0 and resume is not None else 0
+    if skipped:  # a half-written last line of a crash, or a corrupted file: dropped when the file is rewritten
+        print(f"ndvq: warning: {rundir.metrics_path(run_dir)}: {skipped} malformed line(s) skipped", file=sys.stderr)
     logger = MetricsLogger(run_dir, resume_step=st.step if resume is not None else None, elapsed=st.elapsed,
                            enabled=s.rank0)
-    progress, stop = Progress(s.total, initial=st.step, enabled=s.rank0), StopFlag()
+    progress = Progress(s.total, initial=st.step, enabled=s.rank0)
     acc: dict[str, torch.Tensor] = {}
     last_train, last_val, n_acc, t_last = {}, {}, 0, time.time()
-    with stop, logger, progress:  # closed (TensorBoard flushed) however the loop ends
+    with logger, progress:  # closed (TensorBoard flushed) however the loop ends
         while st.step < s.total and not stop.requested:
             batches = iter(_loader(s, st.epoch, skip=st.batch_in_epoch))
             for _ in range(s.steps_per_epoch - st.batch_in_epoch // t.grad_accum):
@@ -198,7 +241,8 @@ def _run(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> TrainResul
     stopped = "interrupted" if stop.requested else "finished"
     if s.rank0:
         print(summary_text(run_dir, logger.records, st.best, logger.elapsed(), st.step, stopped), flush=True)
-    return TrainResult(run_dir, st.step, st.epoch, stopped, st.best[0][0] if st.best else None, last_train, last_val)
+    return TrainResult(run_dir, st.step, st.epoch, stopped, st.best[0][0] if st.best else None, last_train, last_val,
+                       signal=int(stop.signum) if stop.requested else None)
 
 
 def train_step(s: Session, micro: list[dict]) -> dict[str, torch.Tensor]:
@@ -251,15 +295,21 @@ def _tracker(s: Session, counts: torch.Tensor) -> CodeUsageTracker:
 
 
 def _check_nonfinite(s: Session) -> None:
+    """Stop after ``train.max_nonfinite_steps`` consecutive non-finite steps, naming the intact checkpoint
+    (``save`` never writes one while diverging) and advice that fits the config."""
     t, st = s.cfg.train, s.state
     if st.step % min(t.log_interval, t.max_nonfinite_steps) or s.bad_run.item() < t.max_nonfinite_steps:
         return
     last = rundir.checkpoints_dir(s.run_dir) / "last.ckpt"
-    where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written before it"
-    advice = "lower train.learning_rate" + ("" if t.grad_clip else ", set train.grad_clip")
-    advice += ", or use train.precision=32" if t.precision not in ("32", "32-true") else ""
+    if s.saved_step is not None and last.is_file():
+        where = f"the last good checkpoint is {last} (step {s.saved_step}): continue with --resume {s.run_dir}"
+    else:
+        where = "no checkpoint was written before it: start afresh with --overwrite"
+    advice = [f"lower train.learning_rate (now {t.learning_rate:g})"]
+    advice += [] if t.grad_clip else ["set train.grad_clip=1.0"]
+    advice += [] if str(t.precision).startswith("32") else [f"use train.precision=32 (now {t.precision})"]
     raise NonFiniteLossError(f"stopped at step {st.step}: {t.max_nonfinite_steps} consecutive steps with a non-finite "
-                             f"loss or gradient; {where}. Try: {advice}")
+                             f"loss or gradient; {where}. Try: {', '.join(advice)}")
 
 
 def log_train(s: Session, logger: MetricsLogger, acc: dict, n_acc: int, seconds: float) -> dict:
@@ -349,4 +399,6 @@ def save(s: Session, logger: MetricsLogger, path: Path | None = None) -> None:
             "state": st.to_dict(), "rng": rng_state(), **s.opt.state_dicts(s.fabric)}
     if s.rank0:
         save_checkpoint(ckpt, path or rundir.checkpoints_dir(s.run_dir) / "last.ckpt")
+    if path is None:
+        s.saved_step = st.step
     s.fabric.barrier()
