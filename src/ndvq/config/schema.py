@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args, get_origin
+from typing import Annotated, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -200,7 +200,7 @@ class ModelConfig(_Section):
     bottleneck: Literal["vq", "residual", "grouped", "fsq", "lfq", "simvq", "gaussian"] | None = Field(
         None, description="quantizer kind or gaussian; null: from kind")
     n_dims: int = Field(2, ge=1, le=3)
-    in_channels: int | Literal["auto"] = Field(
+    in_channels: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="input channels; auto: the train data's channel count (ndvq train resolves it and "
                             "records the number in config.yaml)")
     out_channels: int | None = Field(None, ge=1, description="defaults to in_channels")

@@ -87,18 +87,29 @@ def _as_tc(a: np.ndarray, what: str) -> np.ndarray:
     return a.astype(np.float32)
 
 
+def _no_pickle(load, what: str) -> np.ndarray:
+    """``load()``, with numpy's refusal of pickled (object) arrays turned into a one-line DataError."""
+    try:
+        return load()
+    except ValueError as e:
+        if "pickle" not in str(e):
+            raise
+        raise DataError(f"{what} holds pickled Python objects, which ndvq never loads; save a numeric array "
+                        "(e.g. np.save(path, a.astype(np.float32)))") from None
+
+
 def read_series(path: str | Path) -> list[tuple[str, np.ndarray, list[str]]]:
     """``[(name, float32 [T, C], channel names), ...]`` from one file (several for NPZ)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        a = _as_tc(np.load(path, allow_pickle=False), "array")
+        a = _as_tc(_no_pickle(lambda: np.load(path, allow_pickle=False), "array"), "array")
         return [("", a, [f"ch{j}" for j in range(a.shape[1])])]
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             out = []
             for k in z.files:
-                a = _as_tc(z[k], f"array {k!r}")
+                a = _as_tc(_no_pickle(lambda k=k: z[k], f"array {k!r}"), f"array {k!r}")
                 out.append((k, a, [f"ch{j}" for j in range(a.shape[1])]))
         if not out:
             raise DataError("NPZ file holds no arrays")

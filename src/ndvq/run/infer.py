@@ -149,7 +149,9 @@ def code_stats(model, grids, x_shape, valid: torch.Tensor) -> tuple[torch.Tensor
 
 def _item_metrics(x, y, mask, rng) -> dict[str, torch.Tensor]:
     out = {"mse": M.mse(x, y, mask), "mae": M.mae(x, y, mask), "psnr": M.psnr(x, y, rng, mask),
-           "ssim": M.ssim(x, y, rng, mask), "ms_ssim": M.ms_ssim(*_real_part(x, y, mask), rng)}
+           "ssim": M.ssim(x, y, rng, mask)}
+    if x.ndim >= 4:  # 2D and 3D
+        out["ms_ssim"] = M.ms_ssim(*_real_part(x, y, mask), rng)
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -157,7 +159,8 @@ def _real_part(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> t
     """``x, y [1, C, *S]`` cropped to the real extent of ``mask`` (padding lies at the end of every axis)."""
     if mask is None:
         return x, y
-    extent = [int(mask.flatten(0, 1).any(0).movedim(a, 0).flatten(1).any(1).sum()) for a in range(x.ndim - 2)]
+    m = mask.flatten(0, 1).any(0) if mask.shape[1] > 1 else mask[0, 0]  # [1, 1|C, *S] -> [*S]
+    extent = [int(m.movedim(a, 0).reshape(m.shape[a], -1).any(1).sum()) for a in range(m.ndim)]
     crop = (slice(None), slice(None), *(slice(0, e) for e in extent))
     return x[crop], y[crop]
 

@@ -29,6 +29,7 @@ from ndvq.config import Config, ConfigError, config_to_dict, config_to_yaml
 from ndvq.data.common import valid_mask
 from ndvq.errors import NonFiniteLossError
 from ndvq.metrics import psnr
+from ndvq.models.backbones.checkpointing import set_activation_checkpointing
 from ndvq.models.monai import init_from
 from ndvq.quantizers.base import usage_from_counts
 from ndvq.quantizers.usage import CodeUsageTracker
@@ -148,7 +149,7 @@ def setup(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> Session:
         net.load_state_dict(ckpt["model"])
     elif cfg.run.init_from is not None:  # weights only: a pretrained folder or a MONAI checkpoint
         init_from(net, cfg.run.init_from)
-    net.set_activation_checkpointing(t.activation_checkpointing)
+    set_activation_checkpointing(net, t.activation_checkpointing)
     steps_per_epoch = len(EpochSampler(len(train_ds), 0, 0, 0, world)) // t.batch_size // t.grad_accum
     if steps_per_epoch == 0:
         raise ConfigError(f"the train split has {len(train_ds)} items, fewer than train.batch_size x grad_accum x "
