@@ -303,6 +303,12 @@ class TrainConfig(_Section):
     max_nonfinite_steps: int = Field(20, ge=1)
     compile: bool = False
     doctor_warnings: bool = True
+    loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(default_factory=lambda: ["jsonl", "tensorboard"], description="experiment trackers (rank 0): jsonl (metrics.jsonl, always on), tensorboard, wandb (pip install \"ndvq[wandb]\"), mlflow (pip install \"ndvq[mlflow]\"); see docs/trackers.md")
+
+    @field_validator("loggers")
+    @classmethod
+    def _jsonl_always(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(["jsonl", *v]))  # metrics.jsonl is what the doctor and report read
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
