@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -116,11 +117,22 @@ def _wandb_records(run_dir):
     """(history rows, summary items, config keys) read back from every offline ``.wandb`` file of a run."""
     from wandb.proto import wandb_internal_pb2
 
+    def records(path):
+        """The parsed records, once wandb's service has written the run's last (``exit``) record: it
+        writes the file in the background and may still be at it when ``run.finish()`` returns."""
+        for _ in range(300):
+            recs = []
+            for data in _wandb_payloads(path):
+                recs.append(wandb_internal_pb2.Record())
+                recs[-1].ParseFromString(data)
+            if recs and recs[-1].WhichOneof("record_type") == "exit":
+                return recs
+            time.sleep(0.1)
+        raise AssertionError(f"{path} has no exit record after 30 s")
+
     rows, summary, config = [], {}, set()
     for path in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb")):
-        for data in _wandb_payloads(path):
-            rec = wandb_internal_pb2.Record()
-            rec.ParseFromString(data)
+        for rec in records(path):
             kind = rec.WhichOneof("record_type")
             if kind == "history":
                 rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
@@ -178,3 +190,56 @@ def test_mlflow_file_store(tmp_path, samples, monkeypatch):
     assert arts == {f"samples/step0000020/{p.name}" for p in samples}
     local = client.download_artifacts(run_id, "doctor/findings.json", str(tmp_path))
     assert json.loads(open(local).read())["findings"][1]["rule"] == "slow"
+
+
+# ------------------------------------------------------------------------------------------- in the loop
+def _loop_opens_trackers() -> bool:
+    import inspect
+
+    from ndvq.run import train
+
+    return "on_finish" in inspect.signature(train.train).parameters
+
+
+@pytest.mark.skipif(not _loop_opens_trackers(), reason="the training loop does not open train.loggers yet "
+                                                       "(integration of ndvq.run.trackers pending)")
+def test_ndvq_train_logs_to_every_tracker(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ndvq.cli import main
+
+    loggers = ["jsonl", "tensorboard"] + [m for m in ("wandb", "mlflow") if _installed(m)]
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    tiny = ["model.videogpt.n_hiddens=16", "model.videogpt.num_res_blocks=1", "model.embedding_dim=8",
+            "model.n_codes=16", "model.videogpt.n_head=0", "model.videogpt.norm=group",
+            "model.videogpt.norm_num_groups=8", "train.max_steps=4", "train.batch_size=2", "train.log_interval=1",
+            "train.val_interval=2", "train.val_batches=1", "train.sample_interval=4", "train.doctor_warnings=false",
+            "run.root=runs", "run.name=r", f"train.loggers=[{','.join(loggers)}]"]
+    assert main(["train", *tiny]) == 0
+    run = tmp_path / "runs" / "r"
+    recs = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in recs if r["split"] == "train"] == [1, 2, 3, 4]
+    assert json.loads((run / "doctor.json").read_text())["findings"]  # the doctor's findings at the end
+    ev = EventAccumulator(str(run / "tb"), size_guidance={"images": 0}).Reload()
+    assert len(ev.Scalars("train/loss")) == 4 and ev.Tags()["images"] == ["samples/reconstructions.png"]
+    if "wandb" in loggers:
+        rows, summary, config = _wandb_records(run)
+        assert [r["_step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4] and "doctor" in summary
+    if "mlflow" in loggers:
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+        run_id = json.loads((run / "trackers.json").read_text())["mlflow"]
+        assert len(client.get_metric_history(run_id, "train/loss")) == 4
+        assert client.get_run(run_id).data.params["model.n_codes"] == "16"
+        assert [a.path for a in client.list_artifacts(run_id, "samples/step0000004")] == [
+            "samples/step0000004/reconstructions.png"]
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

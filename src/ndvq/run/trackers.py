@@ -179,8 +179,9 @@ class WandbTracker(_Backend):
         wandb = self.wandb = _require("wandb", "wandb")
         ids = _Ids(run_dir)
         run_id = ids.get("wandb") or uuid.uuid4().hex[:8]
+        # an absolute dir: wandb's service process may run in another working directory
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "ndvq"), name=name, id=run_id,
-                              resume="allow", dir=str(run_dir), reinit="create_new")
+                              resume="allow", dir=str(Path(run_dir).resolve()), reinit="create_new")
         ids.set("wandb", run_id)
 
     def log_config(self, config: dict) -> None:
