@@ -99,16 +99,19 @@ def _onnx(graph: nn.Module, args: tuple, path: Path, names: tuple[list, list], d
     except ImportError:
         raise ConfigError('ONNX export needs the onnx and onnxscript packages; install them with: '
                           'pip install "ndvq[onnx]"') from None
-    quiet = logging.getLogger("torch.onnx")
-    level, quiet.level = quiet.level, logging.ERROR
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", "onnx_ir", "onnxscript")]  # progress and notes
+    levels = [q.level for q in quiet]
     try:
+        for q in quiet:
+            q.setLevel(logging.ERROR)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(graph, args, dynamo=True, input_names=names[0], output_names=names[1],
                                         dynamic_shapes=dynamic)
+            program.save(str(path))
     finally:
-        quiet.level = level
-    program.save(str(path))
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
 
 
 def _torchscript(graph: nn.Module, args: tuple, path: Path) -> None:
