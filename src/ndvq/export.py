@@ -16,8 +16,9 @@ Example:
     >>> from ndvq.models import Autoencoder
     >>> m = Autoencoder(n_dims=1, in_channels=1, videogpt={"n_hiddens": 16, "num_res_blocks": 1}, n_codes=16)
     >>> paths = export_model(m, tempfile.mkdtemp(), fmt="torchscript", part="encoder")
-    >>> enc = torch.jit.load(paths[0]); x = torch.randn(2, 1, 32)
-    >>> bool((enc(x) == m.eval().encode(x)).all())
+    >>> enc, x = torch.jit.load(paths[0]), torch.randn(2, 1, 32)
+    >>> (codes,) = enc(x)                                   # one output per code grid
+    >>> bool((codes == m.eval().encode(x)).all())
     True
 """
 
@@ -25,75 +26,96 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import logging
 import warnings
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from ndvq.errors import ConfigError
-from ndvq.run.codes import decode_grids, encode_grids
 
-__all__ = ["FORMATS", "PARTS", "EncoderGraph", "DecoderGraph", "example_input", "export_model", "export_run",
-           "register"]
+# also EncoderGraph and DecoderGraph, built on first access (module __getattr__)
+__all__ = ["FORMATS", "PARTS", "example_input", "export_model", "export_run", "register"]
 
 FORMATS = ("onnx", "torchscript")
 PARTS = ("encoder", "decoder", "both")
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
-class EncoderGraph(nn.Module):
-    """``x [B, C, *S]`` -> one tensor per code grid: int64 codes, or the Gaussian posterior mean.
+@functools.cache
+def _graph_classes() -> dict[str, type]:
+    """The two graph modules, defined on first use: importing this module (``ndvq --help`` registers
+    ``export``) must not import torch."""
+    from torch import nn
 
-    Args:
-        model: an autoencoder (``Autoencoder``, a preset, ``HierarchicalAutoencoder``), put in eval mode.
-    """
+    from ndvq.run.codes import decode_grids, encode_grids
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model.eval()
+    class EncoderGraph(nn.Module):
+        """``x [B, C, *S]`` -> one tensor per code grid: int64 codes, or the Gaussian posterior mean.
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(encode_grids(self.model, x))
+        Args:
+            model: an autoencoder (``Autoencoder``, a preset, ``HierarchicalAutoencoder``), put in eval mode.
+        """
+
+        def __init__(self, model: nn.Module):
+            super().__init__()
+            self.model = model.eval()
+
+        def forward(self, x):
+            return tuple(encode_grids(self.model, x))
+
+    class DecoderGraph(nn.Module):
+        """The encoder's outputs (codes per grid, or the latent mean) -> reconstruction ``[B, C_out, *S]``.
+
+        Args:
+            model: the autoencoder, put in eval mode.
+        """
+
+        def __init__(self, model: nn.Module):
+            super().__init__()
+            self.model = model.eval()
+
+        def forward(self, *grids):
+            return decode_grids(self.model, list(grids))
+
+    for cls in (EncoderGraph, DecoderGraph):
+        cls.__qualname__ = cls.__name__
+    return {"EncoderGraph": EncoderGraph, "DecoderGraph": DecoderGraph}
 
 
-class DecoderGraph(nn.Module):
-    """The encoder's outputs (codes per grid, or the latent mean) -> reconstruction ``[B, C_out, *S]``.
-
-    Args:
-        model: the autoencoder, put in eval mode.
-    """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model.eval()
-
-    def forward(self, *grids: torch.Tensor) -> torch.Tensor:
-        return decode_grids(self.model, list(grids))
+def __getattr__(name: str):
+    """``EncoderGraph`` and ``DecoderGraph`` (see :func:`_graph_classes`)."""
+    if name in ("EncoderGraph", "DecoderGraph"):
+        return _graph_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def example_input(model: nn.Module, batch: int = 2) -> torch.Tensor:
+def example_input(model, batch: int = 2):
     """A random input ``[batch, C, *S]`` with ``S[i] = (3 + i) * input_multiple[i]``: distinct sizes per
     axis and no size 1, so no axis is specialised to a constant or tied to another while exporting."""
+    import torch
+
     spatial = [(3 + i) * m for i, m in enumerate(model.input_multiple)]
     return torch.randn(batch, model.in_channels, *spatial)
 
 
-def _names(model: nn.Module, n_grids: int) -> list[str]:
+def _names(model, n_grids: int) -> list[str]:
     key = "codes" if model.codebook_sizes else "latents"
     return [key] if n_grids == 1 else [f"{key}_{j}" for j in range(n_grids)]
 
 
 def _dynamic(n_dims: int, first_spatial: int) -> dict[int, object]:
     """Batch and the ``n_dims`` spatial axes from ``first_spatial`` on are free (``Dim.AUTO``)."""
+    import torch
+
     auto = torch.export.Dim.AUTO
     return {0: auto, **{first_spatial + i: auto for i in range(n_dims)}}
 
 
-def _onnx(graph: nn.Module, args: tuple, path: Path, names: tuple[list, list], dynamic: tuple) -> None:
+def _onnx(graph, args: tuple, path: Path, names: tuple[list, list], dynamic: tuple) -> None:
+    import torch
+
     try:
         import onnxscript  # noqa: F401  (the torch.export-based exporter needs it)
     except ImportError:
@@ -114,14 +136,16 @@ def _onnx(graph: nn.Module, args: tuple, path: Path, names: tuple[list, list], d
             q.setLevel(level)
 
 
-def _torchscript(graph: nn.Module, args: tuple, path: Path) -> None:
+def _torchscript(graph, args: tuple, path: Path) -> None:
+    import torch
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation notes
         traced = torch.jit.trace(graph, args, check_trace=False)
     traced.save(str(path))
 
 
-def _export_one(graph: nn.Module, args: tuple, path: Path, fmt: str, names: tuple[list, list],
+def _export_one(graph, args: tuple, path: Path, fmt: str, names: tuple[list, list],
                 dynamic: tuple) -> None:
     if fmt == "onnx":
         _onnx(graph, args, path, names, dynamic)
@@ -129,8 +153,7 @@ def _export_one(graph: nn.Module, args: tuple, path: Path, fmt: str, names: tupl
         _torchscript(graph, args, path)
 
 
-@torch.no_grad()
-def export_model(model: nn.Module, out_dir: str | Path, fmt: str = "onnx", part: str = "both",
+def export_model(model, out_dir: str | Path, fmt: str = "onnx", part: str = "both",
                  batch: int = 2) -> list[Path]:
     """Export ``model``'s encoder and/or decoder to ``out_dir`` and write ``export.json``.
 
@@ -148,15 +171,17 @@ def export_model(model: nn.Module, out_dir: str | Path, fmt: str = "onnx", part:
         raise ConfigError(f"--format must be one of {FORMATS} and --part one of {PARTS}, got {fmt!r}, {part!r}")
     model = model.eval().cpu()
     validate, model.validate_inputs = getattr(model, "validate_inputs", False), False  # no host-side checks
+    import torch
+
     try:
-        with _one_search_chunk(model):
+        with _one_search_chunk(model), torch.no_grad():
             return _export(model, Path(out_dir), fmt, part, batch)
     finally:
         model.validate_inputs = validate
 
 
 @contextlib.contextmanager
-def _one_search_chunk(model: nn.Module):
+def _one_search_chunk(model):
     """Codebook searches in one chunk while exporting: the chunk count would otherwise be traced as a
     constant, and a graph traced on a small input would fail on one with more tokens than a chunk."""
     saved = [(m, m.chunk_rows) for m in model.modules() if hasattr(m, "chunk_rows")]
@@ -169,8 +194,11 @@ def _one_search_chunk(model: nn.Module):
             m.chunk_rows = rows
 
 
-def _export(model: nn.Module, out: Path, fmt: str, part: str, batch: int) -> list[Path]:
+def _export(model, out: Path, fmt: str, part: str, batch: int) -> list[Path]:
     """The work of :func:`export_model` on a prepared (eval, CPU, one-chunk) model."""
+    from ndvq.run.codes import encode_grids
+
+    graphs = _graph_classes()
     x = example_input(model, batch)
     grids = tuple(encode_grids(model, x))
     names = _names(model, len(grids))
@@ -179,17 +207,19 @@ def _export(model: nn.Module, out: Path, fmt: str, part: str, batch: int) -> lis
     paths = []
     if part in ("encoder", "both"):
         paths.append(out / f"encoder{_SUFFIX[fmt]}")
-        _export_one(EncoderGraph(model), (x,), paths[-1], fmt, (["x"], names), (_dynamic(model.n_dims, 2),))
+        _export_one(graphs["EncoderGraph"](model), (x,), paths[-1], fmt, (["x"], names), (_dynamic(model.n_dims, 2),))
     if part in ("decoder", "both"):
         paths.append(out / f"decoder{_SUFFIX[fmt]}")
         dynamic = (tuple(_dynamic(model.n_dims, grid_axis) for _ in grids),)  # *grids arrive as one tuple
-        _export_one(DecoderGraph(model), grids, paths[-1], fmt, (names, ["reconstruction"]), dynamic)
+        _export_one(graphs["DecoderGraph"](model), grids, paths[-1], fmt, (names, ["reconstruction"]), dynamic)
     _write_manifest(model, out, fmt, paths, names, x, grids)
     return paths
 
 
 def _write_manifest(model, out: Path, fmt: str, paths: list[Path], names: list[str], x, grids) -> None:
     """``export.json``: files, tensor names and layouts, and the facts a user of the graphs needs."""
+    import torch
+
     n = model.n_dims
     spatial = ", ".join(f"S{i}" for i in range(n))
     latent = ", ".join(f"L{i}" for i in range(n))

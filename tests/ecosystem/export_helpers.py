@@ -61,7 +61,7 @@ def second_best_gaps(model, x: torch.Tensor) -> torch.Tensor:
     return two[:, 1] - two[:, 0]
 
 
-def fit_briefly(model, x: torch.Tensor, steps: int = 30, batch: int = 16) -> None:
+def fit_briefly(model, x: torch.Tensor, steps: int = 20, batch: int = 16) -> None:
     """A few Adam steps of reconstruction + quantizer loss on ``x`` (the first step k-means-initialises
     the codebook), so codes spread over real data as in a trained model. Leaves the model in eval mode."""
     g = torch.Generator().manual_seed(0)
