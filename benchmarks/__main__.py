@@ -13,6 +13,10 @@ Runs, in one process (peak-memory figures in fresh child processes), and prints 
 
 The full run writes ``docs/benchmarks.md`` (machine, torch version, date, load average);
 ``--quick`` uses tiny sizes (a smoke run, about a minute) and writes nothing unless ``--out`` is given.
+
+``--device cuda`` runs the training-throughput suite on the GPU instead (fp32 and bf16-mixed, 1D/2D/3D,
+n_codes 512 / 4096 / 16384, peak GPU memory) and writes ``docs/benchmarks-gpu.md``; on a machine
+without a CUDA device it says so and exits 0.
 Run it from the repository root in the benchmark environment (see docs/benchmarks.md).
 """
 
@@ -120,6 +124,81 @@ def targets_section(train: list[dict], encode_raw: dict, quick: bool) -> str:
     return note + markdown_table(["target", "wanted", "measured", ""], rows)
 
 
+def gpu_throughput(arch, precision: str, warmup: int, repeats: int, device: str = "cuda") -> tuple[float, float]:
+    """(samples/s, peak GPU MB) of ndvq's training step on ``device`` (the step of ``make_ndvq_step``;
+    ``device="cpu"`` runs the same code without the CUDA calls, for the smoke test; peak MB is then NaN)."""
+    import statistics
+
+    import torch
+    from benchmarks.common import real_batch, time_calls
+
+    from ndvq.run.optim import make_optimizer, param_groups
+
+    torch.manual_seed(0)
+    cuda = device == "cuda"
+    model = tt.build_ndvq(arch).to(device).train()
+    model.validate_inputs = False
+    opt = make_optimizer(param_groups(model, 3e-4, 0.0), 3e-4, 0.9, 0.999)
+    batches = [real_batch(arch.n_dims, arch.batch, arch.size, seed=i).to(device) for i in range(4)]
+    state = {"i": 0}
+
+    def step() -> None:
+        x = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            out = model(x)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        if cuda:
+            torch.cuda.synchronize()
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    sec = statistics.median(time_calls(step, warmup, repeats))
+    return arch.batch / sec, torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+
+
+def gpu_section(quick: bool, warmup: int, repeats: int, log=print, device: str = "cuda") -> str:
+    """The throughput suite on the GPU: every n_dims x n_codes, fp32 and bf16-mixed."""
+    archs = tt.QUICK_ARCHS if quick else tt.DEFAULT_ARCHS
+    rows = []
+    for base in archs.values():
+        for k in (64, 256) if quick else (512, 4096, 16384):
+            arch = replace(base, n_codes=k)
+            for precision in ("32", "bf16-mixed"):
+                sps, mb = gpu_throughput(arch, precision, warmup, repeats, device)
+                rows.append([arch.label(), f"{k:,}", precision, arch.vectors_per_step, sps, arch.batch / sps * 1e3, mb])
+                log(f"  gpu {arch.label()}, n_codes {k}, {precision}: {sps:.1f} samples/s, peak {mb:.0f} MB")
+    return markdown_table(["input", "n_codes", "precision", "vectors / step", "ndvq samples/s", "ms / step",
+                           "peak GPU MB"], rows)
+
+
+def run_gpu(args) -> int:
+    """``--device cuda``: the GPU throughput table, or a note and exit 0 when there is no CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"python -m benchmarks --device cuda: no CUDA device on this machine (torch {torch.__version__}, "
+              f"CUDA build: {torch.version.cuda or 'no'}); the GPU throughput suite did not run. "
+              "Install a CUDA build with: bash scripts/setup.sh --cuda (docs/gpu.md)")
+        return 0
+    out = args.out if args.out is not None else (None if args.quick else ROOT / "docs" / "benchmarks-gpu.md")
+    info = machine_info(args.threads)
+    info["GPU"] = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    start = time.perf_counter()
+    print("# training throughput on the GPU", flush=True)
+    table = gpu_section(args.quick, *((1, 3) if args.quick else (5, 20)))
+    info["suite wall time"] = f"{time.perf_counter() - start:.0f} s"
+    text = render(info, [("Training throughput on the GPU (fp32 and bf16-mixed)", table)], args)
+    print(text)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("# GPU benchmarks\n\nSee docs/gpu.md for the set-up.\n\n" + text)
+        print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes and few steps (smoke run, ~1 min)")
@@ -128,7 +207,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="Markdown file to write (default: docs/benchmarks.md for a full run, none for --quick)")
     p.add_argument("--skip", default="", help="comma-separated sections to skip: train,curves,encode,quantizer")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: the training-throughput suite on the GPU (writes docs/benchmarks-gpu.md; "
+                        "without a CUDA device: a note and exit 0). Default cpu: the whole CPU suite")
     args = p.parse_args(argv)
+    if args.device == "cuda":
+        raise SystemExit(run_gpu(args))
     out = args.out if args.out is not None else (None if args.quick else ROOT / "docs" / "benchmarks.md")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     set_threads(args.threads)
@@ -175,7 +259,8 @@ RESULTS_BEGIN, RESULTS_END = "<!-- BENCHMARK-RESULTS:BEGIN -->", "<!-- BENCHMARK
 
 def render(info: dict, sections: list[tuple[str, str]], args) -> str:
     """The results block: command, machine table and one section per benchmark."""
-    cmd = "python -m benchmarks" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
+    cmd = ("python -m benchmarks" + (" --device cuda" if getattr(args, "device", "cpu") == "cuda" else "")
+           + (" --quick" if args.quick else "") + f" --threads {args.threads}")
     lines = [RESULTS_BEGIN, "", f"Command: `{cmd}`", "", markdown_table(["machine", ""], list(info.items())), ""]
     for title, body in sections:
         lines += [f"### {title}", "", body, ""]

@@ -322,6 +322,12 @@ class TrainConfig(_Section):
     activation_checkpointing: bool = Field(
         False, description="recompute backbone activations in backward: less memory, ~1 more forward (MONAI use_checkpoint)")
     doctor_warnings: bool = True
+    loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(default_factory=lambda: ["jsonl", "tensorboard"], description="experiment trackers (rank 0): jsonl (metrics.jsonl, always on), tensorboard, wandb (pip install \"ndvq[wandb]\"), mlflow (pip install \"ndvq[mlflow]\"); see docs/trackers.md")
+
+    @field_validator("loggers")
+    @classmethod
+    def _jsonl_always(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(["jsonl", *v]))  # metrics.jsonl is what the doctor and report read
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
