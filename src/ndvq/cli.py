@@ -24,6 +24,7 @@ from pathlib import Path
 from ndvq.convert import register as register_convert
 from ndvq.diagnostics.commands import USER_ERRORS, register
 from ndvq.errors import NonFiniteLossError, RankDiedError, StoppedBySignal
+from ndvq.export import register as register_export
 
 __all__ = ["main", "build_parser"]
 
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_decode)
     register(sub)  # doctor / report / tune
     register_convert(sub)  # convert
+    register_export(sub)  # export
     return parser
 
 
@@ -136,11 +138,13 @@ def _cmd_train(args) -> int:
     if args.print_config:
         print(config_to_yaml(cfg), end="")
         return 0
-    from ndvq.diagnostics.doctor import warning_callback
+    from ndvq.diagnostics.doctor import diagnose, warning_callback
     from ndvq.run.train import train
 
-    on_warning = warning_callback(cfg.model_dump(mode="json")) if cfg.train.doctor_warnings else None
-    result = train(cfg, resume=args.resume, on_warning=on_warning, overwrite=args.overwrite)
+    config = cfg.model_dump(mode="json")
+    on_warning = warning_callback(config) if cfg.train.doctor_warnings else None
+    result = train(cfg, resume=args.resume, on_warning=on_warning, overwrite=args.overwrite,
+                   on_finish=lambda records: [f.to_dict() for f in diagnose(records, config)])
     if result.stopped == "interrupted":
         return 128 + (result.signal or 2)  # 130 SIGINT, 143 SIGTERM
     return 0

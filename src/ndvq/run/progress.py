@@ -42,13 +42,16 @@ class MetricsLogger:
         resume_step: when resuming from a checkpoint at this step, records after it (written between
             that checkpoint and a crash) are dropped, so every step is recorded once. Default None.
         elapsed: seconds of training before this process (``time`` continues from it). Default 0.0.
-        tensorboard: write TensorBoard events under ``run_dir/tb``. Default True.
+        tensorboard: write TensorBoard events under ``run_dir/tb`` (when no ``trackers`` are given). Default True.
         enabled: False on ranks other than 0. Default True.
+        trackers: the run's ``ndvq.run.trackers.Trackers`` (``train.loggers``); when given, every record goes
+            to them (their ``jsonl`` backend writes ``metrics.jsonl``) and they are closed with the logger.
+            Default None: ``metrics.jsonl`` and TensorBoard here.
     """
 
     def __init__(self, run_dir: str | Path, resume_step: int | None = None, elapsed: float = 0.0,
-                 tensorboard: bool = True, enabled: bool = True):
-        self.enabled = enabled
+                 tensorboard: bool = True, enabled: bool = True, trackers=None):
+        self.enabled, self.trackers = enabled, trackers
         self.records: list[dict] = []
         self.t0 = time.time() - elapsed
         self.path = metrics_path(run_dir)
@@ -59,7 +62,7 @@ class MetricsLogger:
             self.records = read_metrics(self.path)
             if resume_step is not None:
                 self._truncate(resume_step)
-        if tensorboard:
+        if tensorboard and trackers is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(Path(run_dir) / "tb"))
@@ -85,6 +88,9 @@ class MetricsLogger:
         if not self.enabled:
             return rec
         self.records.append(rec)
+        if self.trackers is not None:
+            self.trackers.log_scalars(split, step, {k: v for k, v in rec.items() if k not in ("step", "split")})
+            return rec
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         if self.tb is not None:
@@ -98,10 +104,13 @@ class MetricsLogger:
             self.tb.flush()
 
     def close(self) -> None:
-        """Close the TensorBoard writer."""
+        """Close the TensorBoard writer and the trackers."""
         if self.tb is not None:
             self.tb.close()
             self.tb = None
+        if self.trackers is not None:
+            self.trackers.close()
+            self.trackers = None
 
     def __enter__(self) -> MetricsLogger:
         return self

@@ -49,6 +49,7 @@ from ndvq.run.progress import MetricsLogger, Progress, start_text, summary_text,
 from ndvq.run.sampler import EpochSampler
 from ndvq.run.signals import StopFlag, ignore_in_workers, launch_ranks
 from ndvq.run.state import Hooks, Session, TrainResult, TrainState
+from ndvq.run.trackers import open_trackers
 
 __all__ = ["train", "TrainResult", "Hooks", "NonFiniteLossError", "resolve_run_dir"]
 
@@ -77,7 +78,8 @@ def resolve_run_dir(cfg: Config, resume: str | Path | None, overwrite: bool = Fa
 
 
 def train(cfg: Config, resume: str | Path | None = None, on_validation: Callable | None = None,
-          on_warning: Callable | None = None, overwrite: bool = False) -> TrainResult:
+          on_warning: Callable | None = None, overwrite: bool = False,
+          on_finish: Callable | None = None) -> TrainResult:
     """Train ``cfg`` (or continue the run ``resume``) and return rank 0's :class:`TrainResult`.
 
     One writer per run directory: the process that starts rank 0 holds ``<run>/.lock`` for the whole
@@ -111,7 +113,7 @@ def train(cfg: Config, resume: str | Path | None = None, on_validation: Callable
     try:
         if lock is not None:
             rundir.clear_run_dir(run_dir) if overwrite else rundir.remove_temp_files(run_dir)
-        args = (cfg, run_dir, resume, Hooks(on_validation, on_warning))
+        args = (cfg, run_dir, resume, Hooks(on_validation, on_warning, on_finish))
         if strategy.endswith("spawn"):
             result = launch_ranks(fabric, _run, args, run_dir)
         else:
@@ -198,8 +200,10 @@ def _loop(s: Session, resume, stop: StopFlag) -> TrainResult:
     skipped = rundir.read_metrics(run_dir).skipped if s.rank0 and resume is not None else 0
     if skipped:  # a half-written last line of a crash, or a corrupted file: dropped when the file is rewritten
         print(f"ndvq: warning: {rundir.metrics_path(run_dir)}: {skipped} malformed line(s) skipped", file=sys.stderr)
+    trackers = open_trackers(t.loggers, run_dir, enabled=s.rank0)
+    trackers.log_config(config_to_dict(cfg))
     logger = MetricsLogger(run_dir, resume_step=st.step if resume is not None else None, elapsed=st.elapsed,
-                           enabled=s.rank0)
+                           enabled=s.rank0, trackers=trackers)
     progress = Progress(s.total, initial=st.step, enabled=s.rank0)
     acc: dict[str, torch.Tensor] = {}
     last_train, last_val, n_acc, t_last = {}, {}, 0, time.time()
@@ -229,8 +233,9 @@ def _loop(s: Session, resume, stop: StopFlag) -> TrainResult:
                     last_val = validate(s)
                     _after_validation(s, logger, progress, last_val)
                 if s.rank0 and (st.step % s.intervals[1] == 0 or st.step >= s.total):
-                    write_recon_samples(fabric, s.net, s.val_ds if len(s.val_ds) else s.train_ds,
-                                        rundir.samples_dir(run_dir) / f"step{st.step:07d}")
+                    sample_dir = rundir.samples_dir(run_dir) / f"step{st.step:07d}"
+                    write_recon_samples(fabric, s.net, s.val_ds if len(s.val_ds) else s.train_ds, sample_dir)
+                    trackers.log_media(st.step, sorted(sample_dir.iterdir()))
                 # -------------------------------------------------------------- checkpoint
                 stop.poll(fabric, st.step % t.log_interval == 0)
                 if st.step % s.intervals[2] == 0 or st.step >= s.total or stop.requested:
@@ -239,6 +244,8 @@ def _loop(s: Session, resume, stop: StopFlag) -> TrainResult:
                     break
             else:
                 st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+        if s.rank0 and s.hooks.on_finish is not None:
+            trackers.log_findings(s.hooks.on_finish(logger.records))
     stopped = "interrupted" if stop.requested else "finished"
     if s.rank0:
         print(summary_text(run_dir, logger.records, st.best, logger.elapsed(), st.step, stopped), flush=True)
