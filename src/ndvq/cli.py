@@ -138,13 +138,13 @@ def _cmd_train(args) -> int:
     if args.print_config:
         print(config_to_yaml(cfg), end="")
         return 0
-    from ndvq.diagnostics.doctor import diagnose, warning_callback
+    from ndvq.diagnostics.doctor import findings_callback, warning_callback
     from ndvq.run.train import train
 
     config = cfg.model_dump(mode="json")
     on_warning = warning_callback(config) if cfg.train.doctor_warnings else None
     result = train(cfg, resume=args.resume, on_warning=on_warning, overwrite=args.overwrite,
-                   on_finish=lambda records: [f.to_dict() for f in diagnose(records, config)])
+                   on_finish=findings_callback(config))
     if result.stopped == "interrupted":
         return 128 + (result.signal or 2)  # 130 SIGINT, 143 SIGTERM
     return 0

@@ -196,6 +196,27 @@ def warning_callback(config: dict, thresholds: Thresholds | None = None) -> Call
     return _WarningCallback(config, thresholds)
 
 
+class _FindingsCallback:
+    """``f(records) -> [finding dicts]`` (a module-level class, so DDP can pickle it to spawned ranks)."""
+
+    def __init__(self, config: dict, thresholds: Thresholds | None = None):
+        self.config, self.thresholds = config, thresholds
+
+    def __call__(self, records: list[dict]) -> list[dict]:
+        return [f.to_dict() for f in diagnose(records, self.config, self.thresholds)]
+
+
+def findings_callback(config: dict, thresholds: Thresholds | None = None) -> Callable[[list[dict]], list[dict]]:
+    """What the training loop calls once at the end (``on_finish``): every finding of the run as a dict,
+    for the experiment trackers (``train.loggers``).
+
+    Args:
+        config: the run's resolved config (a dict).
+        thresholds: default ``Thresholds()``.
+    """
+    return _FindingsCallback(config, thresholds)
+
+
 # ----------------------------------------------------------------------------- run folder
 
 
