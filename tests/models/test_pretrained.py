@@ -141,3 +141,22 @@ def test_folders_saved_with_the_old_weight_names_load(tmp_path, name):
     ref = model(x)
     got, want = (result[1], ref[1]) if name == "NDimVQVAE" else (result.reconstruction, ref.reconstruction)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_codes": 10**11}, "GB of memory is available"),                       # refused before any allocation
+    ({"quantizer": {"kind": "residual", "num_quantizers": 10**6}}, r"num_quantizers must be in \[1, 64\]"),
+])
+def test_hostile_config_json_is_refused_before_allocating(tmp_path, change, message):
+    import json
+
+    from ndvq import VQVAE, load_pretrained
+    from ndvq.errors import CheckpointError
+
+    VQVAE(n_dims=1, in_channels=1, n_hiddens=8, n_res_layers=1, downsample=[4], embedding_dim=4,
+          n_codes=16).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(change)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
+        load_pretrained(tmp_path)

@@ -192,6 +192,7 @@ class PretrainedMixin:
         if name != cls.__name__:
             raise CheckpointError(f"{str(d)!r} holds a {name}, not a {cls.__name__}; use ndvq.load_pretrained "
                                   f"or {name}.from_pretrained")
+        _check_size(cls, config, d)
         model = cls(**config)
         device = torch.device(map_location)
         model.to(device)
@@ -204,6 +205,31 @@ class PretrainedMixin:
                                   f"{' '.join(str(e).split())[:200]}") from None
         model.eval()
         return model
+
+
+def _check_size(cls, config: dict, where) -> None:
+    """Build ``cls(**config)`` on the ``meta`` device (no memory) and refuse, in one line, a model whose
+    weights and buffers would not fit in the memory available now."""
+    try:
+        with torch.device("meta"):
+            probe = cls(**config)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{str(where)!r}: config.json does not describe a valid {cls.__name__}: "
+                              f"{' '.join(str(e).split())[:200]}") from None
+    need = sum(t.numel() * t.element_size() for t in (*probe.parameters(), *probe.buffers()))
+    available = _available_memory()
+    if available is not None and need > available:
+        raise CheckpointError(f"{str(where)!r}: config.json describes a {cls.__name__} of {need / 2**30:.1f} GB "
+                              f"but only {available / 2**30:.1f} GB of memory is available")
+
+
+def _available_memory() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (None where unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, StopIteration):
+        return None
 
 
 def load_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu", strict: bool = True):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .base import Quantizer, QuantizerOutput, usage_from_counts
+from .residual import MAX_STAGES
 from .vq import VectorQuantizer
 
 __all__ = ["GroupedVQ"]
@@ -45,8 +46,8 @@ class GroupedVQ(Quantizer):
     def __init__(self, dim: int, n_codes: int, groups: int = 2, beta: float = 0.25, ema_decay: float = 0.99,
                  quantizers: Sequence[Quantizer] | None = None, **vq_options) -> None:
         super().__init__()
-        if groups < 1 or dim % groups:
-            raise ValueError(f"dim ({dim}) must be divisible by groups ({groups})")
+        if not 1 <= groups <= MAX_STAGES or dim % groups:
+            raise ValueError(f"dim ({dim}) must be divisible by groups ({groups}), with 1 <= groups <= {MAX_STAGES}")
         width = dim // groups
         if quantizers is None:
             quantizers = [VectorQuantizer(width, n_codes, beta=beta, ema_decay=ema_decay, **vq_options)

@@ -29,6 +29,11 @@ from .vq import VectorQuantizer
 __all__ = ["ResidualVQ"]
 
 
+#: The most stages (residual levels) or groups a quantizer takes: more is never useful, and a file asking
+#: for millions would allocate a codebook each before failing (the config schema has the same caps).
+MAX_STAGES = 64
+
+
 class ResidualVQ(Quantizer):
     """Residual vector quantizer: ``q = sum_l q_l``, ``q_l = Q_l(z - sum_{j<l} sg(q_j))``.
 
@@ -52,8 +57,8 @@ class ResidualVQ(Quantizer):
                  **vq_options) -> None:
         super().__init__()
         if quantizers is None:
-            if num_quantizers < 1:
-                raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
+            if not 1 <= num_quantizers <= MAX_STAGES:
+                raise ValueError(f"num_quantizers must be in [1, {MAX_STAGES}], got {num_quantizers}")
             quantizers = [VectorQuantizer(dim, n_codes, beta=beta, ema_decay=ema_decay, **vq_options)
                           for _ in range(num_quantizers)]
         quantizers = list(quantizers)
