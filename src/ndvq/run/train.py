@@ -13,68 +13,34 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from ndvq import build
-from ndvq.config import Config, ConfigError, config_to_dict, config_to_yaml
+from ndvq.config import Config, ConfigError, config_to_dict
 from ndvq.data.common import valid_mask
 from ndvq.errors import NonFiniteLossError
 from ndvq.metrics import psnr
-from ndvq.models.backbones.checkpointing import set_activation_checkpointing
-from ndvq.models.monai import init_from
 from ndvq.quantizers.base import usage_from_counts
 from ndvq.quantizers.usage import CodeUsageTracker
 from ndvq.run import rundir
 from ndvq.run.checkpoint import (
-    check_same_model,
-    load_checkpoint,
     rng_state,
     save_checkpoint,
-    set_rng_state,
     update_best,
 )
-from ndvq.run.codes import code_counts
-from ndvq.run.infer import code_stats
-from ndvq.run.optim import make_optimisers
 from ndvq.run.progress import MetricsLogger, Progress, start_text, summary_text, write_recon_samples
-from ndvq.run.sampler import EpochSampler
-from ndvq.run.signals import StopFlag, ignore_in_workers, launch_ranks
-from ndvq.run.state import Hooks, Session, TrainResult, TrainState
+from ndvq.run.session import batch_counts, loader, resolve_run_dir, setup
+from ndvq.run.signals import StopFlag, launch_ranks
+from ndvq.run.state import Hooks, Session, TrainResult
 from ndvq.run.trackers import open_trackers
 
 __all__ = ["train", "TrainResult", "Hooks", "NonFiniteLossError", "resolve_run_dir"]
-
-
-def resolve_run_dir(cfg: Config, resume: str | Path | None, overwrite: bool = False) -> Path:
-    """The run directory: the resumed one, or ``run.root/run.name`` (default name with a timestamp).
-
-    Raises:
-        ConfigError: ``run.name`` is not a plain name, or the directory already holds a run and neither
-            ``resume`` nor ``overwrite`` is given (the message says which of the two applies).
-    """
-    if resume is not None:
-        if overwrite:
-            raise ConfigError("--overwrite starts a run afresh and cannot be combined with --resume")
-        return rundir.run_dir_of(rundir.find_checkpoint(resume))
-    name = rundir.check_run_name(cfg.run.name or None) or f"{cfg.model.kind}-{cfg.data.kind}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = Path(cfg.run.root) / name
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run directory {str(run_dir)!r} is a file; choose another run.name")
-    if rundir.metrics_path(run_dir).exists() and not overwrite:
-        has_ckpt = (rundir.checkpoints_dir(run_dir) / "last.ckpt").is_file()
-        how = f"continue it with --resume {run_dir}, " if has_ckpt else "it has no checkpoint to resume; "
-        raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; {how}start it afresh with "
-                          f"--overwrite, or choose another run.name")
-    return run_dir
 
 
 def train(cfg: Config, resume: str | Path | None = None, on_validation: Callable | None = None,
@@ -131,61 +97,6 @@ def train(cfg: Config, resume: str | Path | None = None, on_validation: Callable
     return result
 
 
-# ---------------------------------------------------------------------------------------- setup
-def setup(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> Session:
-    """Data, model, objective, optimisers and state (restored from ``resume`` when given)."""
-    t, rank0, world = cfg.train, fabric.global_rank == 0, fabric.world_size
-    fabric.seed_everything(t.seed, verbose=False)
-    ckpt = load_checkpoint(resume) if resume is not None else None
-    if rank0:
-        run_dir.mkdir(parents=True, exist_ok=True)  # series statistics are saved here
-    stats = run_dir if rank0 else None
-    train_ds, val_ds = build.build_dataset(cfg, "train", stats), build.build_dataset(cfg, "val", stats)
-    cfg = build.resolve_auto(cfg, train_ds)
-    net = build.build_model(cfg)
-    build.check_data_fits_model(cfg, train_ds, net)
-    net.validate_inputs = False  # non-finite losses and gradients are caught on the device instead
-    name, margs = build.model_spec(cfg)
-    if ckpt is not None:
-        check_same_model(ckpt, name, margs, resume)
-        net.load_state_dict(ckpt["model"])
-    elif cfg.run.init_from is not None:  # weights only: a pretrained folder or a MONAI checkpoint
-        init_from(net, cfg.run.init_from)
-    set_activation_checkpointing(net, t.activation_checkpointing)
-    steps_per_epoch = len(EpochSampler(len(train_ds), 0, 0, 0, world)) // t.batch_size // t.grad_accum
-    if steps_per_epoch == 0:
-        raise ConfigError(f"the train split has {len(train_ds)} items, fewer than train.batch_size x grad_accum x "
-                          f"devices = {t.batch_size * t.grad_accum * world}; lower train.batch_size")
-    total = int(min(t.max_steps or math.inf, (t.num_epochs or math.inf) * steps_per_epoch))
-    every = t.val_every_epochs and t.val_every_epochs * steps_per_epoch  # epoch-based intervals (medical config)
-    intervals = (every, every, every) if every else (t.val_interval, t.sample_interval, t.ckpt_interval)
-    objective = fabric.to_device(build.build_objective(cfg))
-    objective.set_activation_checkpointing(t.activation_checkpointing)
-    opt = make_optimisers(fabric, cfg, net, objective, ckpt, total=total)
-    state = TrainState.from_checkpoint(ckpt) if ckpt is not None else TrainState()
-    if ckpt is not None:
-        set_rng_state(ckpt["rng"])
-    if rank0:  # after the checks: a refused resume leaves the run's files untouched
-        rundir.config_path(run_dir).write_text(config_to_yaml(cfg))
-        rundir.write_model_facts(run_dir, build.model_facts(cfg, net, tuple(train_ds[0]["data"].shape[1:])))
-    s = Session(fabric, cfg, run_dir, net, opt, objective, train_ds, val_ds, total, steps_per_epoch, intervals,
-                state, hooks)
-    s.bad_run, s.bad_total = (torch.tensor(float(v), device=fabric.device) for v in (0, state.nonfinite_steps))
-    s.saved_step = state.step if ckpt is not None else None
-    return s
-
-
-def _loader(s: Session, epoch: int, skip: int = 0, train: bool = True) -> DataLoader:
-    """A DataLoader whose order (and worker seeds) depend only on (seed, epoch): exact resume."""
-    t, f = s.cfg.train, s.fabric
-    ds = s.train_ds if train else s.val_ds
-    sampler = EpochSampler(len(ds), t.seed, epoch, f.global_rank, f.world_size, shuffle=train,
-                           skip=skip * t.batch_size, pad=train)
-    return DataLoader(ds, batch_size=t.batch_size, sampler=sampler, drop_last=train, num_workers=t.num_workers,
-                      generator=torch.Generator().manual_seed(t.seed + epoch), pin_memory=torch.cuda.is_available(),
-                      worker_init_fn=ignore_in_workers if t.num_workers else None)
-
-
 # ---------------------------------------------------------------------------------------- loop
 def _run(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> TrainResult:
     with StopFlag(escalate=fabric.world_size == 1) as stop:  # a signal during setup stops at the first poll
@@ -209,7 +120,7 @@ def _loop(s: Session, resume, stop: StopFlag) -> TrainResult:
     last_train, last_val, n_acc, t_last = {}, {}, 0, time.time()
     with logger, progress:  # closed (TensorBoard flushed) however the loop ends
         while st.step < s.total and not stop.requested:
-            batches = iter(_loader(s, st.epoch, skip=st.batch_in_epoch))
+            batches = iter(loader(s, st.epoch, skip=st.batch_in_epoch))
             for _ in range(s.steps_per_epoch - st.batch_in_epoch // t.grad_accum):
                 micro = [fabric.to_device(next(batches)) for _ in range(t.grad_accum)]
                 scalars = train_step(s, micro)
@@ -266,7 +177,7 @@ def train_step(s: Session, micro: list[dict]) -> dict[str, torch.Tensor]:
             out = o.model(x)
             res = s.objective(x, out, epoch, step=step, last_layer=last_layer, mask=mask)
             fabric.backward(res.loss / len(micro))
-        counts = _counts(s, out, batch)
+        counts = batch_counts(s.net, out, batch)
         batch_scalars = dict(res.scalars)
         if counts is not None and mask is not None and "perplexity" in batch_scalars:  # real positions only
             batch_scalars["perplexity"], batch_scalars["usage"] = usage_from_counts(counts)
@@ -284,14 +195,6 @@ def train_step(s: Session, micro: list[dict]) -> dict[str, torch.Tensor]:
     s.bad_total += bad
     s.bad_run = (s.bad_run + bad) * bad
     return scalars
-
-
-def _counts(s: Session, out, batch: dict) -> torch.Tensor | None:
-    """Per-code counts of a batch; code positions wholly inside padding excluded when items carry ``valid``."""
-    if batch.get("valid") is None or getattr(out, "indices", None) is None:
-        return code_counts(out)
-    net = getattr(s.net, "module", s.net)
-    return code_stats(net, out.indices, batch["data"].shape, batch["valid"])[0].to(batch["data"].device)
 
 
 def _tracker(s: Session, counts: torch.Tensor) -> CodeUsageTracker:
@@ -348,7 +251,7 @@ def validate(s: Session) -> dict[str, float]:
     net.eval()
     sums: dict[str, torch.Tensor] = {}
     counts, n = None, 0
-    for i, batch in enumerate(_loader(s, 0, train=False)):
+    for i, batch in enumerate(loader(s, 0, train=False)):
         if s.cfg.train.val_batches is not None and i >= s.cfg.train.val_batches:
             break
         batch = fabric.to_device(batch)
@@ -361,7 +264,7 @@ def validate(s: Session) -> dict[str, float]:
                                   mask=mask).sum()
         for k, v in batch_sums.items():
             sums[k] = sums[k] + v if k in sums else v
-        c = _counts(s, out, batch)
+        c = batch_counts(s.net, out, batch)
         counts = c if counts is None else (counts + c if c is not None else counts)
         n += len(x)
     names = sorted(sums)
