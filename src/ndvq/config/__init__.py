@@ -25,6 +25,7 @@ from ndvq.config.load import (
     apply_overrides,
     config_to_dict,
     config_to_yaml,
+    flatten_keys,
     load_config,
     parse_overrides,
 )
@@ -46,6 +47,7 @@ from ndvq.config.validate import validate_config
 from ndvq.errors import ConfigError
 
 __all__ = [
+    "flatten_keys",
     "Config",
     "ModelConfig",
     "VideoGPTConfig",

@@ -198,3 +198,20 @@ def config_to_dict(cfg: Config) -> dict:
 def config_to_yaml(cfg: Config) -> str:
     """The fully resolved config as YAML text (the run directory's ``config.yaml``)."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def flatten_keys(d: dict, prefix: str = "") -> dict:
+    """A nested config dict as dotted keys: ``{"model": {"videogpt": {"n_hiddens": 8}}}`` ->
+    ``{"model.videogpt.n_hiddens": 8}`` (lists stay values).
+
+    Example:
+        >>> flatten_keys({"a": {"b": 1, "c": [2]}, "d": None})
+        {'a.b': 1, 'a.c': [2], 'd': None}
+    """
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_keys(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ndvq.config import flatten_keys
 from ndvq.diagnostics.codeusage import code_usage, usage_summary
 from ndvq.diagnostics.doctor import diagnose, read_errors, run_facts
 from ndvq.diagnostics.rules import Finding, RunView, Series, Thresholds, fmt_num
@@ -272,20 +273,10 @@ def _findings_html(findings: Sequence[Finding]) -> str:
     return "".join(items)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _config_html(runs: Sequence[RunData]) -> str:
     parts = []
     if len(runs) > 1:
-        flats = [_flatten(r.config) for r in runs]
+        flats = [flatten_keys(r.config) for r in runs]
         keys = sorted({k for f in flats for k in f if k != "run.name"})
         diff = [k for k in keys if len({yaml.safe_dump(f.get(k)) for f in flats}) > 1]
         if diff:

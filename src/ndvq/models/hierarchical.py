@@ -41,7 +41,7 @@ from ndvq.models.backbones.blocks import SamePadConvTranspose, check_downsample,
 from ndvq.models.bottleneck import QuantizerBottleneck
 from ndvq.models.checks import InputChecks
 from ndvq.models.outputs import HierarchicalAutoencoderOutput, HierarchicalCodes
-from ndvq.models.presets import add_vq_loss, check_recon_args, require_same_channels, vq_preset_args
+from ndvq.models.presets import add_vq_loss, require_same_channels, vq_flat_config, vq_preset_args
 from ndvq.models.pretrained import PretrainedMixin, accept_legacy_keys, to_jsonable
 from ndvq.quantizers import QUANTIZER_KINDS
 
@@ -241,16 +241,8 @@ class HierarchicalVQVAE(HierarchicalAutoencoder):
                  dropout: float = 0.0, norm: str = "batch", num_groups: int = 32, ema_decay: float = 0.99,
                  quantizer: dict | None = None, top_downsample: int | Sequence[int] = 2,
                  top_n_codes: int | None = None, top_embedding_dim: int | None = None) -> None:
-        nd.check_n_dims(n_dims)
-        check_recon_args(recon_loss, recon_loss_factor, codebook_beta)
-        cfg = dict(n_dims=n_dims, in_channels=in_channels,
-                   out_channels=in_channels if out_channels is None else out_channels, n_hiddens=n_hiddens,
-                   n_res_layers=n_res_layers, downsample=list(check_downsample(downsample, n_dims)),
-                   embedding_dim=embedding_dim, n_codes=n_codes, codebook_beta=codebook_beta,
-                   recon_loss_factor=recon_loss_factor, recon_loss=recon_loss, n_head=n_head, attn_type=attn_type,
-                   attn_dropout=attn_dropout, dropout=dropout, norm=norm, num_groups=num_groups,
-                   ema_decay=ema_decay, quantizer=dict(quantizer) if isinstance(quantizer, dict) else quantizer,
-                   top_downsample=list(check_downsample(top_downsample, n_dims, "top_downsample")),
+        cfg = vq_flat_config(locals())
+        cfg.update(top_downsample=list(check_downsample(top_downsample, n_dims, "top_downsample")),
                    top_n_codes=n_codes if top_n_codes is None else top_n_codes,
                    top_embedding_dim=embedding_dim if top_embedding_dim is None else top_embedding_dim)
         top = {"downsample": cfg["top_downsample"], "n_codes": cfg["top_n_codes"],

@@ -51,6 +51,25 @@ _KL_LEGACY_KEYS = {"encoder.": "backbone.encoder.", "to_mean.": "bottleneck.to_m
                    "decoder.": "backbone.decoder."}
 
 
+#: The flat arguments of ``VQVAE`` (``HierarchicalVQVAE`` adds its ``top_*`` ones), in signature order.
+VQ_FLAT_ARGS = ("n_dims", "in_channels", "out_channels", "n_hiddens", "n_res_layers", "downsample", "embedding_dim",
+                "n_codes", "codebook_beta", "recon_loss_factor", "recon_loss", "n_head", "attn_type", "attn_dropout",
+                "dropout", "norm", "num_groups", "ema_decay", "quantizer")
+
+
+def vq_flat_config(args: dict) -> dict:
+    """The checked, JSON-able config of a flat VQ preset from its constructor's ``locals()``
+    (``out_channels`` filled in, ``downsample`` expanded to one entry per axis, ``quantizer`` copied)."""
+    nd.check_n_dims(args["n_dims"])
+    check_recon_args(args["recon_loss"], args["recon_loss_factor"], args["codebook_beta"])
+    cfg = {k: args[k] for k in VQ_FLAT_ARGS}
+    q = cfg["quantizer"]
+    cfg.update(out_channels=cfg["in_channels"] if cfg["out_channels"] is None else cfg["out_channels"],
+               downsample=list(check_downsample(cfg["downsample"], cfg["n_dims"])),
+               quantizer=dict(q) if isinstance(q, dict) else q)
+    return cfg
+
+
 def vq_preset_args(cfg: dict) -> dict:
     """Flat VQ arguments (a ``VQVAE``/``HierarchicalVQVAE`` config) -> autoencoder keyword arguments
     (``backbone``, ``bottleneck``, ``videogpt``, ``quantizer`` and the shared ones)."""
@@ -134,15 +153,7 @@ class VQVAE(Autoencoder):
                  recon_loss: str = "mse", n_head: int = 2, attn_type: str = "axial", attn_dropout: float = 0.0,
                  dropout: float = 0.0, norm: str = "batch", num_groups: int = 32, ema_decay: float = 0.99,
                  quantizer: dict | None = None) -> None:
-        nd.check_n_dims(n_dims)
-        check_recon_args(recon_loss, recon_loss_factor, codebook_beta)
-        cfg = dict(n_dims=n_dims, in_channels=in_channels,
-                   out_channels=in_channels if out_channels is None else out_channels, n_hiddens=n_hiddens,
-                   n_res_layers=n_res_layers, downsample=list(check_downsample(downsample, n_dims)),
-                   embedding_dim=embedding_dim, n_codes=n_codes, codebook_beta=codebook_beta,
-                   recon_loss_factor=recon_loss_factor, recon_loss=recon_loss, n_head=n_head, attn_type=attn_type,
-                   attn_dropout=attn_dropout, dropout=dropout, norm=norm, num_groups=num_groups,
-                   ema_decay=ema_decay, quantizer=dict(quantizer) if isinstance(quantizer, dict) else quantizer)
+        cfg = vq_flat_config(locals())
         super().__init__(**vq_preset_args(cfg))
         self.config = cfg
         self.recon_loss_kind, self.recon_loss_factor = recon_loss, recon_loss_factor

@@ -16,9 +16,7 @@ Example:
 from __future__ import annotations
 
 import inspect
-import os
 import random
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ndvq.config import flatten_keys
 from ndvq.errors import CheckpointError, ConfigError
-from ndvq.run.rundir import find_checkpoint, match_dir_mode, run_dir_of
+from ndvq.run.rundir import atomic_write, find_checkpoint, run_dir_of
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "update_best",
            "check_same_model", "load_model", "LoadedModel", "model_config_of"]
@@ -37,20 +36,7 @@ __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        match_dir_mode(tmp)  # mkstemp makes 0600; a checkpoint gets the mode of the run's other files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -142,23 +128,12 @@ def check_same_model(ckpt: dict[str, Any], model_class: str, model_args: dict[st
     """
     if ckpt.get("model_class") != model_class:
         raise CheckpointError(f"checkpoint in {where} holds a {ckpt.get('model_class')}, the config builds a {model_class}")
-    old = _flat(ckpt.get("model_args") or {})
-    new = _flat(model_args)
+    old = flatten_keys(ckpt.get("model_args") or {})
+    new = flatten_keys(model_args)
     for k in sorted(set(old) | set(new)):
         if old.get(k) != new.get(k):
             raise CheckpointError(f"checkpoint in {where} was trained with model.{k}={old.get(k)!r} but the config "
                                   f"has {new.get(k)!r}; drop that override to resume")
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"videogpt": {"n_hiddens": 8}} -> {"videogpt.n_hiddens": 8}`` (names the differing key exactly)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 @dataclass

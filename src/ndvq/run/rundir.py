@@ -221,6 +221,32 @@ def remove_temp_files(run_dir: str | Path) -> list[Path]:
     return found
 
 
+def atomic_write(path: str | Path, write) -> Path:
+    """Write ``path`` atomically: ``write(binary file)`` fills a temp file in the same folder, which is
+    flushed to disk, given the run directory's file mode and renamed over ``path``; a crash leaves the
+    previous file intact and no temp file behind (one left by ``kill -9`` is removed at the next start).
+
+    Args:
+        path: the file to write.
+        write: ``f(fh)`` writing the content to the open binary file ``fh``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        match_dir_mode(tmp)  # mkstemp makes 0600; the file gets the mode of the run's other files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def match_dir_mode(path: str | Path) -> None:
     """Give a file written through ``mkstemp`` (mode 0600) the mode its folder's files get: 0666 & ~umask."""
     umask = os.umask(0)
@@ -367,19 +393,7 @@ def write_model_facts(run_dir: str | Path, facts: dict) -> Path:
     missing = [k for k in MODEL_FACTS_KEYS if k not in facts]
     if missing:
         raise ValueError(f"model facts lack {missing}; expected the keys {list(MODEL_FACTS_KEYS)}")
-    path = model_facts_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".model.json.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(facts, fh, indent=2)
-        match_dir_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(model_facts_path(run_dir), lambda fh: fh.write(json.dumps(facts, indent=2).encode()))
 
 
 def read_model_facts(run_dir: str | Path) -> dict | None:

@@ -45,11 +45,28 @@ def ignore_in_workers(worker_id: int) -> None:
         signal.signal(s, signal.SIG_IGN)
 
 
+class _Handlers:
+    """Installs ``self._handle`` for SIGINT and SIGTERM while the ``with`` block runs (main thread only) and
+    restores the previous handlers after it."""
+
+    _old: dict
+
+    def __enter__(self):
+        if _in_main_thread():
+            for s in _SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-class StopFlag:
+class StopFlag(_Handlers):
     """SIGINT/SIGTERM set a local flag; ``requested`` turns True once all ranks agree, then the loop saves a
     checkpoint and returns.
 
@@ -79,18 +96,9 @@ class StopFlag:
             if self.requested:
                 self.signum = signal.SIGTERM if n_term else signal.SIGINT
 
-    def __enter__(self) -> StopFlag:
-        if _in_main_thread():
-            for s in _SIGNALS:
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
-class ForwardSignals:
+class ForwardSignals(_Handlers):
     """In the launcher of spawned ranks: pass SIGINT/SIGTERM on to every child process (the ranks).
 
     A second signal to the launcher kills the ranks (SIGKILL) and raises :class:`StoppedBySignal`.
@@ -114,15 +122,6 @@ class ForwardSignals:
             raise StoppedBySignal(self.signum, f"stopped by a second {signal.Signals(signum).name}; the ranks were "
                                                "killed without saving")
 
-    def __enter__(self) -> ForwardSignals:
-        if _in_main_thread():
-            for s in _SIGNALS:
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
 def launch_ranks(fabric, fn, args: tuple, run_dir: Path):
