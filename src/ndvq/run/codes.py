@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["code_counts", "encode_grids", "decode_grids"]
+__all__ = ["code_counts", "grids_of", "encode_grids", "decode_grids"]
 
 
 def code_counts(out) -> torch.Tensor | None:
@@ -36,15 +36,20 @@ def code_counts(out) -> torch.Tensor | None:
     return counts.reshape(-1, counts.shape[-1]).float()
 
 
+def grids_of(model: nn.Module, codes) -> list[torch.Tensor]:
+    """What ``model.encode`` returns (or a forward output's ``indices`` / the output itself for a Gaussian)
+    as plain per-grid tensors: integer codes ``[B, *L(, G)]`` per grid, or ``[posterior mean [B, E, *L]]``."""
+    if not model.codebook_sizes:
+        return [codes.mean.float()]
+    if isinstance(codes, torch.Tensor):
+        return [codes.long()]
+    return [c.long() for c in codes]
+
+
 @torch.no_grad()
 def encode_grids(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """``x [B, C, *S]`` -> integer codes ``[B, *L(, G)]`` per code grid, or ``[posterior mean [B, E, *L]]``."""
-    enc = model.encode(x)
-    if not model.codebook_sizes:
-        return [enc.mean.float()]
-    if isinstance(enc, torch.Tensor):
-        return [enc.long()]
-    return [c.long() for c in enc]
+    return grids_of(model, model.encode(x))
 
 
 @torch.no_grad()

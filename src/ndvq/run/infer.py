@@ -31,7 +31,7 @@ from ndvq.errors import CheckpointError, CodesError, ConfigError, DataError
 from ndvq.quantizers.base import usage_from_counts
 from ndvq.run.checkpoint import LoadedModel
 from ndvq.run.checkpoint import load_model as _load
-from ndvq.run.codes import decode_grids, encode_grids
+from ndvq.run.codes import decode_grids, encode_grids, grids_of
 from ndvq.run.codesfile import check_codes_file, codes_fingerprint
 
 __all__ = ["load_run_model", "evaluate", "encode", "decode", "format_table", "encode_whole", "decode_whole",
@@ -108,6 +108,24 @@ def decode_whole(model, grids: list[torch.Tensor], spatial: tuple[int, ...], chu
     return torch.cat([decode_grids(model, [s[k] for s in split]) for k in range(len(split[0]))], dim=2)
 
 
+@torch.no_grad()
+def _forward_whole(model, x: torch.Tensor, chunk: int | None) -> tuple[list[torch.Tensor], torch.Tensor, dict]:
+    """One forward pass per ``chunk`` piece of a whole item ``x [1, C, *S]``: its code grids and
+    reconstruction concatenated as :func:`encode_whole` / :func:`decode_whole` give them (in eval mode the
+    forward reconstruction is ``decode(encode(x))``), and the model's own scalars (``kl_loss``,
+    ``commitment_loss``, ...) averaged over the pieces by length."""
+    per_piece, recons, scalars = [], [], {}
+    for piece in _pieces(x, chunk):
+        out = model(piece)
+        per_piece.append(grids_of(model, out.indices if model.codebook_sizes else out))
+        recons.append(out.reconstruction)
+        for k, v in out.scalars().items():
+            if k not in ("perplexity", "usage"):
+                scalars[k] = scalars.get(k, 0.0) + v.float().reshape(-1)[:1] * piece.shape[2] / x.shape[2]
+    grids = [torch.cat([p[j] for p in per_piece], dim=_grid_axis(model)) for j in range(len(per_piece[0]))]
+    return grids, torch.cat(recons, dim=2), scalars
+
+
 def _whole_items(ds) -> Iterator[tuple[int, dict]]:
     """``(i, item)`` for every loadable item (``item["valid"]`` filled in when the dataset gives none);
     a file that fails is skipped with a warning (``FileDataset.try_item``)."""
@@ -171,7 +189,8 @@ def evaluate(path: str | Path, data: str | Path | None = None, split: str | None
     """Metrics of a trained model over the whole files of a split, written as JSON.
 
     Each file is one item at its own size (audio / series / video in training-window pieces,
-    concatenated); the reconstruction is ``decode(encode(x))`` exactly as ``ndvq decode`` writes it
+    concatenated); one forward pass per piece gives the codes, the model's scalars and the reconstruction
+    (in eval mode ``decode(encode(x))``, what ``ndvq decode`` writes)
     (clipped to ``[-1, 1]`` except series), and every metric counts only the real samples / pixels /
     voxels (padding to the downsampling excluded), so the PSNR equals the PSNR between decoded files
     and the originals in the dataset's normalised units.
@@ -200,14 +219,9 @@ def evaluate(path: str | Path, data: str | Path | None = None, split: str | None
     for _, item in _whole_items(ds):
         x = item["data"][None].to(_device())
         mask = valid_mask(item["valid"][None], x.shape[2:]).to(x.device)
-        grids = encode_whole(model, x, chunk)
-        y = decode_whole(model, grids, tuple(x.shape[2:]), chunk).float()
-        y = y.clamp(-1, 1) if clip else y
-        per_item = _item_metrics(x, y, mask, rng)
-        for piece in _pieces(x, chunk):  # the model's own scalars (kl_loss, commitment_loss, ...)
-            for k, v in model(piece).scalars().items():
-                if k not in ("perplexity", "usage"):
-                    per_item[k] = per_item.get(k, 0.0) + v.float().reshape(-1)[:1] * piece.shape[2] / x.shape[2]
+        grids, y, per_item = _forward_whole(model, x, chunk)
+        y = y.float().clamp(-1, 1) if clip else y.float()
+        per_item.update(_item_metrics(x, y, mask, rng))
         for k, v in per_item.items():
             sums[k] = sums.get(k, 0.0) + float(v.sum())
         real = int(mask.sum()) * x.shape[1]
