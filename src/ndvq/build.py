@@ -116,6 +116,47 @@ def build_dataset(cfg: Config, split: str, stats_dir: str | Path | None = None,
     return ds
 
 
+def fit_items(cfg: Config, train_ds, downsample: tuple[int, ...]) -> tuple[Config, str] | None:
+    """The config with a window / patch size that fits the items, when the one in effect is mostly padding.
+
+    Applies only to a size the user did not set (``data.segment_length`` / ``data.patch_size`` left at the
+    built-in default: a value written in a config file or an override is kept, with the start summary's
+    warning): when the train split's mean padding share exceeds ``PADDING_WARN_SHARE`` and the dataset
+    suggests a smaller size (``dataset.suggested_fix``), that size rounded down to a multiple of the model's
+    ``downsample`` is used.
+
+    Args:
+        cfg: the run's config.
+        train_ds: the train split built with ``cfg``.
+        downsample: the model's total downsampling per axis.
+
+    Returns:
+        ``(config, line for the start summary)`` or None (nothing to change).
+    """
+    from ndvq.config.load import parse_overrides
+    from ndvq.data.common import PADDING_WARN_SHARE
+
+    fix, share = getattr(train_ds, "suggested_fix", None), train_ds.padding_share()
+    if not fix or share is None or share <= PADDING_WARN_SHARE:
+        return None
+    [(key, value)] = parse_overrides([fix])
+    field = key.split(".")[-1]
+    if field in cfg.data.model_fields_set:
+        return None
+    values = [int(v) for v in (value if isinstance(value, list) else [value])]
+    fitted = [v // d * d for v, d in zip(values, downsample)]
+    old = getattr(cfg.data, field)
+    if any(v < d for v, d in zip(fitted, downsample)) or fitted == list(old if isinstance(old, list) else [old]):
+        return None
+    new = fitted if isinstance(value, list) else fitted[0]
+    data = cfg.data.model_copy(update={field: new})
+    if field == "segment_length" and cfg.data.hop_length is not None and cfg.data.hop_length > new:
+        data = data.model_copy(update={"hop_length": None})
+    line = (f"data.{field} {old} -> {new}: {share:.0%} of the average train item was padding (set data.{field} "
+            f"to keep a size)")
+    return cfg.model_copy(update={"data": data}), line
+
+
 def check_data_fits_model(cfg: Config, dataset, model: nn.Module) -> None:
     """One-line :class:`ConfigError` when the data's dimensionality or channels do not fit the model."""
     n_dims, channels = getattr(dataset, "n_dims", None), getattr(dataset, "channels", None)

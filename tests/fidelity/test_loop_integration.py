@@ -105,3 +105,40 @@ def test_medical_data_root_override_replaces_a_missing_data_base_dir(tmp_path):
     path.write_text(json.dumps(cfg))
     loaded = load_config(path, [f"data.root={tmp_path / 'dental'}"])
     assert loaded.data.root == str(tmp_path / "dental") or str(loaded.data.root) == str(tmp_path / "dental")
+
+
+def test_default_window_shrinks_to_fit_short_clips_but_a_set_one_is_kept(tmp_path, capsys):
+    rf.speech_clips(tmp_path / "c", n=12, seconds=(0.3, 0.7))  # 2400-5600 samples at 8 kHz
+    audio = ["data.kind=audio", "model.n_dims=1", "model.in_channels=1", "model.videogpt.downsample=[16]",
+             f"data.root={tmp_path / 'c'}", f"run.root={tmp_path}"]
+    code, out, err = _run(["train", *TINY, *audio, "run.name=auto"], capsys)
+    assert code == 0, err
+    data = yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())["data"]
+    assert data["segment_length"] == 4096 and data["hop_length"] is None  # recorded: eval/resume use it
+    assert "data.segment_length 16384 -> 4096" in out
+    pad = next(line for line in out.splitlines() if "padding:" in line)
+    assert int(pad.split("padding: ")[1].split("%")[0]) < 25  # was ~75% of each 16384 window
+    code, out, err = _run(["train", *TINY, *audio, "data.segment_length=16384", "run.name=kept"], capsys)
+    assert code == 0, err
+    assert yaml.safe_load((tmp_path / "kept" / "config.yaml").read_text())["data"]["segment_length"] == 16384
+    assert "-> 4096" not in out and "is padding" in out and "try data.segment_length=4096" in out
+
+
+def test_medical_overrides_all_apply_before_the_path_check(tmp_path):
+    from ndvq.config import load_config
+    from ndvq.errors import ConfigError
+
+    (tmp_path / "d" / "own").mkdir(parents=True)
+    cfg = {"data_base_dir": str(tmp_path / "d"), "data_source": "both", "run_dir": str(tmp_path / "runs"),
+           "val_dir": "/nonexistent/val", "spatial_dims": 2,
+           "autoencoder_def": {"in_channels": 1, "out_channels": 1, "channels": [8, 16], "norm_num_groups": 4,
+                               "attention_levels": [False, False]},
+           "autoencoder_train": {"patch_size": [16, 16]}}
+    path = tmp_path / "vae_config.json"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="'both' needs the subfolder"):
+        load_config(path)
+    loaded = load_config(path, ["data.subfolders=[own]", "data.val_dir=null"])  # any key, not only the paths
+    assert loaded.data.subfolders == ["own"] and loaded.data.val_dir is None
+    with pytest.raises(ConfigError, match="val_dir .* is not an existing folder"):
+        load_config(path, ["data.subfolders=[own]"])

@@ -126,23 +126,18 @@ def apply_overrides(data: dict, overrides: list[tuple[str, object]]) -> dict:
     return data
 
 
-#: ndvq overrides that replace a medical path key before the converter checks the paths.
-_MEDICAL_PATHS = {"data.root": "data_base_dir", "data.val_dir": "val_dir"}
-
-
 def _from_medical(data: dict, overrides=()) -> dict:
-    data = dict(data)
-    for key, value in parse_overrides(list(overrides)):
-        if key in _MEDICAL_PATHS:  # overrides apply before the paths are checked
-            for group in ("paths", "data"):
-                if isinstance(data.get(group), dict):
-                    data[group] = {k: v for k, v in data[group].items() if k != _MEDICAL_PATHS[key]}
-            data[_MEDICAL_PATHS[key]] = value
-    cfg, extras = from_medical(data)
+    """A medical ``vae_config.json`` dict -> ndvq's config dict with ``overrides`` applied; the paths are
+    checked after the overrides (``data.root=...`` replaces a missing ``data_base_dir``)."""
+    from ndvq.config.medical import check_medical_paths
+
+    cfg, extras = from_medical(dict(data), check_paths=False)
+    out = apply_overrides(config_to_dict(cfg), parse_overrides(list(overrides)))
+    check_medical_paths(validate_config(out), extras.source.get("data_source"))
     if extras.resume is not None:
         print(f"ndvq: medical config: resume_ckpt is true; continuing from checkpoint_dir={extras.resume}",
               file=sys.stderr)
-    return config_to_dict(cfg)
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),

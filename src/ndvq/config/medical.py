@@ -304,22 +304,32 @@ def _train_sections(at: dict, n_dims: int, n_levels: int) -> tuple[dict, dict, l
     return train, loss, patch
 
 
-def _check_paths(root: str, source: str, val_dir: str | None, resume: str | None) -> None:
-    """The folders the file names exist (``resume``: the checkpoint when ``resume_ckpt`` is true)."""
-    base = Path(root).expanduser()
+def check_medical_paths(cfg: Config, source: str | None = None) -> None:
+    """The folders of a converted medical config exist, checked after every override has applied:
+    ``data.root`` (the file's ``data_base_dir``) with its ``data.subfolders`` (from ``data_source``),
+    ``data.val_dir`` and the checkpoint to resume or start from (``checkpoint_dir`` when ``resume_ckpt``).
+
+    Args:
+        cfg: the converted config, overrides applied.
+        source: the file's ``data_source``, named in the message. Default None.
+    """
+    d, r = cfg.data, cfg.run
+    base = Path(str(d.root)).expanduser()
     if not base.is_dir():
-        raise _err("data_base_dir", f"{root!r} is not an existing folder")
-    missing = [s for s in _SUBFOLDERS[source] if not (base / s).is_dir()]
+        raise _err("data_base_dir", f"{str(d.root)!r} is not an existing folder (or give data.root=...)")
+    missing = [s for s in d.subfolders or () if not (base / s).is_dir()]
     if missing:
         present = sorted(p.name for p in base.iterdir() if p.is_dir())
-        raise _err("data_source", f"{source!r} needs the subfolder(s) {missing} in {root!r}; found {present}")
-    if val_dir is not None and not Path(val_dir).expanduser().is_dir():
-        raise _err("val_dir", f"{val_dir!r} is not an existing folder")
-    if resume is not None and not Path(resume).expanduser().exists():
-        raise _err("checkpoint_dir", f"{resume!r} does not exist (resume_ckpt is true)")
+        what = f"{source!r} " if source else ""
+        raise _err("data_source", f"{what}needs the subfolder(s) {missing} in {str(d.root)!r}; found {present}")
+    if d.val_dir is not None and not Path(str(d.val_dir)).expanduser().is_dir():
+        raise _err("val_dir", f"{str(d.val_dir)!r} is not an existing folder")
+    resume = r.resume or r.init_from
+    if resume is not None and not Path(str(resume)).expanduser().exists():
+        raise _err("checkpoint_dir", f"{str(resume)!r} does not exist (resume_ckpt is true)")
 
 
-def _paths_and_data(m: dict, n_dims: int, check_paths: bool) -> tuple[dict, dict]:
+def _paths_and_data(m: dict, n_dims: int) -> tuple[dict, dict]:
     """The top-level keys (filled) -> ``(data section without patch_size, run section)``."""
     source = _choice(m["data_source"], "data_source", tuple(_SUBFOLDERS))
     root = _path(m["data_base_dir"], "data_base_dir", required=True)
@@ -334,8 +344,6 @@ def _paths_and_data(m: dict, n_dims: int, check_paths: bool) -> tuple[dict, dict
     ckpt = _path(m["checkpoint_dir"], "checkpoint_dir")
     if resume_flag and ckpt is None:
         raise _err("checkpoint_dir", "must be set when resume_ckpt is true (the checkpoint or run folder to resume)")
-    if check_paths:
-        _check_paths(root, source, val_dir, ckpt if resume_flag else None)
     data = {"kind": "image" if n_dims == 2 else "volume", "root": root, "val_dir": val_dir, "train_split": split,
             "subfolders": _SUBFOLDERS[source], "augment": augment}
     run_path = Path(run_dir).expanduser()
@@ -372,11 +380,13 @@ def from_medical(d: dict, check_paths: bool = True) -> tuple[Config, MedicalExtr
     model = _model_section(m["autoencoder_def"], n_dims)
     train, loss, patch = _train_sections(m["autoencoder_train"], n_dims, len(model["ldm"]["channels"]))
     train["activation_checkpointing"] = _bool(m["autoencoder_def"]["use_checkpoint"], "autoencoder_def.use_checkpoint")
-    data, run = _paths_and_data(m, n_dims, check_paths)
+    data, run = _paths_and_data(m, n_dims)
     data["patch_size"] = patch
     if n_dims == 2:
         data["channels"] = model["in_channels"]
     cfg = validate_config({"model": model, "data": data, "train": train, "loss": loss, "run": run})
+    if check_paths:
+        check_medical_paths(cfg, m["data_source"])
     resume = Path(run["resume"]) if run["resume"] is not None else None
     return cfg, MedicalExtras(resume=resume, val_every_epochs=train["val_every_epochs"], source=m)
 

@@ -155,6 +155,11 @@ def cache_dir() -> Path:
     return fallback
 
 
+#: Above this mean share of padding per item the start summary warns, and a window / patch size the user
+#: did not set is shrunk to the dataset's ``suggested_fix`` (``ndvq.build.fit_items``).
+PADDING_WARN_SHARE = 0.25
+
+
 def warn_skip(path, err: BaseException | str, what: str = "file") -> None:
     """Warn (``warnings.warn`` and the ``ndvq.data`` logger) that ``path`` is skipped."""
     msg = f"ndvq.data: skipping unreadable {what} {str(path)!r}: {type(err).__name__ + ': ' if isinstance(err, BaseException) else ''}{err}"

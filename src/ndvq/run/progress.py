@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ndvq.data.common import PADDING_WARN_SHARE
 from ndvq.run.rundir import metrics_path, read_metrics
 
 __all__ = ["MetricsLogger", "Progress", "start_text", "start_warnings", "data_notes", "summary_text",
@@ -178,8 +179,6 @@ class Progress:
         self.close()
 
 
-#: Above this mean share of padding per item the start summary warns.
-PADDING_WARN_SHARE = 0.25
 
 
 def start_text(session, datasets: dict) -> str:

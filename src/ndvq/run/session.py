@@ -65,6 +65,11 @@ def setup(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> Session:
     train_ds, val_ds = build.build_dataset(cfg, "train", stats), build.build_dataset(cfg, "val", stats)
     cfg = build.resolve_auto(cfg, train_ds)
     net = build.build_model(cfg)
+    fitted = build.fit_items(cfg, train_ds, net.downsample) if ckpt is None else None
+    if fitted is not None:  # a default window / patch that is mostly padding: the size that fits the items
+        cfg, line = fitted
+        train_ds, val_ds = build.build_dataset(cfg, "train", stats), build.build_dataset(cfg, "val", stats)
+        train_ds.note(line)
     build.check_data_fits_model(cfg, train_ds, net)
     net.validate_inputs = False  # non-finite losses and gradients are caught on the device instead
     name, margs = build.model_spec(cfg)
