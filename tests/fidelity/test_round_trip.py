@@ -90,3 +90,20 @@ def test_series_skips_the_odd_file_and_keeps_columns(tmp_path):
     assert len(files) == 4 and all(f[1].suffix == ".csv" for f in files)
     assert file_facts("series", files[0][1])["columns"] == rf._COLUMNS
     assert metrics["skipped_files"] == 1
+
+
+def test_each_image_comes_back_in_its_own_channel_count(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, (mode, size) in enumerate([("RGB", (37, 53)), ("L", (45, 71)), ("RGB", (40, 64)), ("L", (32, 32))]):
+        arr = np.random.default_rng(i).integers(0, 256, (size[1], size[0], 3 if mode == "RGB" else 1), np.uint8)
+        Image.fromarray(arr.squeeze()).convert(mode).save(data / f"im{i}_{mode}.png")
+    over = ["data.kind=image", "model.n_dims=2", "model.in_channels=3", "model.videogpt.downsample=[4,4]",
+            "data.patch_size=[16,16]", "data.channels=3", "data.train_split=0.75"]
+    res = loop.train(load_config(None, TINY + over + [f"data.root={data}", f"run.root={tmp_path}", "run.name=r"]))
+    written = decode(res.run_dir, encode(res.run_dir, tmp_path / "c.npz", data=data), tmp_path / "out")
+    got = {p.name: (Image.open(p).mode, Image.open(p).size) for p in written}
+    want = {p.name: (Image.open(p).mode, Image.open(p).size) for p in sorted(data.iterdir())}
+    assert got == want  # gray files stay gray although the model saw 3 channels; sizes kept

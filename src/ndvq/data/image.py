@@ -205,7 +205,7 @@ class ImageFolder(FileDataset):
             self.depths.append(depth)
         self._check_files(root)
         self.channels = channels or (3 if any(c >= 3 for c in chans) else 1)
-        self.sizes = sizes
+        self.sizes, self.source_channels = sizes, chans
         if self.resolution is None and self.patch_size is None and self.pad_multiple is None and len(set(sizes)) > 1:
             a, b = sorted(set(sizes))[:2]
             raise DataError(f"images in {str(root)!r} have different sizes (e.g. {a[0]}x{a[1]} and {b[0]}x{b[1]}) "
@@ -241,10 +241,11 @@ class ImageFolder(FileDataset):
 
     def item_info(self, i: int) -> dict:
         """``{"path", "size": [H, W] (of the file), "item_shape": [H, W] (of the item before padding),
-        "bit_depth": 8 | 16 | "float"}`` (+ ``value_min/max`` of a float image)."""
+        "bit_depth": 8 | 16 | "float", "channels": the file's own channel count}`` (+ ``value_min/max`` of a
+        float image)."""
         k = i // self.patches_per_item
         info = {"path": str(self.files[k]), "size": list(self.sizes[k]), "item_shape": self.extent(i)[0],
-                "bit_depth": self.depths[k]}
+                "bit_depth": self.depths[k], "channels": int(self.source_channels[k])}
         if info["bit_depth"] == "float":
             try:
                 info.update({k2: v for k2, v in read_image(self.files[k])[1].items() if k2.startswith("value_")})

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ndvq.data.image import convert_channels
 from ndvq.errors import DataError
 
 __all__ = ["write_item", "write_samples", "MODALITIES"]
@@ -99,10 +100,19 @@ def write_item(modality: str, x, path_stem: str | Path, info: dict | None = None
              "volume": _write_volume}[modality](x, stem, info)]
 
 
+def _file_channels(img: np.ndarray, info: dict) -> np.ndarray:
+    """``[H, W, C]`` back in the source file's own channel count (``info["channels"]``) where the data layer
+    added channels: a gray file read as RGB is written gray (luminance; exact for replicated gray), RGBA read
+    as RGB stays RGB. Channels are never invented."""
+    src = info.get("channels")
+    target = {1: 1, 2: 1, 3: 3, 4: 4}.get(src, img.shape[2])
+    return convert_channels(img, target) if target < img.shape[2] else img
+
+
 def _write_image(x: np.ndarray, stem: Path, info: dict) -> Path:
     from PIL import Image
 
-    img = _hwc(x)
+    img = _file_channels(_hwc(x), info)
     depth = info.get("bit_depth", 8)
     if depth == "float" or (depth == 16 and img.shape[2] > 1):
         import tifffile
