@@ -111,11 +111,11 @@ def build_dataset(cfg: Config, split: str, stats_dir: str | Path | None = None,
     from ndvq.data.shards import SHARD_FIELDS, shard_dataset
 
     data = cfg.data.model_dump()
-    if data["shards"] is not None:  # streamed from tar shards (docs/shards.md)
-        if pad_multiple is not None:
-            raise DataError("eval / encode read whole files from a folder: set data.root (data.shards streams "
-                            "training items only)")
+    if data["shards"] is not None and pad_multiple is None:  # streamed from tar shards (docs/shards.md)
         return shard_dataset(data, split)
+    if data["shards"] is not None and data["root"] is None:
+        raise DataError("eval / encode read whole files from a folder: pass --data DIR or data.root=DIR "
+                        "(data.shards streams training items only)")
     ds = create_dataset(**{k: v for k, v in data.items() if k not in SHARD_FIELDS}, split=split,
                         pad_multiple=pad_multiple, stats_dir=Path(stats_dir) if stats_dir is not None else None)
     if len(ds) == 0 and not (split == "val" and "no validation" in getattr(ds, "layout", "")):

@@ -76,13 +76,16 @@ def test_round_trip_gives_the_folder_items_names_and_metadata(tmp_path, kind):
     for i, b in enumerate(got):
         assert torch.equal(b["data"][0], folder[i]["data"]), (kind, i)
         assert torch.equal(b["valid"][0], folder[i]["valid"])
+        assert torch.equal(stream[len(folder) - 1 - i]["data"], folder[len(folder) - 1 - i]["data"])  # ds[i]
+    with pytest.raises(IndexError):
+        stream[len(folder)]
     with tarfile.open(tmp_path / "sh" / "shard-000000.tar") as tar:
         metas = [json.load(tar.extractfile(n)) for n in tar.getnames() if n.endswith(".meta.json")]
     names = [Path(f).relative_to(root).as_posix() for f in folder.files]
     assert [x["name"] for x in metas] == names
     info = stream.item_info(0)
     expect = {"audio": "sample_rate", "volume": "affine", "series": "columns", "video": "fps", "image": "bit_depth"}
-    assert expect[kind] in info or kind == "video", info
+    assert expect[kind] in info and info["name"] == names[0], info
     if kind == "volume":
         assert np.allclose(info["affine"], folder.item_info(0)["affine"])
     if kind == "series":
@@ -194,6 +197,10 @@ def test_cli_shard_then_train_and_resume_on_shards(tmp_path, capsys):
     recs = [json.loads(x) for x in (tmp_path / "runs" / "r" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("split") == "val" for r in recs)
     assert max(r["step"] for r in recs if r.get("split") == "train") == 5
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "runs" / "r")]) == 2  # eval reads a folder: says how
+    assert "--data DIR" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "runs" / "r"), "--data", str(root), "--out", str(tmp_path / "e.json")]) == 0
 
 
 DDP_SCRIPT = """

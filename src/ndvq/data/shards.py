@@ -289,7 +289,6 @@ class ShardDataset:
     """
 
     streaming = True
-    max_head = 16  # items of the first shard kept for ds[i]
 
     def __init__(self, shards, kind: str, split: str = "train", options: dict | None = None,
                  shuffle_buffer: int = 1000):
@@ -311,11 +310,15 @@ class ShardDataset:
         self.layout = (f"{len(self.urls)} shard(s) from {shards!r}" if self.urls
                        else "no validation (no data.val_shards and no val/ shards beside data.shards)")
         self.files = self.urls
-        self._head: list[dict] = []
+        self._head: list[dict] = []  # items of one pass in shard order, read on demand (ds[i])
         self._head_meta: list[dict] = []
+        self._head_iter = None
         self.channels, self.data_range, self.value_range_text = self.facts.get("channels", 0), 2.0, "[-1, 1]"
         if self.urls:
             self._read_head()
+
+    def __getstate__(self) -> dict:  # loader workers started with spawn: no open shard
+        return {**self.__dict__, "_head_iter": None}
 
     def _counts(self) -> tuple[int, int]:
         """(samples, items) of the shards: from the manifest, else by reading every shard once."""
@@ -336,26 +339,28 @@ class ShardDataset:
     def _samples(urls):
         return webdataset().tariterators.tarfile_samples([{"url": u} for u in urls], handler=_warn_handler)
 
-    def _read_head(self) -> None:
-        """Decode the first samples (up to ``max_head`` items): item shape, value range, ``ds[i]``."""
+    def _read_head(self, n: int = 1) -> None:
+        """Decode further samples, in shard order, until ``n`` items are kept for ``ds[i]`` (or the shards
+        end); the first one gives the item shape and value range."""
+        if self._head_iter is None:
+            self._head_iter = iter(self._samples(self.urls if self.samples else []))
         workdir = new_workdir()
         try:
-            for s in self._samples(self.urls[:1] if self.samples else []):
+            for s in self._head_iter:
                 try:
                     items, info = _decode(s, self.kind, self.options, self.facts, False, workdir, 0)
                 except Exception as e:  # noqa: BLE001 - a corrupt member: skipped, named
                     self._skip(s, e)
                     continue
                 self.channels, self.data_range, self.value_range_text = info
-                meta = json.loads(s[META])
                 self._head += items
-                self._head_meta += [meta] * len(items)
-                if len(self._head) >= self.max_head:
+                self._head_meta += [json.loads(s[META])] * len(items)
+                if len(self._head) >= n:
                     break
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if not self._head and self.samples:
-            raise DataError(f"no readable sample in the first shard {self.urls[0]!r}")
+            raise DataError(f"no readable sample in the shards {self.urls[:2]!r}")
 
     def _skip(self, sample: dict, e: BaseException) -> None:
         name = f"{sample.get('__url__')}:{sample.get('__key__')}"
@@ -371,13 +376,20 @@ class ShardDataset:
         return self.items
 
     def __getitem__(self, i: int) -> dict:
-        if not self._head:
-            raise IndexError("no items")
-        return self._head[i % len(self._head)]
+        """Item ``i`` of one pass in shard order (validation decoding); the shards are read up to it and
+        the items kept in memory: meant for the first items (start summary, sample images, diagnostics)."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} items")
+        if i >= len(self._head):
+            self._read_head(i + 1)
+        if i >= len(self._head):
+            raise IndexError(f"index {i}: the shards gave {len(self._head)} readable items")
+        return self._head[i]
 
     def item_info(self, i: int) -> dict:
         """The writer's ``info`` of the file of head item ``i`` plus ``name``, ``key`` and ``shard``."""
-        meta = self._head_meta[i % len(self._head_meta)]
+        self[i]  # read up to it
+        meta = self._head_meta[i]
         return {**meta.get("info", {}), "name": meta["name"], "key": meta["key"], "path": meta["name"]}
 
     def extent(self, i: int):
@@ -421,15 +433,21 @@ class ShardStream(torch.utils.data.IterableDataset):
     The ``R = world_size x workers`` readers are numbered ``g = rank x workers + worker``. With at least
     ``R`` shards, the epoch's shard order (shuffled with ``(seed, epoch)`` in training) is dealt out
     ``shards[g::R]``; with fewer shards than readers, every reader reads every shard and keeps the
-    samples ``n`` with ``n % R == g``. Either way no sample goes to two readers. In training each reader
-    repeats its shards (a new order per pass) until the loop has taken ``steps_per_epoch`` batches
-    (an epoch is ``len(dataset)`` items over all ranks, as with a folder); items pass a shuffle buffer
-    of ``shuffle_buffer`` items seeded with ``(seed, epoch, g)``, and each file's random crops are
-    seeded with ``(seed, epoch, pass, key)``. The stream is therefore a function of (seed, epoch, rank,
-    world size, workers): a resumed run replays it and drops the ``skip`` batches it had consumed
-    (worker ``w`` drops its share of them: the loader takes batches from the workers in turn), so the
-    items after a resume are exactly those of an uninterrupted run with the same workers. The cost is
-    re-reading that part of the epoch. Validation: one pass in shard order, no shuffle.
+    samples ``n`` with ``n % R == g``. Either way no sample goes to two readers.
+
+    Training: each reader repeats its shards (a new order per pass) until the loop has taken its
+    ``steps_per_epoch`` batches (an epoch is ``len(dataset)`` items over all ranks, as with a folder);
+    the items of a pass go through a shuffle buffer of ``shuffle_buffer`` items seeded with
+    ``(seed, epoch, g)`` and emptied at the end of the pass, and each file's random crops are seeded
+    with ``(seed, epoch, pass, key)``. An epoch therefore gives every sample once when the readers'
+    item counts are equal multiples of the batch size; otherwise a reader's last partial batch takes
+    items of its next pass. The stream is a function of (seed, epoch, rank, world size, workers): a
+    resumed run replays it and drops the ``skip`` batches already consumed (the loader takes batches
+    from its workers in turn, so each worker drops its share and the turn continues where it
+    stopped), so the items after a resume are exactly those of an uninterrupted run with the same
+    world size and workers; the cost is re-reading that part of the epoch.
+
+    Validation: one pass in shard order, no shuffle, no padding (readers may get different counts).
     """
 
     def __init__(self, ds: ShardDataset, epoch: int, batch_size: int, seed: int, rank: int, world_size: int,
