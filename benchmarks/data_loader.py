@@ -17,7 +17,8 @@ For every dataset kind, small but realistic real files are written once into ``-
 * **shards** (``--shards``): the same train split written by ``ndvq shard`` (``ndvq.shard.write_shards``,
   4 shards) into ``--data-dir/<kind>-shards`` and streamed with ``data.shards`` (``ShardDataset.loader``,
   the run's loader: shuffle buffer, per-file decoding by the same decoders) with 0 and 2 workers, timed
-  like the folder loader; "shards / folder" compares the two with the same workers.
+  like the folder loader, folder and shards alternating ``--repeats`` times (medians); "shards /
+  folder" compares the two with the same workers.
 
 Data loading is not the bottleneck when loader samples/s (with the workers you train with) is
 well above training samples/s. Loader and training are timed one after the other on the same
@@ -190,7 +191,7 @@ def train_rate(cfg, x: torch.Tensor, steps: int) -> float:
     return x.shape[0] / statistics.median(time_calls(step, warmup=1, repeats=steps))
 
 
-def run(kinds, data_dir: Path, batches: int, steps: int, shards: bool = False) -> list[dict]:
+def run(kinds, data_dir: Path, batches: int, steps: int, *, shards: bool = False, repeats: int = 1) -> list[dict]:
     from ndvq.build import build_dataset
 
     rows = []
@@ -205,10 +206,13 @@ def run(kinds, data_dir: Path, batches: int, steps: int, shards: bool = False) -
         tr = train_rate(cfg, x, steps) if steps else float("nan")
         rows.append({"kind": kind, "item": list(x.shape[1:]), "batch": batch, "items": len(ds),
                      "loader_w0": r0, "loader_w2": r2, "train": tr})
-        if shards and folder is not None:
+        if shards and folder is not None:  # interleaved repeats, medians: the machine's load varies
             out = make_shards(cfg, folder, data_dir / f"{kind}-shards")
-            rows[-1].update(shards_w0=shard_rate(cfg, out, batch, 0, batches),
-                            shards_w2=shard_rate(cfg, out, batch, 2, batches))
+            for w in (0, 2):
+                pairs = [(loader_rate(ds, batch, w, batches), shard_rate(cfg, out, batch, w, batches))
+                         for _ in range(repeats)]
+                rows[-1][f"loader_w{w}"] = statistics.median(p[0] for p in pairs)
+                rows[-1][f"shards_w{w}"] = statistics.median(p[1] for p in pairs)
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         if kind == "samples":  # also the VQVAE with every model.* key at its schema default (ndvq.config)
             from ndvq.config import load_config
@@ -227,11 +231,13 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed training steps (default 3; 0: no training rows)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     ap.add_argument("--shards", action="store_true", help="also time the data.shards loader on the same data")
+    ap.add_argument("--repeats", type=int, default=3, help="--shards: interleaved folder/shard measurements, "
+                    "medians (default 3)")
     ap.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     info = machine_info(args.threads)
-    rows = run(args.kinds, args.data_dir, args.batches, args.steps, args.shards)
+    rows = run(args.kinds, args.data_dir, args.batches, args.steps, shards=args.shards, repeats=args.repeats)
     if args.shards:
         rows = [r for r in rows if "shards_w0" in r]
         table = markdown_table(

@@ -88,7 +88,7 @@ class _ShardSink:
             self.tar = None
 
 
-def write_shards(ds, root, out, max_size: int | str = "1GB", max_count: int | None = None,
+def write_shards(ds, root, out, *, max_size: int | str = "1GB", max_count: int | None = None,
                  options: dict | None = None) -> dict:
     """Write the files of the folder dataset ``ds`` as tar shards ``out/shard-000000.tar ...`` plus
     ``out/manifest.json``; returns the manifest.
@@ -126,7 +126,7 @@ def write_shards(ds, root, out, max_size: int | str = "1GB", max_count: int | No
     return manifest
 
 
-def shard_folder(root, out, overrides=(), max_size: int | str = "1GB", max_count: int | None = None,
+def shard_folder(root, out, overrides=(), *, max_size: int | str = "1GB", max_count: int | None = None,
                  split: str = "train+val") -> dict:
     """Shards of the folder ``root`` read with the ``data.*`` ``overrides``; returns ``{split: manifest}``.
 
@@ -157,7 +157,8 @@ def shard_folder(root, out, overrides=(), max_size: int | str = "1GB", max_count
             if ds is None:
                 continue
             where = out / "val" if name == "val" else out
-            manifests[name] = write_shards(ds, cfg.data.root, where, max_size, max_count, options)
+            manifests[name] = write_shards(ds, cfg.data.root, where, max_size=max_size, max_count=max_count,
+                                           options=options)
     return manifests
 
 
@@ -190,7 +191,8 @@ def register(subparsers) -> None:
 
 
 def _cmd_shard(args) -> int:
-    manifests = shard_folder(args.root, args.out, args.overrides, args.max_size, args.max_count, args.split)
+    manifests = shard_folder(args.root, args.out, args.overrides, max_size=args.max_size, max_count=args.max_count,
+                             split=args.split)
     for name, m in manifests.items():
         where = Path(args.out) / ("val" if name == "val" else "")
         print(f"{name}: {m['samples']} file(s), {m['items']} item(s) in {len(m['shards'])} shard(s) "

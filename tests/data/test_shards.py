@@ -105,10 +105,12 @@ def test_limits_manifest_and_val_shards(tmp_path):
     assert all(os.path.getsize(tmp_path / "sm" / s["name"]) <= s["bytes"] + 10240 for s in small["shards"])
     opts = _opts("image", [f"data.shards={tmp_path}/sh/*.tar"])
     assert len(shard_dataset(opts, "train")) == 9 and len(shard_dataset(opts, "val")) == 1  # val/ beside
+    both = shard_dataset(opts, "all")  # shards of two folders, same names: each counted from its own manifest
+    assert len(both) == 10 and len(both.urls) == 4
     assert parse_size("1GB") == 10**9 and parse_size("2MiB") == 2 * 2**20 and parse_size(512) == 512
 
 
-def _keys(ds, rank, world, epoch=0, workers=0, batches=None, skip=0, batch=2, train=True):
+def _keys(ds, rank, world, *, epoch=0, workers=0, batches=None, skip=0, batch=2, train=True):
     dl = ds.loader(epoch=epoch, batch_size=batch, rank=rank, world_size=world, num_workers=workers, skip=skip,
                    train=train)
     out = []
@@ -184,19 +186,25 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, monkeypatch):
         expand_shards(str(tmp_path / "*.tar"))
 
 
-def test_cli_shard_then_train_and_resume_on_shards(tmp_path, capsys):
+def _train_losses(run: Path) -> dict:
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in recs if r.get("split") == "train"}
+
+
+def test_cli_shard_then_train_resume_exactly_and_eval(tmp_path, capsys):
     root = _folder(tmp_path, "image", 10)
     assert main(["shard", str(root), "--out", str(tmp_path / "sh"), "--max-count", "3", "data.kind=image",
-                 "data.resolution=[16,16]"]) == 0
+                 "data.resolution=[20,20]"]) == 0
     assert "train: 9 file(s)" in capsys.readouterr().out
-    args = [f"run.root={tmp_path / 'runs'}", "run.name=r", "data.kind=image", "data.resolution=[16,16]",
-            f"data.shards={tmp_path}/sh/shard-{{000000..000002}}.tar", "train.batch_size=2",
-            "train.val_interval=2", "train.ckpt_interval=2", "train.val_batches=1", *TINY]
-    assert main(["train", *args, "train.max_steps=3"]) == 0
-    assert main(["train", "--resume", str(tmp_path / "runs" / "r"), "train.max_steps=5"]) == 0
-    recs = [json.loads(x) for x in (tmp_path / "runs" / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert any(r.get("split") == "val" for r in recs)
-    assert max(r["step"] for r in recs if r.get("split") == "train") == 5
+    args = [f"run.root={tmp_path / 'runs'}", "data.kind=image", "data.resolution=[20,20]", "data.patch_size=[16,16]",
+            f"data.shards={tmp_path}/sh/shard-{{000000..000002}}.tar", "train.batch_size=2", "data.shuffle_buffer=3",
+            "train.val_interval=3", "train.ckpt_interval=3", "train.val_batches=1", "train.log_interval=1", *TINY]
+    assert main(["train", *args, "run.name=r", "train.max_steps=3"]) == 0  # stops mid-epoch (4 steps per epoch)
+    assert main(["train", "--resume", str(tmp_path / "runs" / "r"), "train.max_steps=7"]) == 0
+    assert main(["train", *args, "run.name=u", "train.max_steps=7"]) == 0  # uninterrupted
+    resumed, straight = _train_losses(tmp_path / "runs" / "r"), _train_losses(tmp_path / "runs" / "u")
+    assert sorted(resumed) == sorted(straight) == list(range(1, 8))
+    assert [resumed[k] for k in range(4, 8)] == pytest.approx([straight[k] for k in range(4, 8)], rel=1e-5)
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "runs" / "r")]) == 2  # eval reads a folder: says how
     assert "--data DIR" in capsys.readouterr().err
@@ -258,6 +266,6 @@ def test_two_ddp_processes_see_disjoint_samples_covering_the_set_and_resume(imag
 def test_shard_stream_docstring_split_rule(images):
     """Fewer shards than readers: every reader reads every shard and keeps every R-th sample."""
     ds = shard_dataset(_opts("image", [f"data.shards={images}/sh/shard-000000.tar"]), "train")
-    stream = ShardStream(ds, 0, 1, 0, rank=1, world_size=2, skip=0, train=True)
+    stream = ShardStream(ds, 0, batch_size=1, rank=1, world_size=2)
     assert stream._plan(1, 2) == ([ds.urls[0]], 2)
     assert isinstance(ds, ShardDataset) and len(ds) == 3

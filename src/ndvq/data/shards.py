@@ -42,7 +42,8 @@ import torch
 from ndvq.data.common import warn_data, warn_skip
 from ndvq.errors import DataError
 
-__all__ = ["MANIFEST", "SHARD_FIELDS", "ShardDataset", "ShardStream", "shard_dataset", "parse_size", "expand_shards", "read_manifest", "sample_items"]
+__all__ = ["MANIFEST", "SHARD_FIELDS", "ShardDataset", "ShardStream", "shard_dataset", "parse_size", "expand_shards",
+           "read_manifest", "sample_items", "webdataset"]
 
 MANIFEST = "manifest.json"
 FORMAT = "ndvq-shards"
@@ -134,19 +135,22 @@ def expand_shards(spec) -> list[str]:
     return urls
 
 
-def read_manifest(urls: list[str]) -> dict | None:
-    """The ``manifest.json`` beside the first shard (local paths and ``http(s):`` URLs), else None."""
-    first = urls[0]
-    if _is_url(first) and not first.startswith(("http:", "https:", "file:")):
+def _folder_of(url: str) -> str:
+    return url.rsplit("/", 1)[0] if "/" in url else "."
+
+
+def read_manifest(folder: str) -> dict | None:
+    """The ``manifest.json`` of a folder of shards (a local path or an ``http(s):`` URL), else None."""
+    if _is_url(folder) and not folder.startswith(("http:", "https:", "file:")):
         return None
-    where = first.rsplit("/", 1)[0] + "/" + MANIFEST if "/" in first else MANIFEST
+    where = folder + "/" + MANIFEST
     try:
         if _is_url(where):
             with webdataset().gopen.gopen(where) as f:
                 return json.loads(f.read())
         return json.loads(Path(where).read_text()) if Path(where).is_file() else None
     except Exception as e:  # noqa: BLE001 - an unreadable manifest: counted by reading instead
-        log.warning(f"ndvq.data: manifest {where!r} unreadable ({type(e).__name__}: {e}); shards are counted")
+        warn_data(f"manifest {where!r} unreadable ({type(e).__name__}: {e}); the shards are counted instead")
         return None
 
 
@@ -172,7 +176,7 @@ def _data_member(sample: dict) -> str:
     return names[0]
 
 
-def sample_items(sample: dict, kind: str, options: dict, facts: dict, train: bool, workdir: Path) -> list[dict]:
+def sample_items(sample: dict, kind: str, options: dict, facts: dict, *, train: bool, workdir: Path):
     """The items of one shard sample, decoded by the folder dataset of ``kind`` exactly as from a folder.
 
     Args:
@@ -227,12 +231,13 @@ def new_workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="ndvq-shard-", dir=base))
 
 
-def _decode(sample: dict, kind: str, options: dict, facts: dict, train: bool, workdir: Path, seed: int):
-    """:func:`sample_items` with the torch RNG seeded by ``seed`` (random crops and augmentation depend
-    only on the sample and the epoch, never on the worker or on what was read before: exact replay)."""
+def _decode(sample: dict, ds: ShardDataset, train: bool, workdir: Path, seed: int):
+    """:func:`sample_items` of ``ds``'s kind and options with the torch RNG seeded by ``seed`` (random crops
+    and augmentation depend only on the sample and the epoch, never on the worker or on what was read
+    before: exact replay)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return sample_items(sample, kind, options, facts, train, workdir)
+        return sample_items(sample, ds.kind, ds.options, ds.facts, train=train, workdir=workdir)
 
 
 def _val_beside(shards) -> list[str] | None:
@@ -274,8 +279,8 @@ class ShardDataset:
     """Training items streamed from WebDataset tar shards (written by ``ndvq shard``); see docs/shards.md.
 
     Not a map-style dataset: the run's loader comes from :meth:`loader`. ``len()`` is the item count of
-    the manifest (or of one counting pass when there is none); ``ds[i]`` and ``item_info(i)`` serve the
-    first items of the first shard (start summary, sample images). The attributes the run reads
+    the manifests (or of one counting pass when there is none); ``ds[i]`` and ``item_info(i)`` read the
+    shards in order up to item ``i`` (start summary, sample images, diagnostics). The attributes the run reads
     (``modality``, ``n_dims``, ``channels``, ``data_range``, ``value_range_text``, ``notes``,
     ``skipped``, ``layout``, ``split``) are those of the folder dataset.
 
@@ -301,9 +306,11 @@ class ShardDataset:
         self.shuffle_buffer = max(int(shuffle_buffer), 1)
         self.modality, self.n_dims = cls.modality, cls.n_dims
         self.urls = expand_shards(shards) if shards else []
-        self.manifest = read_manifest(self.urls) if self.urls else None
+        folders = dict.fromkeys(_folder_of(u) for u in self.urls)  # one manifest per folder of shards
+        self.manifests = {d: read_manifest(d) for d in folders}
+        self.manifest = next(iter(self.manifests.values()), None)
         self.facts = dict((self.manifest or {}).get("dataset") or {})
-        self.notes = list((self.manifest or {}).get("notes") or [])
+        self.notes = [n for m in self.manifests.values() for n in (m or {}).get("notes") or []]
         self.skipped: list[tuple[str, str]] = []
         self.suggested_fix = None
         self.samples, self.items = self._counts()
@@ -322,8 +329,8 @@ class ShardDataset:
 
     def _counts(self) -> tuple[int, int]:
         """(samples, items) of the shards: from the manifest, else by reading every shard once."""
-        known = {s["name"]: s for s in (self.manifest or {}).get("shards", [])}
-        names = [u.rsplit("/", 1)[-1] for u in self.urls]
+        known = {f"{d}/{s['name']}": s for d, m in self.manifests.items() for s in (m or {}).get("shards", [])}
+        names = [f"{_folder_of(u)}/{u.rsplit('/', 1)[-1]}" for u in self.urls]
         if self.urls and all(n in known for n in names):
             return sum(known[n]["samples"] for n in names), sum(known[n]["items"] for n in names)
         if not self.urls:
@@ -348,7 +355,7 @@ class ShardDataset:
         try:
             for s in self._head_iter:
                 try:
-                    items, info = _decode(s, self.kind, self.options, self.facts, False, workdir, 0)
+                    items, info = _decode(s, self, False, workdir, 0)
                 except Exception as e:  # noqa: BLE001 - a corrupt member: skipped, named
                     self._skip(s, e)
                     continue
@@ -418,7 +425,8 @@ class ShardDataset:
                num_workers: int = 0, skip: int = 0, train: bool = True, worker_init_fn=None):
         """The DataLoader of one epoch for this rank (see :class:`ShardStream`); ``skip``: batches of this
         rank already consumed (resume); ``worker_init_fn``: run in each loader worker. Default None."""
-        stream = ShardStream(self, epoch, batch_size, seed, rank, world_size, skip, train)
+        stream = ShardStream(self, epoch, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
+                             skip=skip, train=train)
         if train and self.samples < world_size * max(num_workers, 1):
             raise DataError(f"{self.samples} file(s) in the shards cannot feed {world_size} rank(s) x "
                             f"{max(num_workers, 1)} loader worker(s); lower train.num_workers")
@@ -450,8 +458,8 @@ class ShardStream(torch.utils.data.IterableDataset):
     Validation: one pass in shard order, no shuffle, no padding (readers may get different counts).
     """
 
-    def __init__(self, ds: ShardDataset, epoch: int, batch_size: int, seed: int, rank: int, world_size: int,
-                 skip: int, train: bool):
+    def __init__(self, ds: ShardDataset, epoch: int, *, batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, skip: int = 0, train: bool = True):
         super().__init__()
         self.ds, self.epoch, self.batch_size, self.seed = ds, epoch, batch_size, seed
         self.rank, self.world, self.skip, self.train = rank, world_size, skip, train
@@ -483,18 +491,21 @@ class ShardStream(torch.utils.data.IterableDataset):
                 if self.train:
                     random.Random(_seed(self.seed, self.epoch, p, g if modulus is None else -1)).shuffle(order)
                 found = []
-                yield self._pass(order, modulus, g, p, workdir, found)
+                yield self._pass(order, (modulus, g), p, workdir, found)
                 if not found and self.train:
                     raise DataError(f"shard reader {g} of {readers} got no readable sample from {order[:3]}")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _pass(self, order: list[str], modulus: int | None, g: int, p: int, workdir: Path, found: list):
+    def _pass(self, order: list[str], keep: tuple[int | None, int], p: int, workdir: Path, found: list):
+        """The items of pass ``p`` over ``order``; ``keep = (modulus, g)``: only samples ``n % modulus == g``
+        (when the shards are fewer than the readers); ``found`` collects the readable samples' numbers."""
+        modulus, g = keep
         for n, s in enumerate(ShardDataset._samples(order)):
             if modulus is not None and n % modulus != g:
                 continue
             try:
-                items, _ = _decode(s, self.ds.kind, self.ds.options, self.ds.facts, self.train, workdir,
+                items, _ = _decode(s, self.ds, self.train, workdir,
                                    _seed(self.seed, self.epoch, p, s.get("__url__"), s["__key__"]))
             except Exception as e:  # noqa: BLE001 - a corrupt member: skipped with a warning naming it
                 self.ds._skip(s, e)
