@@ -143,6 +143,28 @@ def test_readers_are_disjoint_and_cover_the_set_shards_or_samples(images):
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 12
 
 
+def test_url_shards_stream_through_pipe_and_are_counted_without_a_manifest(images):
+    spec = f"pipe:cat {images}/sh/shard-{{000000..000003}}.tar"  # a URL scheme of webdataset, no network
+    assert expand_shards(spec) == [f"pipe:cat {images}/sh/shard-00000{k}.tar" for k in range(4)]
+    with pytest.warns(RuntimeWarning, match="counting their samples"):
+        ds = shard_dataset(_opts("image", [f"data.shards={spec}"]), "train")
+    assert len(ds) == 12 and ds.channels == 3
+    assert sorted(k for k, _, _ in _keys(ds, 0, 1, train=False, batch=1)) == [f"{k:08d}" for k in range(12)]
+    listed = shard_dataset(_opts("image", [f"data.shards=[\"{spec}\", \"{images}/sh/manifest.json\"]"]), "train")
+    assert len(listed) == 12 and listed.facts["channels"] == 3  # counts and facts from the listed manifest
+
+
+def test_series_and_audio_shards_without_a_manifest_need_their_facts(tmp_path):
+    for kind in ("series", "audio"):
+        root = _folder(tmp_path / kind, kind, 2)
+        shard_folder(root, tmp_path / kind / "sh", [f"data.kind={kind}", *FOLDERS[kind][1]], split="all")
+        spec = f"pipe:cat {tmp_path / kind}/sh/shard-000000.tar"
+        with pytest.raises(DataError, match="without their manifest"):
+            shard_dataset(_opts(kind, [f"data.shards={spec}"]), "train")
+        listed = [f"data.shards=[\"{spec}\", \"{tmp_path / kind}/sh/manifest.json\"]"]
+        assert len(shard_dataset(_opts(kind, listed), "train")) > 0
+
+
 def test_resume_replays_exactly_with_workers(images):
     opts = _opts("image", [f"data.shards={images}/sh/*.tar", "data.patch_size=[8,8]", "data.crop=random",
                            "data.shuffle_buffer=4"])

@@ -139,11 +139,13 @@ def _folder_of(url: str) -> str:
     return url.rsplit("/", 1)[0] if "/" in url else "."
 
 
-def read_manifest(folder: str) -> dict | None:
-    """The ``manifest.json`` of a folder of shards (a local path or an ``http(s):`` URL), else None."""
-    if _is_url(folder) and not folder.startswith(("http:", "https:", "file:")):
-        return None
-    where = folder + "/" + MANIFEST
+def read_manifest(where: str) -> dict | None:
+    """A shards manifest: ``where`` is a ``.json`` file (a path or any URL webdataset opens) or a folder of
+    shards (a path or an ``http(s):`` URL: its ``manifest.json``); None when there is none."""
+    if not where.endswith(".json"):
+        if _is_url(where) and not where.startswith(("http:", "https:", "file:")):
+            return None
+        where = where + "/" + MANIFEST
     try:
         if _is_url(where):
             with webdataset().gopen.gopen(where) as f:
@@ -305,14 +307,19 @@ class ShardDataset:
         self.kind, self.split, self.options = kind, split, dict(options or {})
         self.shuffle_buffer = max(int(shuffle_buffer), 1)
         self.modality, self.n_dims = cls.modality, cls.n_dims
-        self.urls = expand_shards(shards) if shards else []
-        folders = dict.fromkeys(_folder_of(u) for u in self.urls)  # one manifest per folder of shards
+        specs = [str(x) for x in shards] if isinstance(shards, (list, tuple)) else ([str(shards)] if shards else [])
+        self.urls = expand_shards([x for x in specs if not x.endswith(".json")]) if specs else []
+        given = [m for m in (read_manifest(x) for x in specs if x.endswith(".json")) if m]  # listed manifests
+        folders = dict.fromkeys(_folder_of(u) for u in self.urls)  # else one manifest per folder of shards
         self.manifests = {d: read_manifest(d) for d in folders}
-        self.manifest = next(iter(self.manifests.values()), None)
+        self._given = {sh["name"]: sh for m in given for sh in m.get("shards", [])}
+        found = given + [m for m in self.manifests.values() if m]
+        self.manifest = found[0] if found else None
         self.facts = dict((self.manifest or {}).get("dataset") or {})
-        self.notes = [n for m in self.manifests.values() for n in (m or {}).get("notes") or []]
+        self.notes = [n for m in found for n in m.get("notes") or []]
         self.skipped: list[tuple[str, str]] = []
         self.suggested_fix = None
+        self._check_facts()
         self.samples, self.items = self._counts()
         self.layout = (f"{len(self.urls)} shard(s) from {shards!r}" if self.urls
                        else "no validation (no data.val_shards and no val/ shards beside data.shards)")
@@ -323,6 +330,19 @@ class ShardDataset:
         self.channels, self.data_range, self.value_range_text = self.facts.get("channels", 0), 2.0, "[-1, 1]"
         if self.urls:
             self._read_head()
+            self.facts.setdefault("channels", self.channels)  # no manifest: every file as the first one
+
+    def _check_facts(self) -> None:
+        """Without a manifest, the facts a single file cannot tell must come from the config."""
+        if not self.urls or self.manifest is not None:
+            return
+        if self.kind == "series" and self.options.get("standardize", True):
+            raise DataError("series shards without their manifest.json: the train-split statistics are unknown; "
+                            "list the manifest in data.shards (e.g. [\"pipe:...{000000..000009}.tar\", "
+                            "\"shards/manifest.json\"]) or set data.standardize=false")
+        if self.kind == "audio" and not self.options.get("sample_rate"):
+            raise DataError("audio shards without their manifest.json: set data.sample_rate (or list the "
+                            "manifest in data.shards)")
 
     def __getstate__(self) -> dict:  # loader workers started with spawn: no open shard
         return {**self.__dict__, "_head_iter": None}
@@ -330,11 +350,12 @@ class ShardDataset:
     def _counts(self) -> tuple[int, int]:
         """(samples, items) of the shards: from the manifest, else by reading every shard once."""
         known = {f"{d}/{s['name']}": s for d, m in self.manifests.items() for s in (m or {}).get("shards", [])}
-        names = [f"{_folder_of(u)}/{u.rsplit('/', 1)[-1]}" for u in self.urls]
-        if self.urls and all(n in known for n in names):
-            return sum(known[n]["samples"] for n in names), sum(known[n]["items"] for n in names)
+        entries = [known.get(f"{_folder_of(u)}/{u.rsplit('/', 1)[-1]}") or self._given.get(u.rsplit("/", 1)[-1])
+                   for u in self.urls]
         if not self.urls:
             return 0, 0
+        if all(entries):
+            return sum(e["samples"] for e in entries), sum(e["items"] for e in entries)
         warn_data(f"no manifest.json lists the {len(self.urls)} shard(s); counting their samples by reading them")
         samples = items = 0
         for s in self._samples(self.urls):
