@@ -1,4 +1,5 @@
-"""WebDataset tar shards: writing them from a folder dataset and streaming training items from them.
+"""WebDataset tar shards (written by ``ndvq shard``, :mod:`ndvq.shard`): the format, and streaming training
+items from them (``data.shards``).
 
 A shard is a plain tar file; each of its samples is one source file of a folder, stored as two members
 that share a key (``00000017``):
@@ -244,7 +245,8 @@ def _decode(sample: dict, ds: ShardDataset, train: bool, workdir: Path, seed: in
 
 def _val_beside(shards) -> list[str] | None:
     """The ``val/`` shards ``ndvq shard`` wrote beside local train shards, else None."""
-    first = expand_shards(shards)[0]
+    specs = [str(x) for x in shards] if isinstance(shards, (list, tuple)) else [str(shards)]
+    first = expand_shards([x for x in specs if not x.endswith(".json")])[0]
     val = Path(first).parent / "val"
     if _is_url(first) or not (val / MANIFEST).is_file():
         return None
@@ -259,8 +261,8 @@ def shard_dataset(data: dict, split: str) -> ShardDataset:
     """
     options = {k: v for k, v in data.items() if k not in SHARD_FIELDS}
     val = data.get("val_shards") or (_val_beside(data["shards"]) if split != "train" else None)
-    spec = {"train": data["shards"], "val": val,
-            "all": expand_shards(data["shards"]) + (expand_shards(val) if val else [])}[split]
+    as_list = [[str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)] for v in (data["shards"], val or [])]
+    spec = {"train": data["shards"], "val": val, "all": as_list[0] + (as_list[1] if val else [])}[split]
     return ShardDataset(spec, data["kind"], "train" if split == "train" else "val", options,
                         data.get("shuffle_buffer", 1000))
 
