@@ -1,9 +1,9 @@
 """``ndvq shard``: a data folder as WebDataset tar shards for streaming (``data.shards``).
 
-    ndvq shard DIR --out OUT --max-size 1GB [--max-count N] [--split train+val|all] [data.key=value ...]
+    ndvq shard DIR --out OUT [--max-size 1GB] [--max-count N] [--split train+val|all] [-c CONFIG] [data.key=value ...]
 
-The folder is read as training reads it (``data.kind`` and the other ``data.*`` options as overrides:
-layouts, extensions, channels, segment length ...). The train split goes to ``OUT/shard-000000.tar ...``
+The folder is read as training reads it (``data.kind`` and the other ``data.*`` options from ``-c CONFIG``
+and/or overrides: layouts, extensions, channels, segment length ...). The train split goes to ``OUT/shard-000000.tar ...``
 and the val split to ``OUT/val/shard-000000.tar ...`` (``--split all``: every file in ``OUT``), each with
 a ``manifest.json``. Each sample keeps the file's original bytes and a JSON member with its name and
 metadata; the format is described in :mod:`ndvq.data.shards` and docs/shards.md.
@@ -127,7 +127,7 @@ def write_shards(ds, root, out, *, max_size: int | str = "1GB", max_count: int |
 
 
 def shard_folder(root, out, overrides=(), *, max_size: int | str = "1GB", max_count: int | None = None,
-                 split: str = "train+val") -> dict:
+                 split: str = "train+val", config=None) -> dict:
     """Shards of the folder ``root`` read with the ``data.*`` ``overrides``; returns ``{split: manifest}``.
 
     Args:
@@ -137,6 +137,8 @@ def shard_folder(root, out, overrides=(), *, max_size: int | str = "1GB", max_co
         max_size, max_count: shard limits (:func:`write_shards`). Defaults ``"1GB"``, None.
         split: ``"train+val"`` (the folder's own split) or ``"all"`` (every file in ``out``). Default
             ``"train+val"``.
+        config: a config file whose ``data`` section is the base of ``overrides``. Default None: the
+            schema's defaults.
     """
     from ndvq import build
     from ndvq.config import load_config
@@ -146,7 +148,8 @@ def shard_folder(root, out, overrides=(), *, max_size: int | str = "1GB", max_co
     bad = [o for o in overrides if not str(o).startswith("data.")]
     if bad:
         raise ConfigError(f"ndvq shard takes data.* options only, got {bad}")
-    cfg = load_config(None, [*overrides, f"data.root={root}", "data.shards=null"], base={})  # schema defaults
+    base = {"data": load_config(config).data.model_dump(mode="json")} if config is not None else {}
+    cfg = load_config(None, [*overrides, f"data.root={root}", "data.shards=null"], base=base)
     if cfg.data.kind == "samples":
         raise ConfigError("ndvq shard needs data.kind=image|video|audio|series|volume")
     options = {k: v for k, v in cfg.data.model_dump().items() if k not in ("shards", "val_shards")}
@@ -184,6 +187,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (train shards; val shards in OUT/val)")
     p.add_argument("--max-size", default="1GB", help="bytes per shard, e.g. 1GB, 500MB (default 1GB)")
     p.add_argument("--max-count", type=int, default=None, help="files per shard (default: no limit)")
+    p.add_argument("-c", "--config", type=Path, help="take the data.* options from this config file (e.g. the one "
+                   "you will train with); overrides apply on top")
     p.add_argument("--split", choices=SPLIT_MODES, default="train+val",
                    help="train+val: the folder's own split, val shards in OUT/val (default); all: every file")
     p.add_argument("overrides", nargs="*", metavar="data.key=value", help="data options, e.g. data.kind=image")
@@ -192,7 +197,7 @@ def register(subparsers) -> None:
 
 def _cmd_shard(args) -> int:
     manifests = shard_folder(args.root, args.out, args.overrides, max_size=args.max_size, max_count=args.max_count,
-                             split=args.split)
+                             split=args.split, config=args.config)
     for name, m in manifests.items():
         where = Path(args.out) / ("val" if name == "val" else "")
         print(f"{name}: {m['samples']} file(s), {m['items']} item(s) in {len(m['shards'])} shard(s) "

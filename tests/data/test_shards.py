@@ -107,6 +107,10 @@ def test_limits_manifest_and_val_shards(tmp_path):
     assert len(shard_dataset(opts, "train")) == 9 and len(shard_dataset(opts, "val")) == 1  # val/ beside
     both = shard_dataset(opts, "all")  # shards of two folders, same names: each counted from its own manifest
     assert len(both) == 10 and len(both.urls) == 4
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data:\n  kind: image\n  resolution: [16, 16]\n  train_split: 0.5\n")
+    from_cfg = shard_folder(root, tmp_path / "c", config=cfg)  # the data section of a training config
+    assert from_cfg["train"]["samples"] == 5 and from_cfg["train"]["options"]["resolution"] == [16, 16]
     assert parse_size("1GB") == 10**9 and parse_size("2MiB") == 2 * 2**20 and parse_size(512) == 512
 
 
