@@ -289,7 +289,7 @@ def test_two_ddp_processes_see_disjoint_samples_covering_the_set_and_resume(imag
     assert ranks[0]["epoch1"] != ranks[0]["epoch0"]
 
 
-def test_shard_stream_docstring_split_rule(images):
+def test_fewer_shards_than_readers_split_by_sample(images):
     """Fewer shards than readers: every reader reads every shard and keeps every R-th sample."""
     ds = shard_dataset(_opts("image", [f"data.shards={images}/sh/shard-000000.tar"]), "train")
     stream = ShardStream(ds, 0, batch_size=1, rank=1, world_size=2)
