@@ -14,11 +14,17 @@ For every dataset kind, small but realistic real files are written once into ``-
   the same dataset, same batch size; median of ``--steps`` timed steps after one warm-up step.
   samples/s = batch / step time.
 
+* **shards** (``--shards``): the same train split written by ``ndvq shard`` (``ndvq.shard.write_shards``,
+  4 shards) into ``--data-dir/<kind>-shards`` and streamed with ``data.shards`` (``ShardDataset.loader``,
+  the run's loader: shuffle buffer, per-file decoding by the same decoders) with 0 and 2 workers, timed
+  like the folder loader, folder and shards alternating ``--repeats`` times (medians); "shards /
+  folder" compares the two with the same workers.
+
 Data loading is not the bottleneck when loader samples/s (with the workers you train with) is
 well above training samples/s. Loader and training are timed one after the other on the same
 (possibly busy) machine, so compare within a row.
 
-Run: ``OMP_NUM_THREADS=1 python -m benchmarks.data_loader [--kinds samples image ...] [--out table.md]``.
+Run: ``OMP_NUM_THREADS=1 python -m benchmarks.data_loader [--kinds samples image ...] [--shards] [--out table.md]``.
 """
 
 from __future__ import annotations
@@ -135,6 +141,40 @@ def loader_rate(ds, batch: int, workers: int, max_batches: int) -> float:
     return n / dt if n else float("nan")
 
 
+def make_shards(cfg, folder: Path, out: Path) -> Path:
+    """The train split of ``cfg`` as 4 tar shards in ``out`` (written once); returns ``out``."""
+    import math
+    import tempfile
+
+    from ndvq.build import build_dataset
+    from ndvq.shard import write_shards
+
+    if not (out / "manifest.json").is_file():
+        with tempfile.TemporaryDirectory() as stats:
+            ds = build_dataset(cfg, "train", stats)
+            write_shards(ds, folder, out, max_count=max(1, math.ceil(len(ds.files) / 4)))
+    return out
+
+
+def shard_rate(cfg, shards: Path, batch: int, workers: int, max_batches: int) -> float:
+    """Items per second of the ``data.shards`` loader over ``max_batches`` batches (first one not timed)."""
+    from ndvq.data.shards import shard_dataset
+
+    ds = shard_dataset({**cfg.data.model_dump(), "shards": f"{shards}/shard-*.tar"}, "train")
+    dl = ds.loader(epoch=0, batch_size=min(batch, len(ds)), seed=0, num_workers=workers)
+    n, t0 = 0, None
+    for got, b in enumerate(dl, 1):
+        if t0 is None:
+            t0 = time.perf_counter()
+        else:
+            n += b["data"].shape[0]
+        if got >= max_batches:
+            break
+    dt = time.perf_counter() - t0
+    del dl
+    return n / dt if n else float("nan")
+
+
 def train_rate(cfg, x: torch.Tensor, steps: int) -> float:
     """Samples/s of full training steps of ``cfg``'s model on the batch ``x``."""
     from ndvq import build
@@ -151,7 +191,7 @@ def train_rate(cfg, x: torch.Tensor, steps: int) -> float:
     return x.shape[0] / statistics.median(time_calls(step, warmup=1, repeats=steps))
 
 
-def run(kinds, data_dir: Path, batches: int, steps: int) -> list[dict]:
+def run(kinds, data_dir: Path, batches: int, steps: int, *, shards: bool = False, repeats: int = 1) -> list[dict]:
     from ndvq.build import build_dataset
 
     rows = []
@@ -163,9 +203,16 @@ def run(kinds, data_dir: Path, batches: int, steps: int) -> list[dict]:
         r0 = loader_rate(ds, batch, 0, batches)
         r2 = loader_rate(ds, batch, 2, batches)
         x = torch.stack([ds[i]["data"] for i in range(batch)])
-        tr = train_rate(cfg, x, steps)
+        tr = train_rate(cfg, x, steps) if steps else float("nan")
         rows.append({"kind": kind, "item": list(x.shape[1:]), "batch": batch, "items": len(ds),
                      "loader_w0": r0, "loader_w2": r2, "train": tr})
+        if shards and folder is not None:  # interleaved repeats, medians: the machine's load varies
+            out = make_shards(cfg, folder, data_dir / f"{kind}-shards")
+            for w in (0, 2):
+                pairs = [(loader_rate(ds, batch, w, batches), shard_rate(cfg, out, batch, w, batches))
+                         for _ in range(repeats)]
+                rows[-1][f"loader_w{w}"] = statistics.median(p[0] for p in pairs)
+                rows[-1][f"shards_w{w}"] = statistics.median(p[1] for p in pairs)
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         if kind == "samples":  # also the VQVAE with every model.* key at its schema default (ndvq.config)
             from ndvq.config import load_config
@@ -181,18 +228,29 @@ def main(argv=None) -> None:
     ap.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/ndvq_bench_data"))
     ap.add_argument("--batches", type=int, default=20, help="batches read per loader measurement (default 20)")
-    ap.add_argument("--steps", type=int, default=3, help="timed training steps (default 3)")
+    ap.add_argument("--steps", type=int, default=3, help="timed training steps (default 3; 0: no training rows)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
+    ap.add_argument("--shards", action="store_true", help="also time the data.shards loader on the same data")
+    ap.add_argument("--repeats", type=int, default=3, help="--shards: interleaved folder/shard measurements, "
+                    "medians (default 3)")
     ap.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     info = machine_info(args.threads)
-    rows = run(args.kinds, args.data_dir, args.batches, args.steps)
-    table = markdown_table(
-        ["kind", "item [C, *S]", "batch", "loader samples/s (0 workers)", "loader samples/s (2 workers)",
-         "train samples/s", "loader (0 w) / train"],
-        [[r["kind"], str(r["item"]), r["batch"], r["loader_w0"], r["loader_w2"], r["train"],
-          r["loader_w0"] / r["train"]] for r in rows])
+    rows = run(args.kinds, args.data_dir, args.batches, args.steps, shards=args.shards, repeats=args.repeats)
+    if args.shards:
+        rows = [r for r in rows if "shards_w0" in r]
+        table = markdown_table(
+            ["kind", "item [C, *S]", "batch", "folder items/s (0 w)", "shards items/s (0 w)", "shards / folder (0 w)",
+             "folder items/s (2 w)", "shards items/s (2 w)", "shards / folder (2 w)"],
+            [[r["kind"], str(r["item"]), r["batch"], r["loader_w0"], r["shards_w0"], r["shards_w0"] / r["loader_w0"],
+              r["loader_w2"], r["shards_w2"], r["shards_w2"] / r["loader_w2"]] for r in rows])
+    else:
+        table = markdown_table(
+            ["kind", "item [C, *S]", "batch", "loader samples/s (0 workers)", "loader samples/s (2 workers)",
+             "train samples/s", "loader (0 w) / train"],
+            [[r["kind"], str(r["item"]), r["batch"], r["loader_w0"], r["loader_w2"], r["train"],
+              r["loader_w0"] / r["train"]] for r in rows])
     text = table + "\n\n" + ", ".join(f"{k}: {v}" for k, v in info.items())
     print(text)
     if args.out:

@@ -97,7 +97,8 @@ def build_objective(cfg: Config) -> nn.Module:
 
 def build_dataset(cfg: Config, split: str, stats_dir: str | Path | None = None,
                   pad_multiple: tuple[int, ...] | None = None):
-    """``ndvq.data.create_dataset`` for ``cfg.data`` (its fields pass straight through).
+    """``ndvq.data.create_dataset`` for ``cfg.data`` (its fields pass straight through), or the
+    :class:`ndvq.data.shards.ShardDataset` of ``data.shards`` when it is set.
 
     Args:
         cfg: the config.
@@ -107,9 +108,16 @@ def build_dataset(cfg: Config, split: str, stats_dir: str | Path | None = None,
             ``downsample``). Default None: no padding.
     """
     from ndvq.data import create_dataset
+    from ndvq.data.shards import SHARD_FIELDS, shard_dataset
 
-    ds = create_dataset(**cfg.data.model_dump(), split=split, pad_multiple=pad_multiple,
-                        stats_dir=Path(stats_dir) if stats_dir is not None else None)
+    data = cfg.data.model_dump()
+    if data["shards"] is not None and pad_multiple is None:  # streamed from tar shards (docs/shards.md)
+        return shard_dataset(data, split)
+    if data["shards"] is not None and data["root"] is None:
+        raise DataError("eval / encode read whole files from a folder: pass --data DIR or data.root=DIR "
+                        "(data.shards streams training items only)")
+    ds = create_dataset(**{k: v for k, v in data.items() if k not in SHARD_FIELDS}, split=split,
+                        pad_multiple=pad_multiple, stats_dir=Path(stats_dir) if stats_dir is not None else None)
     if len(ds) == 0 and not (split == "val" and "no validation" in getattr(ds, "layout", "")):
         where = f" in {str(cfg.data.root)!r}" if cfg.data.root else ""
         raise DataError(f"the {split!r} split of data.kind={cfg.data.kind!r}{where} is empty")

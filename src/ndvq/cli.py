@@ -25,6 +25,7 @@ from ndvq.convert import register as register_convert
 from ndvq.diagnostics.commands import USER_ERRORS, register
 from ndvq.errors import NonFiniteLossError, RankDiedError, StoppedBySignal
 from ndvq.export import register as register_export
+from ndvq.shard import register as register_shard
 
 __all__ = ["main", "build_parser"]
 
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     register(sub)  # doctor / report / tune
     register_convert(sub)  # convert
     register_export(sub)  # export
+    register_shard(sub)  # shard
     return parser
 
 

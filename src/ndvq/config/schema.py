@@ -258,6 +258,13 @@ class DataConfig(_Section):
     percentiles: tuple[float, float] = (0.5, 99.5)
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     sample_patches: int = Field(2048, ge=1, description="patches cut from the built-in sample images (samples)")
+    shards: str | list[str] | None = Field(
+        None, description="WebDataset tar shards to stream instead of data.root (a brace pattern, a glob or a list, "
+                          "whose .json entries are manifests; local paths or URLs such as pipe: / http:), e.g. "
+                          "written by `ndvq shard`; docs/shards.md")
+    val_shards: str | list[str] | None = Field(
+        None, description="validation shards; default: the val/ shards `ndvq shard` wrote beside data.shards, else none")
+    shuffle_buffer: int = Field(1000, ge=1, description="items mixed in each shard reader's shuffle buffer (data.shards)")
 
 
 class LossConfig(_Section):

@@ -106,6 +106,10 @@ def loader(s: Session, epoch: int, skip: int = 0, train: bool = True) -> DataLoa
     """A DataLoader whose order (and worker seeds) depend only on (seed, epoch): exact resume."""
     t, f = s.cfg.train, s.fabric
     ds = s.train_ds if train else s.val_ds
+    if getattr(ds, "streaming", False):  # data.shards: the stream is split and replayed by the dataset
+        return ds.loader(epoch=epoch, batch_size=t.batch_size, seed=t.seed, rank=f.global_rank,
+                         world_size=f.world_size, num_workers=t.num_workers, skip=skip, train=train,
+                         worker_init_fn=ignore_in_workers if t.num_workers else None)
     sampler = EpochSampler(len(ds), t.seed, epoch, f.global_rank, f.world_size, shuffle=train,
                            skip=skip * t.batch_size, pad=train)
     return DataLoader(ds, batch_size=t.batch_size, sampler=sampler, drop_last=train, num_workers=t.num_workers,
