@@ -16,7 +16,7 @@ PACKAGE = SRC / "ndvq"
 
 LAYERS = [("errors", "nd", "metrics"), ("quantizers",), ("objectives",), ("models",), ("compat",), ("config",),
           ("data",), ("build",), ("run",), ("prior",), ("codec",),
-          ("diagnostics", "convert", "export"), ("cli", "__main__", "")]
+          ("diagnostics", "convert", "export", "shard"), ("cli", "__main__", "")]
 """docs/design.md: an import may only point to its own layer or one left of it ("" = the package root)."""
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
