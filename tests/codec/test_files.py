@@ -20,6 +20,8 @@ from ndvq.codec.histogram import HISTOGRAM_FILE
 from ndvq.errors import CodesError, ConfigError
 from ndvq.run.infer import decode, encode
 
+from fake_prior import load_token_model  # noqa: E402 (tests/codec is on the path)
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
@@ -79,27 +81,9 @@ def test_histogram_is_stored_with_the_run_and_keyed_by_the_checkpoint(runs, tmp_
     assert again["fingerprint"] != "0" * 16 and sum(again["counts"][0]) == 90
 
 
-class FakePrior:
-    """Deterministic and context-dependent: the next token's distribution depends on the previous token,
-    the column and the position in the tile."""
-
-    def start(self, tile):
-        self.tile, self.i, self.prev = tile, 0, 0
-
-    def probabilities(self):
-        n = int(self.tile.vocab[self.i])
-        w = np.exp(-((np.arange(n) - (3 * self.prev + int(self.tile.column[self.i]) + self.i) % n) ** 2) / 4.0)
-        return (w + 1e-3) / (w + 1e-3).sum()
-
-    def push(self, token):
-        self.prev, self.i = int(token), self.i + 1
-
-
 @pytest.fixture
 def fake_prior(monkeypatch):
-    monkeypatch.setattr(ndvq.prior, "load_token_model", lambda run_dir: (FakePrior(), {"block": [8, 8],
-                                                                                        "fingerprint": "fake0001"}),
-                        raising=False)
+    monkeypatch.setattr(ndvq.prior, "load_token_model", load_token_model, raising=False)
 
 
 def test_prior_path_round_trips_and_is_used_by_auto(runs, tmp_path, fake_prior):
@@ -116,7 +100,7 @@ def test_prior_path_round_trips_and_is_used_by_auto(runs, tmp_path, fake_prior):
 def test_prior_fingerprint_must_match(runs, tmp_path, monkeypatch, fake_prior):
     run = runs("image")
     packed = compress_files(run.run_dir, run.files[:1], tmp_path / "p")
-    monkeypatch.setattr(ndvq.prior, "load_token_model", lambda d: (FakePrior(), {"block": None, "fingerprint": "other"}))
+    monkeypatch.setattr(ndvq.prior, "load_token_model", lambda d: load_token_model(d, "other", None))
     with pytest.raises(CodesError, match="fake0001"):
         decompress_files(packed, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -155,13 +139,16 @@ def test_levels_on_a_non_residual_model_is_one_line(runs, tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "residual quantizer" in err, err
 
 
-def test_decompress_in_a_fresh_process_with_other_threads_is_bit_identical(runs, tmp_path, fake_prior):
+@pytest.mark.parametrize("prior", ["none", "auto"])
+def test_decompress_in_a_fresh_process_with_other_threads_is_bit_identical(prior, runs, tmp_path, fake_prior):
     run = runs("image")
-    packed = compress_files(run.run_dir, run.files, tmp_path / "p", prior="none")
+    packed = compress_files(run.run_dir, run.files, tmp_path / "p", prior=prior)
+    assert read_codes(packed[0])[1]["probability_model"]["kind"] == ("histogram" if prior == "none" else "prior")
     here = [read_codes(p)[0][0].numpy().tolist() for p in packed]
-    script = ("import json, sys, torch; torch.set_num_threads(2); from ndvq.codec import read_codes; "
+    script = ("import json, sys, torch; torch.set_num_threads(2); import fake_prior; fake_prior.install(); "
+              "from ndvq.codec import read_codes; "
               "print(json.dumps([read_codes(p)[0][0].numpy().tolist() for p in sys.argv[1:]]))")
-    env = {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": f"{SRC}:{Path(__file__).parent}", "OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", script, *map(str, packed)], capture_output=True, text=True, env=env,
                          check=True)
     assert json.loads(out.stdout) == here

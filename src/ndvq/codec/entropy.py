@@ -3,15 +3,16 @@
 The rule (:func:`frequencies`) is the one place a probability becomes an integer; encoder and decoder call
 it on the same float64 inputs and so build identical tables. For ``n`` symbols and ``T = 2**PRECISION``:
 
-1. ``p`` is made finite and non-negative (NaN, inf and negatives -> 0) and divided by its float64 sum
-   (a uniform table when the sum is 0 or not finite);
+1. ``p`` is made finite and non-negative (NaN, inf and negatives -> 0) and divided by its sum, computed
+   exactly rounded (``math.fsum``: no dependence on summation order or SIMD width); a uniform table when
+   the sum is 0 or not finite;
 2. every symbol gets ``1 + floor(p_i * (T - n))`` (so each symbol is codable, with frequency >= 1);
 3. the remainder ``R = T - sum`` (``0 <= R``) is given out one by one, ``R // n`` to every symbol and then
    one more to the ``R % n`` symbols with the largest fractional parts ``p_i * (T - n) - floor(...)``,
    ties to the lower index (a stable sort). The table sums to exactly ``T``.
 
-Every step is IEEE-754 float64 arithmetic (multiplication, floor, one sum in index order) and integer
-arithmetic, so the same ``p`` gives the same table on every platform that numpy supports.
+Every step is a correctly rounded IEEE-754 float64 operation (division, multiplication, floor, the exact
+sum) or integer arithmetic, so the same ``p`` gives the same table on every IEEE-754 platform.
 
 ``constriction`` gets the table as the exact integer weights ``f_i - 1`` (float64, exactly representable);
 its ``Categorical(perfect=False)`` quantizer gives symbol ``i`` the weight plus one slot per symbol at a
@@ -28,6 +29,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -51,7 +54,7 @@ def frequency_rows(p: np.ndarray) -> np.ndarray:
     if not 1 <= n <= _TOTAL // 2:
         raise ValueError(f"a table needs 1..{_TOTAL // 2} symbols, got {n}")
     p = np.where(np.isfinite(p) & (p > 0), p, 0.0)
-    s = p.sum(axis=1, keepdims=True)  # [m, 1]
+    s = np.array([[math.fsum(row)] for row in p], dtype=np.float64).reshape(m, 1)  # [m, 1], order-free
     ok = np.isfinite(s) & (s > 0)
     p = np.where(ok, p / np.where(ok, s, 1.0), 1.0 / n)
     scaled = p * float(_TOTAL - n)  # [m, n]
