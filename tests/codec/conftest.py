@@ -48,6 +48,9 @@ KINDS = {
     "residual": (png, ".png", ["model.n_dims=2", "model.in_channels=3", "model.videogpt.downsample=[4,4]",
                                "data.patch_size=[16,16]", "model.bottleneck=residual",
                                "model.quantizer.num_quantizers=3", "model.quantizer.quantizer_dropout=0.5"]),
+    "hierarchical": (png, ".png", ["model.n_dims=2", "model.in_channels=3", "data.patch_size=[16,16]",
+                                   "model.kind=hierarchical", "model.videogpt.downsample=[2,2]",
+                                   "model.top.downsample=[2,2]", "model.top.n_codes=8"]),
 }
 
 
@@ -66,7 +69,7 @@ def make_run(root: Path, kind: str) -> Run:
         (data / split).mkdir(parents=True)
         for i in range(count):
             writer(data / split / f"{kind}{i}{suffix}", i + (100 if split == "test" else 0))
-    modality = "image" if kind == "residual" else kind
+    modality = "image" if kind in ("residual", "hierarchical") else kind
     code = main(["train", *TINY, *over, f"data.kind={modality}", f"data.root={data}", f"run.root={root / 'runs'}",
                  "run.name=r"])
     assert code == 0

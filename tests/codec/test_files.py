@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_prior import load_token_model  # tests/codec is on the path (conftest rootdir)
 
 import ndvq.prior
 from ndvq.cli import main
@@ -19,8 +20,6 @@ from ndvq.codec.format import SUFFIX
 from ndvq.codec.histogram import HISTOGRAM_FILE
 from ndvq.errors import CodesError, ConfigError
 from ndvq.run.infer import decode, encode
-
-from fake_prior import load_token_model  # noqa: E402 (tests/codec is on the path)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -95,6 +94,18 @@ def test_prior_path_round_trips_and_is_used_by_auto(runs, tmp_path, fake_prior):
         assert header["probability_model"] == {"kind": "prior", "fingerprint": "fake0001"} and header["block"] == [8, 8]
         assert np.array_equal(grids[0].numpy(), expected[f.name][0])
     assert decompress_files(packed, tmp_path / "out")
+
+
+@pytest.mark.parametrize("prior", ["none", "auto"])
+def test_hierarchical_codes_round_trip(prior, runs, tmp_path, fake_prior):
+    """Two grids of different codebook sizes (8 top, 16 bottom) in one tile order, histogram and prior."""
+    run = runs("hierarchical")
+    packed = compress_files(run.run_dir, run.files, tmp_path / "p", prior=prior)
+    expected = _encoded(run, tmp_path)
+    for p, f in zip(packed, run.files):
+        grids, header = read_codes(p)
+        assert len(grids) == 2 and [g.numpy().tolist() for g in grids] == [e.tolist() for e in expected[f.name]]
+    assert len(decompress_files(packed, tmp_path / "o")) == len(run.files)
 
 
 def test_prior_fingerprint_must_match(runs, tmp_path, monkeypatch, fake_prior):

@@ -51,7 +51,8 @@ class _Tables:
         return self._cache[column]
 
 
-def _check_probabilities(p: np.ndarray, n: int, tile: Tile) -> np.ndarray:
+def _check_probabilities(p: np.ndarray, n: int) -> np.ndarray:
+    """The token model's answer as float64 ``[n]`` (a wrong length is a bug of the model)."""
     p = np.asarray(p, dtype=np.float64)
     if p.shape != (n,):
         raise ValueError(f"the token model gave {p.shape} probabilities for a token of vocabulary {n}")
@@ -64,7 +65,7 @@ def _tile_segments(tile: Tile, seq: np.ndarray, model, tables: _Tables | None) -
     model.start(tile)
     rows = []
     for i, t in enumerate(seq.tolist()):
-        rows.append(_check_probabilities(model.probabilities(), int(tile.vocab[i]), tile))
+        rows.append(_check_probabilities(model.probabilities(), int(tile.vocab[i])))
         model.push(int(t))
     return [(seq[a:b], frequency_rows(np.stack(rows[a:b]))) for a, b in runs(tile.vocab)]
 
@@ -92,7 +93,7 @@ def decode_tokens(layout: TokenLayout, words: np.ndarray, model) -> list[torch.T
             model.start(tile)
             seq = np.zeros(tile.length, np.int64)
             for i in range(tile.length):
-                p = _check_probabilities(model.probabilities(), int(tile.vocab[i]), tile)
+                p = _check_probabilities(model.probabilities(), int(tile.vocab[i]))
                 seq[i] = int(dec.decode(frequencies(p)[None])[0])
                 model.push(int(seq[i]))
         out.append(torch.from_numpy(seq))

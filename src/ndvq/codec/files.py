@@ -140,14 +140,16 @@ def _items(loaded, files: list[Path], overrides):
             yield i, item, info, ds, cfg
 
 
-def _header(loaded, fp, meta, item, info, name, ds, chunk, levels) -> dict:
+def _header(loaded, item: dict, *, fp: str, meta: dict, info: dict, name: str, modality: str, chunk: int | None,
+            levels: int | None) -> dict:
+    """The JSON header of one compressed item (see docs/compression.md)."""
     model = loaded.model
     return {"format": "ndvq", "version": VERSION, "run": str(Path(loaded.path).resolve()),
             "model_class": type(model).__name__, "fingerprint": fp,
             "probability_model": {"kind": meta["kind"], "fingerprint": meta["fingerprint"]},
             "coder": {"name": "constriction.stream.stack.AnsCoder", "precision": PRECISION},
             "block": meta["block"], "levels": levels, "codebook_sizes": [int(k) for k in model.codebook_sizes],
-            "modality": ds.modality, "name": name, "input_shape": [int(item["data"].shape[0]), *item["valid"].tolist()],
+            "modality": modality, "name": name, "input_shape": [int(item["data"].shape[0]), *item["valid"].tolist()],
             "padded_shape": [int(s) for s in item["data"].shape[1:]], "chunk": int(chunk or 0),
             "info": {**_jsonable(info), "path": name}}
 
@@ -196,7 +198,8 @@ def compress_files(run, files, out_dir, levels: int | None = None, prior: str = 
             grids = [g[..., :levels] for g in grids]
         lay = _layout(model, item["data"].shape[1:], meta["block"], levels)
         words = encode_tokens(lay, lay.flatten(grids), token_model)
-        header = _header(loaded, fp, meta, item, info, files[i].name, ds, chunk, levels)
+        header = _header(loaded, item, fp=fp, meta=meta, info=info, name=files[i].name, modality=ds.modality,
+                         chunk=chunk, levels=levels)
         path = out_dir / f"{_out_stem(files[i].name, i, used)}{SUFFIX}"
         _write_atomic(path, pack(header, words))
         written.append(path)
@@ -263,10 +266,13 @@ class _Runs:
 
 
 def _grids(header: dict, words: np.ndarray, loaded, token_model, where: str) -> list[torch.Tensor]:
-    model, levels = loaded.model, header.get("levels")
-    check = check_levels(model, levels) if levels is not None else None
-    if check is None and levels is not None or not (header.get("block") is None or isinstance(header["block"], list)):
-        raise CodesError(f"{where}: bad 'levels' or 'block' in its header")
+    model, levels, block = loaded.model, header.get("levels"), header.get("block")
+    if not (block is None or isinstance(block, list) and all(isinstance(b, int) and b > 0 for b in block)):
+        raise CodesError(f"{where}: its header's 'block' {block!r} is not a list of positive integers")
+    try:
+        check_levels(model, levels)
+    except (ConfigError, TypeError) as e:
+        raise CodesError(f"{where}: its header's 'levels' {levels!r} does not fit the model: {e}") from None
     try:
         lay = _layout(model, header["padded_shape"], header.get("block"), levels)
         return lay.unflatten(decode_tokens(lay, words, token_model))
