@@ -42,7 +42,7 @@ def test_round_trip_gives_encode_codes_and_decode_files(kind, runs, tmp_path):
     expected = _encoded(run, tmp_path)
     for p, f in zip(packed, run.files):
         grids, header = read_codes(p)
-        assert header["name"] == f.name and header["probability_model"]["kind"] == "histogram"
+        assert header["name"] == f.name and header["probability_model"]["kind"] in ("histogram", "file-histogram")
         assert [g.numpy().tolist() for g in grids] == [e.tolist() for e in expected[f.name]]
     restored = decompress_files(packed, tmp_path / "restored")
     reference = decode(run.run_dir, tmp_path / "codes.npz", tmp_path / "reference")
@@ -78,6 +78,40 @@ def test_histogram_is_stored_with_the_run_and_keyed_by_the_checkpoint(runs, tmp_
     compress_files(run.run_dir, run.files[:1], tmp_path / "b", prior="none")
     again = json.loads((run.run_dir / HISTOGRAM_FILE).read_text())
     assert again["fingerprint"] != "0" * 16 and sum(again["counts"][0]) == 90
+
+
+def _own_entropy_bits(grids) -> float:
+    flat = grids[0].reshape(-1).numpy()
+    n = np.bincount(flat).astype(np.float64)
+    n = n[n > 0]
+    return float(-(n * np.log2(n / n.sum())).sum())
+
+
+@pytest.mark.parametrize("run_counts", ["useless", "matching"])
+def test_histogram_or_the_files_own_whichever_is_smaller(run_counts, runs, tmp_path, monkeypatch):
+    """A run histogram that fits the file badly loses to the file's own counts (then the payload is within
+    1% of the codes' empirical entropy); one that fits well is kept (no table in the header)."""
+    import ndvq.codec.files as files
+    from conftest import png
+    from ndvq.codec.format import unpack
+    from ndvq.codec.histogram import HistogramModel
+
+    run = runs("image")
+    png(tmp_path / "big.png", 7, size=(96, 80))  # 480 codes: the header's table is worth it
+    grids = read_codes(compress_files(run.run_dir, [tmp_path / "big.png"], tmp_path / "ref")[0])[0]
+    own = np.bincount(grids[0].reshape(-1).numpy(), minlength=16)
+    counts = [[10**6] + [0] * 15] if run_counts == "useless" else [(own * 1000).tolist()]
+    fake = HistogramModel(counts)
+    monkeypatch.setattr(files, "histogram_for_run", lambda loaded, fp: fake)
+    p = compress_files(run.run_dir, [tmp_path / "big.png"], tmp_path / "p", prior="none")[0]
+    header, words = unpack(p.read_bytes(), str(p))
+    got, _ = read_codes(p)
+    assert np.array_equal(got[0].numpy(), grids[0].numpy())
+    if run_counts == "useless":
+        assert header["probability_model"]["kind"] == "file-histogram"
+        assert 32 * len(words) <= 1.01 * _own_entropy_bits(grids) + 64
+    else:
+        assert header["probability_model"] == {"kind": "histogram", "fingerprint": fake.fingerprint}
 
 
 @pytest.fixture
@@ -158,7 +192,7 @@ def test_decompress_in_a_fresh_process_with_other_threads_is_bit_identical(runs,
     for prior in ("none", "auto"):
         packed += compress_files(run.run_dir, run.files, tmp_path / prior, prior=prior)
     kinds = [read_codes(p)[1]["probability_model"]["kind"] for p in packed]
-    assert kinds == ["histogram"] * len(run.files) + ["prior"] * len(run.files)
+    assert "histogram" in kinds[0] and kinds[len(run.files):] == ["prior"] * len(run.files)
     here = [read_codes(p)[0][0].numpy().tolist() for p in packed]
     script = ("import json, sys, torch; torch.set_num_threads(2); import fake_prior; fake_prior.install(); "
               "from ndvq.codec import read_codes; "
@@ -172,6 +206,7 @@ def test_decompress_in_a_fresh_process_with_other_threads_is_bit_identical(runs,
 
 # ------------------------------------------------------------------------------------ bad input
 def _cli(argv, capsys) -> tuple[int, str]:
+    capsys.readouterr()  # drop what came before (a run trained by a fixture)
     code = main([str(a) for a in argv])
     return code, capsys.readouterr().err
 
@@ -215,3 +250,10 @@ def test_cli_compress_decompress(runs, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(f.name for f in run.files)
     code, err = _cli(["compress", run.run_dir, tmp_path / "missing.png", "--out", tmp_path / "q"], capsys)
     assert code == 2 and "missing.png" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("cmd", ["compress", "decompress"])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0 and f"usage: ndvq {cmd}" in capsys.readouterr().out

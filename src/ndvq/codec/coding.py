@@ -23,11 +23,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ndvq.codec.entropy import Decoder, encode, frequencies, frequency_rows
+from ndvq.codec.entropy import Decoder, encode, frequencies, frequency_rows, ideal_bits
 from ndvq.errors import CodesError
 from ndvq.prior.layout import Tile, TokenLayout
 
-__all__ = ["encode_tokens", "decode_tokens", "runs"]
+__all__ = ["encode_tokens", "decode_tokens", "static_bits", "runs"]
 
 
 def runs(keys: np.ndarray) -> list[tuple[int, int]]:
@@ -68,6 +68,16 @@ def _tile_segments(tile: Tile, seq: np.ndarray, model, tables: _Tables | None) -
         rows.append(_check_probabilities(model.probabilities(), int(tile.vocab[i])))
         model.push(int(t))
     return [(seq[a:b], frequency_rows(np.stack(rows[a:b]))) for a, b in runs(tile.vocab)]
+
+
+def static_bits(layout: TokenLayout, tokens: list[torch.Tensor], model) -> float:
+    """The ideal code length in bits of per-tile ``tokens`` under a static ``model``'s integer tables."""
+    tables = _Tables(model)
+    bits = 0.0
+    for tile, seq in zip(layout.tiles, tokens):
+        seq = seq.cpu().numpy()
+        bits += sum(ideal_bits(seq[a:b], tables(int(tile.column[a]))) for a, b in runs(tile.column))
+    return bits
 
 
 def encode_tokens(layout: TokenLayout, tokens: list[torch.Tensor], model) -> np.ndarray:

@@ -27,10 +27,16 @@ import numpy as np
 import torch
 
 from ndvq import build
-from ndvq.codec.coding import decode_tokens, encode_tokens
+from ndvq.codec.coding import decode_tokens, encode_tokens, static_bits
 from ndvq.codec.entropy import PRECISION
 from ndvq.codec.format import SUFFIX, VERSION, pack, unpack
-from ndvq.codec.histogram import histogram_for_run
+from ndvq.codec.histogram import (
+    HistogramModel,
+    histogram_for_run,
+    pack_counts,
+    token_counts,
+    unpack_counts,
+)
 from ndvq.codec.levels import FirstLevels, check_levels
 from ndvq.config import apply_overrides, config_to_dict, parse_overrides, validate_config
 from ndvq.errors import CodesError, ConfigError, DataError
@@ -146,12 +152,25 @@ def _header(loaded, item: dict, *, fp: str, meta: dict, info: dict, name: str, m
     model = loaded.model
     return {"format": "ndvq", "version": VERSION, "run": str(Path(loaded.path).resolve()),
             "model_class": type(model).__name__, "fingerprint": fp,
-            "probability_model": {"kind": meta["kind"], "fingerprint": meta["fingerprint"]},
+            "probability_model": {k: meta[k] for k in ("kind", "fingerprint", "counts") if k in meta},
             "coder": {"name": "constriction.stream.stack.AnsCoder", "precision": PRECISION},
             "block": meta["block"], "levels": levels, "codebook_sizes": [int(k) for k in model.codebook_sizes],
             "modality": modality, "name": name, "input_shape": [int(item["data"].shape[0]), *item["valid"].tolist()],
             "padded_shape": [int(s) for s in item["data"].shape[1:]], "chunk": int(chunk or 0),
             "info": {**_jsonable(info), "path": name}}
+
+
+def _cheaper_static(lay: TokenLayout, tokens: list[torch.Tensor], token_model, meta: dict):
+    """For the histogram: the run's histogram or the file's own (its counts go into the header), whichever
+    gives the smaller file; a prior is kept as it is. Returns ``(model, probability-model meta)``."""
+    if meta["kind"] != "histogram":
+        return token_model, meta
+    counts = token_counts(lay, tokens)
+    own = HistogramModel(counts, smoothing=0)
+    table = pack_counts(counts)
+    if static_bits(lay, tokens, own) + 8 * (len(table) + 40) < static_bits(lay, tokens, token_model):
+        return own, {**meta, "kind": "file-histogram", "fingerprint": None, "counts": table}
+    return token_model, meta
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -197,8 +216,10 @@ def compress_files(run, files, out_dir, levels: int | None = None, prior: str = 
         if levels is not None:
             grids = [g[..., :levels] for g in grids]
         lay = _layout(model, item["data"].shape[1:], meta["block"], levels)
-        words = encode_tokens(lay, lay.flatten(grids), token_model)
-        header = _header(loaded, item, fp=fp, meta=meta, info=info, name=files[i].name, modality=ds.modality,
+        tokens = lay.flatten(grids)
+        coder, item_meta = _cheaper_static(lay, tokens, token_model, meta)
+        words = encode_tokens(lay, tokens, coder)
+        header = _header(loaded, item, fp=fp, meta=item_meta, info=info, name=files[i].name, modality=ds.modality,
                          chunk=chunk, levels=levels)
         path = out_dir / f"{_out_stem(files[i].name, i, used)}{SUFFIX}"
         _write_atomic(path, pack(header, words))
@@ -253,6 +274,8 @@ class _Runs:
         loaded, fp = self._runs[key]
         want = header["probability_model"]
         kind = want.get("kind")
+        if kind == "file-histogram":
+            return _file_histogram(header, where)
         if (key, kind) not in self._models:
             if kind not in ("prior", "histogram"):
                 raise CodesError(f"{where}: unknown probability model {kind!r} in its header")
@@ -263,6 +286,16 @@ class _Runs:
             raise CodesError(f"{where} was coded with the {kind} {want.get('fingerprint')}, the run's {kind} is "
                              f"{meta['fingerprint']} (retrained since?); it cannot be decoded")
         return model
+
+
+def _file_histogram(header: dict, where: str) -> HistogramModel:
+    """The file's own histogram from its header (per kept column of its codebook sizes)."""
+    sizes, levels = header["codebook_sizes"], header.get("levels")
+    try:
+        sizes = [int(k) for k in (sizes if levels is None else sizes[:int(levels)])]
+        return HistogramModel(unpack_counts(str(header["probability_model"]["counts"]), sizes), smoothing=0)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CodesError(f"{where}: its header's code counts are unreadable: {e}") from None
 
 
 def _grids(header: dict, words: np.ndarray, loaded, token_model, where: str) -> list[torch.Tensor]:

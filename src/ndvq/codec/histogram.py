@@ -1,4 +1,10 @@
-"""The static probability model: per index column, the counts of the run's train-split codes (+1 each).
+"""Static probability models: per index column, code counts (the run's train split +1 each, or one file's own).
+
+Two kinds, both :class:`HistogramModel`:
+
+* the **run histogram**: counts of the run's train-split codes, +1 each (every code stays cheap enough);
+* the **file histogram**: the counts of one file's own codes (no smoothing), stored in that file's header
+  (:func:`pack_counts`: LEB128 varints, base64); its payload is then the file's empirical entropy.
 
 Computed once per checkpoint and stored with the run as ``RUN/code_histogram.json`` (``{"fingerprint",
 "codebook_sizes", "counts", "n_items", "split"}``, written atomically); recomputed when the model's
@@ -17,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -29,7 +36,7 @@ from ndvq.prior.layout import Tile
 from ndvq.run.codes import encode_grids
 from ndvq.run.rundir import atomic_write
 
-__all__ = ["HistogramModel", "histogram_for_run", "HISTOGRAM_FILE"]
+__all__ = ["HistogramModel", "histogram_for_run", "HISTOGRAM_FILE", "pack_counts", "unpack_counts", "token_counts"]
 
 HISTOGRAM_FILE = "code_histogram.json"
 
@@ -38,15 +45,16 @@ class HistogramModel:
     """A :class:`~ndvq.prior.TokenModel` whose next-token distribution depends only on the token's column.
 
     Args:
-        counts: per column of the model's ``codebook_sizes``, the count of every code (``+1`` is added).
+        counts: per column of the model's ``codebook_sizes``, the count of every code.
+        smoothing: added to every count. Default 1 (the run histogram; a file's own histogram uses 0).
     """
 
     static = True
     """The distribution never depends on earlier tokens (the codec codes whole columns at once)."""
 
-    def __init__(self, counts: list[list[int]]) -> None:
+    def __init__(self, counts: list[list[int]], smoothing: int = 1) -> None:
         self.counts = [[int(c) for c in col] for col in counts]
-        self._p = [(np.asarray(c, np.float64) + 1) / (sum(c) + len(c)) for c in self.counts]
+        self._p = [(np.asarray(c, np.float64) + smoothing) / max(sum(c) + smoothing * len(c), 1) for c in self.counts]
         self._tile: Tile | None = None
         self._i = 0
 
@@ -70,6 +78,48 @@ class HistogramModel:
     def push(self, token: int) -> None:
         """Move to the next token."""
         self._i += 1
+
+
+def token_counts(layout, tokens: list[torch.Tensor]) -> list[list[int]]:
+    """Per column of ``layout``, the counts of each code in one item's per-tile ``tokens``."""
+    sizes = [k for cols in layout.columns for k in cols]
+    counts = [np.zeros(k, np.int64) for k in sizes]
+    for tile, seq in zip(layout.tiles, tokens):
+        seq = seq.cpu().numpy()
+        for c in np.unique(tile.column):
+            counts[c] += np.bincount(seq[tile.column == c], minlength=sizes[c])
+    return [c.tolist() for c in counts]
+
+
+def pack_counts(counts: list[list[int]]) -> str:
+    """Counts as text for a header: every count a LEB128 varint, all columns in order, base64."""
+    out = bytearray()
+    for col in counts:
+        for v in col:
+            v = int(v)
+            while True:
+                out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
+                v >>= 7
+                if not v:
+                    break
+    return base64.b64encode(bytes(out)).decode("ascii")
+
+
+def unpack_counts(text: str, sizes: list[int]) -> list[list[int]]:
+    """Inverse of :func:`pack_counts` for columns of ``sizes`` codes; ValueError when it does not fit."""
+    data, values, v, shift = base64.b64decode(text.encode("ascii"), validate=True), [], 0, 0
+    for b in data:
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            values.append(v)
+            v, shift = 0, 0
+        elif shift > 63:
+            raise ValueError("a count longer than 64 bits")
+    if shift or len(values) != sum(sizes):
+        raise ValueError(f"{len(values)} counts for columns of {sizes} codes")
+    edges = np.cumsum([0, *sizes]).tolist()
+    return [values[a:b] for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _train_counts(loaded, max_items: int) -> tuple[list[list[int]], int]:
