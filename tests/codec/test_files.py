@@ -257,3 +257,14 @@ def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
     assert e.value.code == 0 and f"usage: ndvq {cmd}" in capsys.readouterr().out
+
+
+def test_a_failing_compress_leaves_no_partial_file(runs, tmp_path, monkeypatch):
+    """The write fails after the temporary file was created: neither it nor the .ndvq remains."""
+    import ndvq.codec.files as files
+
+    run = runs("image")
+    monkeypatch.setattr(files, "pack", lambda header, words: object())  # fh.write(object()) raises TypeError
+    with pytest.raises(TypeError):
+        compress_files(run.run_dir, run.files, tmp_path / "p")
+    assert (tmp_path / "p").is_dir() and not list((tmp_path / "p").iterdir())
