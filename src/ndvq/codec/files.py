@@ -92,10 +92,9 @@ def _files_config(cfg, root: Path, overrides) -> object:
 
 
 def _jsonable(info: dict) -> dict:
-    out = {}
-    for k, v in (info or {}).items():
-        out[k] = v.tolist() if hasattr(v, "tolist") else v if isinstance(v, (int, float, str, bool, list, type(None))) else str(v)
-    return out
+    """``item_info`` as JSON values: arrays to lists, other objects to text."""
+    plain = (int, float, str, bool, list, dict, type(None))
+    return {k: v.tolist() if hasattr(v, "tolist") else v if isinstance(v, plain) else str(v) for k, v in (info or {}).items()}
 
 
 def _layout(model, spatial, block, levels: int | None) -> TokenLayout:
@@ -116,6 +115,7 @@ def _link_inputs(files: list[Path], tmp: Path) -> dict[str, int]:
         link = tmp / f"{i:06d}" / f.name
         link.symlink_to(f.resolve())
         where[str(link)] = i
+        where.setdefault(str(f.resolve()), i)  # a dataset that resolves links names the file itself
     return where
 
 
