@@ -19,7 +19,10 @@ Throughput: pixels per second of ``compress_files`` and ``decompress_files`` on 
 (model load, PNG reading, encoder / decoder network, entropy coding, file writing), and of the entropy
 stage alone (``encode_tokens`` / ``decode_tokens``), median of ``--repeats`` rounds.
 
-Run: ``nice -n 10 python benchmarks/codec_speed.py [--run RUN] [--threads 2]`` (writes
+Variable rate (``--levels-run RUN``, a residual-VQ image run): for every ``k`` of its levels, the ``.ndvq`` bits
+per pixel (whole files) and the PSNR (dB, 8-bit RGB, peak 255) of the decompressed PNGs against the originals.
+
+Run: ``nice -n 10 python benchmarks/codec_speed.py [--run RUN] [--levels-run RUN] [--threads 2]`` (writes
 ``benchmarks/results/codec_speed.json`` and prints a markdown table).
 """
 
@@ -135,9 +138,38 @@ def _speeds(run: Path, files: list[Path], tmp: Path, repeats: int) -> dict:
             "compress_s": t_c, "decompress_s": t_d}
 
 
+def _psnr(a: Path, b: Path) -> float:
+    from PIL import Image
+
+    x = np.asarray(Image.open(a).convert("RGB"), np.float64)
+    y = np.asarray(Image.open(b).convert("RGB"), np.float64)
+    return float(10 * np.log10(255.0**2 / np.mean((x - y) ** 2)))
+
+
+def _levels(run: Path, files: list[Path], tmp: Path) -> list[dict]:
+    from PIL import Image
+
+    from ndvq.codec import compress_files, decompress_files
+    from ndvq.codec.levels import residual_levels
+    from ndvq.run.infer import load_run_model
+
+    total = residual_levels(load_run_model(run).model)
+    pixels = sum(Image.open(f).size[0] * Image.open(f).size[1] for f in files)
+    rows = []
+    for k in range(1, total + 1):
+        packed = compress_files(run, files, tmp / f"k{k}", levels=k, prior="none")
+        out = decompress_files(packed, tmp / f"d{k}")
+        by_stem = {o.stem: o for o in out}
+        psnr = [_psnr(f, by_stem[f.stem]) for f in files]
+        rows.append({"levels": k, "bpp": 8 * sum(p.stat().st_size for p in packed) / pixels,
+                     "psnr_mean": float(np.mean(psnr)), "psnr": dict(zip([f.stem for f in files], psnr))})
+    return rows
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, help="a trained image run (default: train the default run)")
+    ap.add_argument("--levels-run", type=Path, help="a residual-VQ image run: bpp and PSNR for each --levels k")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "codec_speed.json")
@@ -153,7 +185,8 @@ def main(argv=None) -> dict:
 
         rows = _sizes(run, files, compress_files(run, files, tmp / "sizes", prior="none"))
         speed = _speeds(run, files, tmp, args.repeats)
-    res = {"run": str(run), "threads": args.threads, "photos": rows, "speed": speed}
+        levels = _levels(args.levels_run, files, tmp) if args.levels_run else None
+    res = {"run": str(run), "threads": args.threads, "photos": rows, "speed": speed, "levels": levels}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2))
     print("| photo | trained on | model | pixels | codes | file bytes | header | payload | own entropy (bytes) | "
@@ -165,6 +198,8 @@ def main(argv=None) -> dict:
               f"{100 * r['payload_over_own_entropy']:+.2f}% | {r['run_hist_bits'] / 8:.0f} | {r['fixed_bits'] / 8:.0f} | "
               f"{r['bpp_file']:.4f} |")
     print(json.dumps(speed, indent=2))
+    for r in levels or []:
+        print(f"levels={r['levels']}: {r['bpp']:.4f} bpp, PSNR {r['psnr_mean']:.2f} dB")
     return res
 
 
