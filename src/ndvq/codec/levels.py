@@ -41,8 +41,9 @@ def check_levels(model, levels: int | None) -> int | None:
         return None
     total = residual_levels(model)
     if total is None:
-        kind = type(getattr(model, "quantizer", None)).__name__
-        raise ConfigError(f"--levels needs a residual quantizer (model.bottleneck=residual), this model's is a {kind}")
+        q = getattr(model, "quantizer", None)
+        what = f"has a {type(q).__name__} quantizer" if q is not None else f"is a {type(model).__name__}"
+        raise ConfigError(f"--levels needs a single residual quantizer (model.bottleneck=residual); this model {what}")
     if not 1 <= int(levels) <= total:
         raise ConfigError(f"--levels must be in 1..{total} (the model's residual levels), got {levels}")
     return int(levels)
