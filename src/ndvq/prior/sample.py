@@ -101,14 +101,15 @@ def prompt_tokens(loaded, layout: TokenLayout, file: str | Path) -> tuple[list[t
     from ndvq.run.infer import _chunk, _data_cfg, encode_whole
 
     file, model, cfg = Path(file), loaded.model, loaded.config
+    kind = "image" if cfg.data.kind == "samples" else cfg.data.kind
+    if kind not in ("video", "audio", "series"):
+        raise ConfigError(f"--prompt continues a video, audio or series; this run's data is {kind}")
     if not file.is_file():
         raise DataError(f"prompt file {str(file)!r} does not exist")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / file.name).symlink_to(file.resolve())
         data_cfg = _data_cfg(cfg, tmp, [])
         ds = build.build_dataset(data_cfg, "all", stats_dir=loaded.run_dir, pad_multiple=model.downsample)
-        if ds.modality not in ("video", "audio", "series"):
-            raise ConfigError(f"--prompt continues a video, audio or series; this run's data is {ds.modality}")
         item = ds.try_item(0) if hasattr(ds, "try_item") else ds[0]
         if item is None:
             raise DataError(f"prompt file {str(file)!r} cannot be read as {ds.modality}")
