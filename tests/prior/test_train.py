@@ -8,10 +8,10 @@ import re
 import signal
 
 import pytest
-from conftest import PRIOR, make_run
 
+from conftest import PRIOR, make_run
 from ndvq.cli import main
-from ndvq.errors import CheckpointError, ConfigError
+from ndvq.errors import CheckpointError
 from ndvq.prior.store import prior_dir
 from ndvq.prior.tokens import load_token_model
 from ndvq.prior.train import train_prior
@@ -105,3 +105,11 @@ def test_kl_vae_run_is_refused(tmp_path):
 
 def test_no_prior_gives_none(tmp_path):
     assert load_token_model(tmp_path) is None
+
+
+def test_shipped_config_is_the_defaults():
+    from pathlib import Path
+
+    from ndvq.prior.config import PriorConfig, load_prior_config
+
+    assert load_prior_config(Path(__file__).resolve().parents[2] / "configs" / "prior.yaml") == PriorConfig()

@@ -26,19 +26,19 @@ class PriorConfig(BaseModel):
         block: tile size in positions of the finest code grid per axis; null = the training item's latent
             shape (one tile per item). Default None.
         d_model: transformer width. Default 128.
-        n_layers: transformer blocks. Default 4.
+        n_layers: transformer blocks. Default 3.
         n_heads: attention heads (``d_model`` must divide by it). Default 4.
         mlp_ratio: MLP hidden width / ``d_model``. Default 4.
         dropout: dropout in the residual branches. Default 0.0.
-        max_steps: optimiser steps. Default 1200.
+        max_steps: optimiser steps. Default 1000.
         batch_size: tiles per step. Default 32.
         learning_rate: AdamW peak learning rate. Default 2e-3.
         weight_decay: AdamW weight decay. Default 0.01.
         warmup_steps: linear warm-up steps before the cosine decay. Default 50.
         grad_clip: gradient-norm clip (0 = off). Default 1.0.
         log_interval: steps between train records. Default 20.
-        val_interval: steps between validations. Default 200.
-        ckpt_interval: steps between checkpoints. Default 200.
+        val_interval: steps between validations. Default 250.
+        ckpt_interval: steps between checkpoints. Default 250.
         val_tiles: validation tiles (a fixed set). Default 256.
         max_items: items of each split encoded at start (the first ones). Default 4096.
         seed: seed of the weights and of the tile crops. Default 0.
@@ -48,19 +48,19 @@ class PriorConfig(BaseModel):
 
     block: list[int] | None = None
     d_model: int = Field(128, ge=8)
-    n_layers: int = Field(4, ge=1)
+    n_layers: int = Field(3, ge=1)
     n_heads: int = Field(4, ge=1)
     mlp_ratio: int = Field(4, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    max_steps: int = Field(1200, ge=1)
+    max_steps: int = Field(1000, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     warmup_steps: int = Field(50, ge=0)
     grad_clip: float = Field(1.0, ge=0.0)
     log_interval: int = Field(20, ge=1)
-    val_interval: int = Field(200, ge=1)
-    ckpt_interval: int = Field(200, ge=1)
+    val_interval: int = Field(250, ge=1)
+    ckpt_interval: int = Field(250, ge=1)
     val_tiles: int = Field(256, ge=1)
     max_items: int = Field(4096, ge=1)
     seed: int = 0
