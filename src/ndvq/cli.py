@@ -154,7 +154,8 @@ def _cmd_sample(args) -> int:
     from ndvq.prior.sample import sample
 
     _check_out(args.out, want_dir=True)
-    res = sample(args.run, args.n, args.out, args.temperature, args.top_k, args.seed, args.prompt)
+    res = sample(args.run, args.n, args.out, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                 prompt=args.prompt)
     print(f"wrote {len(res.files)} file(s) to {args.out}")
     return 0
 

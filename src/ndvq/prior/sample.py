@@ -60,7 +60,7 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torc
 
 
 @torch.no_grad()
-def sample_tile(prior: CodePrior, tile: Tile, n: int, gen: torch.Generator, temperature: float = 1.0,
+def sample_tile(prior: CodePrior, tile: Tile, n: int, gen: torch.Generator, *, temperature: float = 1.0,
                 top_k: int | None = None, forced: tuple[torch.Tensor, torch.Tensor] | None = None,
                 cache: bool = True) -> torch.Tensor:
     """``[n, T]`` tokens of one tile sampled in order.
@@ -128,7 +128,7 @@ def prompt_tokens(loaded, layout: TokenLayout, file: str | Path) -> tuple[list[t
     return [(m, t) if m.any() else None for m, t in zip(masks, tokens)], masks, cropped
 
 
-def sample(run_dir: str | Path, n: int, out: str | Path, temperature: float = 1.0, top_k: int | None = None,
+def sample(run_dir: str | Path, n: int, out: str | Path, *, temperature: float = 1.0, top_k: int | None = None,
            seed: int = 0, prompt: str | Path | None = None, cache: bool = True) -> SampleResult:
     """Sample ``n`` items from the run's prior, decode them and write ``out/sample_NNN.<ext>``.
 
@@ -159,7 +159,8 @@ def sample(run_dir: str | Path, n: int, out: str | Path, temperature: float = 1.
                                    else ([None] * len(layout.tiles), None, None))
     gen = torch.Generator().manual_seed(int(seed))
     with single_thread(), torch.no_grad():
-        per_tile = [sample_tile(prior, t, n, gen, temperature, top_k, f, cache) for t, f in zip(layout.tiles, forced)]
+        per_tile = [sample_tile(prior, t, n, gen, temperature=temperature, top_k=top_k, forced=f, cache=cache)
+                    for t, f in zip(layout.tiles, forced)]
         items = [layout.unflatten([tokens[i] for tokens in per_tile]) for i in range(n)]
         grids = [torch.stack([it[g] for it in items]) for g in range(len(layout.grid_shapes))]  # [n, *L(, G)]
         x = decode_grids(model, grids).float()

@@ -160,6 +160,31 @@ def _lr_lambda(cfg: PriorConfig) -> Callable[[int], float]:
     return f
 
 
+def _restore(ckpt: dict, prior: CodePrior, opt, sched, cfg: PriorConfig) -> tuple[int, float]:
+    """Load a checkpoint's weights, optimiser, schedule and RNG; returns ``(step, elapsed seconds)``."""
+    prior.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    for g in opt.param_groups:  # a changed max_steps: the schedule follows the new config
+        g["initial_lr"] = cfg.learning_rate
+    sched.lr_lambdas = [_lr_lambda(cfg)]
+    set_rng_state(ckpt["rng"])
+    return int(ckpt["state"]["step"]), float(ckpt["state"]["elapsed"])
+
+
+def _train_step(fabric, model, opt, sched, tokens: torch.Tensor, meta: TileMeta, grad_clip: float) -> float:
+    """One optimiser step on ``tokens [B, T]``; returns the loss in nats per code."""
+    model.train()
+    loss = nll_of(model(tokens, meta), tokens)
+    opt.zero_grad(set_to_none=True)
+    fabric.backward(loss)
+    if grad_clip:
+        fabric.clip_gradients(model, opt, max_norm=grad_clip)
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
 def _run(loaded, out: Path, cfg: PriorConfig, ckpt: dict | None, stop: StopFlag, on_log) -> PriorResult:
     from lightning_fabric import Fabric
 
@@ -170,41 +195,22 @@ def _run(loaded, out: Path, cfg: PriorConfig, ckpt: dict | None, stop: StopFlag,
     opt = torch.optim.AdamW(prior.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    step, elapsed = 0, 0.0
-    if ckpt is not None:
-        prior.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        for g in opt.param_groups:  # a changed max_steps: the schedule follows the new config
-            g["initial_lr"] = cfg.learning_rate
-        sched.lr_lambdas = [_lr_lambda(cfg)]
-        step, elapsed = int(ckpt["state"]["step"]), float(ckpt["state"]["elapsed"])
-        set_rng_state(ckpt["rng"])
+    step, elapsed = _restore(ckpt, prior, opt, sched, cfg) if ckpt is not None else (0, 0.0)
     model, opt = fabric.setup(prior, opt)
     meta = TileMeta.of(train.tile, fabric.device)
     val_tiles = val.fixed(cfg.seed + 1, cfg.val_tiles) if val is not None else None
     print(_start_text(out, prior, train, val, facts, cfg, step), flush=True)
     logger = MetricsLogger(out, resume_step=step if ckpt is not None else None, elapsed=elapsed, tensorboard=False)
-    progress = Progress(cfg.max_steps, initial=step)
     acc, n_acc, t_last, last_train, last_val = 0.0, 0, time.time(), {}, {}
-    with logger, progress:
+    with logger, Progress(cfg.max_steps, initial=step) as progress:
         while step < cfg.max_steps and not stop.requested:
             tokens = fabric.to_device(train.batch(step_generator(cfg.seed, step), cfg.batch_size).long())
-            model.train()
-            loss = nll_of(model(tokens, meta), tokens)
-            opt.zero_grad(set_to_none=True)
-            fabric.backward(loss)
-            if cfg.grad_clip:
-                fabric.clip_gradients(model, opt, max_norm=cfg.grad_clip)
-            opt.step()
-            sched.step()
-            step += 1
-            acc, n_acc = acc + loss.item(), n_acc + 1
+            acc, n_acc, step = acc + _train_step(fabric, model, opt, sched, tokens, meta, cfg.grad_clip), n_acc + 1, step + 1
             progress.update()
             if step % cfg.log_interval == 0 or step >= cfg.max_steps:
-                secs = time.time() - t_last
+                rate = n_acc * cfg.batch_size / max(time.time() - t_last, 1e-9)
                 last_train = logger.log({"loss": acc / n_acc, "nll_bits": bits(acc / n_acc), "lr": sched.get_last_lr()[0],
-                                         "samples_per_sec": n_acc * cfg.batch_size / max(secs, 1e-9)}, step, 0, "train")
+                                         "samples_per_sec": rate}, step, 0, "train")
                 acc, n_acc, t_last = 0.0, 0, time.time()
                 progress.show(last_train)
                 if on_log is not None:
