@@ -25,18 +25,24 @@ from ndvq.prior.layout import Tile, TokenModel
 from ndvq.prior.model import CodePrior, KVCache, TileMeta
 from ndvq.prior.store import load_prior
 
-__all__ = ["PriorTokenModel", "load_token_model", "single_thread"]
+__all__ = ["PriorTokenModel", "load_token_model", "single_thread", "num_threads"]
 
 
 @contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread inside the block; the previous thread count is restored after it."""
+def num_threads(n: int | None) -> Iterator[None]:
+    """Run torch on ``n`` intra-op threads inside the block (None: unchanged); the previous count is restored."""
     old = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if n is not None:
+        torch.set_num_threads(int(n))
     try:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def single_thread() -> contextlib.AbstractContextManager:
+    """Run torch on one intra-op thread inside the block; the previous thread count is restored after it."""
+    return num_threads(1)
 
 
 def softmax64(logits: torch.Tensor, n: int) -> np.ndarray:

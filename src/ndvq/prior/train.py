@@ -30,6 +30,7 @@ from ndvq.prior.data import TileSampler, encode_split, step_generator
 from ndvq.prior.layout import layout_for
 from ndvq.prior.model import CodePrior, TileMeta, bits, nll_of
 from ndvq.prior.store import build_prior, prior_dir, save_prior
+from ndvq.prior.tokens import num_threads
 from ndvq.run import rundir
 from ndvq.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ndvq.run.progress import MetricsLogger, Progress
@@ -139,7 +140,7 @@ def train_prior(run_dir: str | Path, config_path: str | Path | None = None, over
         if overwrite:
             _clear(out)
         rundir.remove_temp_files(out)
-        with StopFlag() as stop:
+        with StopFlag() as stop, num_threads(cfg.threads):
             return _run(loaded, out, cfg, ckpt, stop, on_log)
     finally:
         lock.release()
