@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         _ndvq(["train", f"run.root={run.parent}", f"run.name={run.name}"])
     per_seed = []
     for seed in ([] if args.skip_training else args.seeds):
-        secs = _ndvq(["prior", str(run), "-c", str(ROOT / "configs" / "prior.yaml"), f"seed={seed}", "--overwrite"])
+        secs = _ndvq(["prior", str(run), "-c", str(ROOT / "configs" / "prior.yaml"), f"prior.seed={seed}", "--overwrite"])
         val = [r for r in read_metrics(prior_dir(run)) if r.get("split") == "val"]
         per_seed.append({"seed": seed, "val_nll_bits": val[-1]["nll_bits"], "train_seconds": round(secs, 1)})
     if not per_seed:
