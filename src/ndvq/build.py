@@ -144,8 +144,9 @@ def fit_items(cfg: Config, train_ds, downsample: tuple[int, ...]) -> tuple[Confi
     from ndvq.config.load import parse_overrides
     from ndvq.data.common import PADDING_WARN_SHARE
 
-    fix, share = getattr(train_ds, "suggested_fix", None), train_ds.padding_share()
-    if not fix or share is None or share <= PADDING_WARN_SHARE:
+    fix = getattr(train_ds, "suggested_fix", None)
+    share = train_ds.padding_share() if fix and hasattr(train_ds, "padding_share") else None
+    if share is None or share <= PADDING_WARN_SHARE:
         return None
     [(key, value)] = parse_overrides([fix])
     field = key.split(".")[-1]

@@ -6,6 +6,8 @@
     ndvq decode RUN_OR_CKPT CODES.npz --out DIR
     ndvq compress RUN_OR_CKPT FILES... --out DIR [--levels K] [--prior auto|prior|none] [data.key=value ...]
     ndvq decompress FILES.ndvq... --out DIR [--run RUN_OR_CKPT]
+    ndvq prior RUN [-c prior.yaml] [--overwrite] [key=value ...]
+    ndvq sample RUN --out DIR [--n 16] [--temperature T] [--top-k K] [--seed S] [--prompt FILE]
     ndvq doctor | report | tune ...   (added by ndvq.diagnostics.commands)
 
 Exit codes: 0 done; 2 a user error (an :class:`ndvq.errors.NdvqError`: missing data, unreadable config,
@@ -114,11 +116,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(func=_cmd_decode)
     _codec_parsers(sub)
+    _prior_parsers(sub)
     register(sub)  # doctor / report / tune
     register_convert(sub)  # convert
     register_export(sub)  # export
     register_shard(sub)  # shard
     return parser
+
+
+def _prior_parsers(sub) -> None:
+    p = sub.add_parser("prior", help="train an autoregressive prior over a run's codes (saved in RUN/prior)",
+                       description="Train a small causal transformer over the codes of a VQ run (its train/val "
+                                   "splits encoded with the frozen model); metrics.jsonl reports nll_bits per code. "
+                                   "Starting again continues RUN/prior/checkpoints/last.ckpt. See docs/prior.md.")
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory of a VQ model")
+    p.add_argument("-c", "--config", type=Path, help="prior config (configs/prior.yaml keys); default: the defaults")
+    p.add_argument("--overwrite", action="store_true", help="start afresh even if RUN/prior holds a checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="prior overrides, e.g. max_steps=2000 n_layers=6 (after an option: prior.max_steps=2000)")
+    p.set_defaults(func=_cmd_prior)
+    p = sub.add_parser("sample", help="sample new items from a run's prior and write them as files",
+                       description="Sample items of the training item's shape from RUN/prior, decode them and write "
+                                   "them in the modality's own format (PNG, MP4, WAV, NIfTI, CSV/NPY).")
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory with a trained prior")
+    p.add_argument("--n", type=_positive_int, default=16, help="items to sample (default: 16)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    p.add_argument("--top-k", type=_positive_int, help="sample among the k most likely codes only")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--prompt", type=Path, help="video/audio/series file whose beginning is kept (the first half of "
+                   "the time axis of the first tile) and continued")
+    p.set_defaults(func=_cmd_sample)
+
+
+def _cmd_prior(args) -> int:
+    from ndvq.prior.train import train_prior
+
+    result = train_prior(args.run, args.config, args.overrides, overwrite=args.overwrite)
+    return 128 + (result.signal or 2) if result.stopped == "interrupted" else 0
+
+
+def _cmd_sample(args) -> int:
+    from ndvq.prior.sample import sample
+
+    _check_out(args.out, want_dir=True)
+    res = sample(args.run, args.n, args.out, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                 prompt=args.prompt)
+    print(f"wrote {len(res.files)} file(s) to {args.out}")
+    return 0
 
 
 def _base_config(args) -> Path | None:

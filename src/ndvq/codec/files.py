@@ -38,11 +38,17 @@ from ndvq.codec.histogram import (
     unpack_counts,
 )
 from ndvq.codec.levels import FirstLevels, check_levels
-from ndvq.config import apply_overrides, config_to_dict, parse_overrides, validate_config
 from ndvq.errors import CodesError, ConfigError, DataError
 from ndvq.prior.layout import TokenLayout, layout_for
 from ndvq.run.codesfile import codes_fingerprint
-from ndvq.run.infer import _chunk, _out_stem, decode_whole, encode_whole, load_run_model
+from ndvq.run.infer import (
+    data_config,
+    decode_whole,
+    encode_whole,
+    load_run_model,
+    out_stem,
+    piece_length,
+)
 
 __all__ = ["compress_files", "decompress_files", "read_codes", "token_model_for", "PRIORS"]
 
@@ -53,8 +59,8 @@ PRIORS = ("auto", "prior", "none")
 def token_model_for(run_dir, prior: str = "auto", loaded=None, fingerprint: str | None = None):
     """The probability model of a run's codes: ``(TokenModel, {"kind", "fingerprint", "block"})``.
 
-    ``prior="auto"`` uses ``ndvq.prior.load_token_model(run_dir)`` when that function exists and returns a
-    model, else the code histogram; ``"none"`` forces the histogram; ``"prior"`` requires the prior.
+    ``prior="auto"`` uses the run's prior (``ndvq.prior.load_token_model(run_dir)``) when it has a trained
+    one, else the code histogram; ``"none"`` forces the histogram; ``"prior"`` requires the prior.
 
     Args:
         run_dir: the run directory.
@@ -67,8 +73,7 @@ def token_model_for(run_dir, prior: str = "auto", loaded=None, fingerprint: str 
     if prior not in PRIORS:
         raise ConfigError(f"prior must be one of {PRIORS}, got {prior!r}")
     if prior != "none":
-        load = getattr(ndvq.prior, "load_token_model", None)  # the integrator makes this a plain import
-        found = load(run_dir) if load is not None else None
+        found = ndvq.prior.load_token_model(run_dir)  # looked up at call time: tests put a fake prior there
         if found is not None:
             model, meta = found
             block = meta.get("block")
@@ -80,15 +85,6 @@ def token_model_for(run_dir, prior: str = "auto", loaded=None, fingerprint: str 
     loaded = loaded or load_run_model(run_dir)
     hist = histogram_for_run(loaded, fingerprint or codes_fingerprint(loaded.model))
     return hist, {"kind": "histogram", "fingerprint": hist.fingerprint, "block": None}
-
-
-def _files_config(cfg, root: Path, overrides) -> object:
-    """The run's config reading whole files from ``root`` (built-in samples -> RGB images)."""
-    d = config_to_dict(cfg)
-    d["data"].update(root=str(root), val_dir=None)
-    if d["data"]["kind"] == "samples":
-        d["data"].update(kind="image", channels=3)
-    return validate_config(apply_overrides(d, parse_overrides(list(overrides))))
 
 
 def _jsonable(info: dict) -> dict:
@@ -124,7 +120,7 @@ def _items(loaded, files: list[Path], overrides):
     model = loaded.model
     with tempfile.TemporaryDirectory(prefix="ndvq-compress-") as tmp:
         where = _link_inputs(files, Path(tmp))
-        cfg = _files_config(loaded.config, Path(tmp), overrides)
+        cfg = data_config(loaded.config, Path(tmp), overrides)
         ds = build.build_dataset(cfg, "all", stats_dir=loaded.run_dir, pad_multiple=model.downsample)
         build.check_data_fits_model(cfg, ds, model)
         found = {}
@@ -211,7 +207,7 @@ def compress_files(run, files, out_dir, levels: int | None = None, prior: str = 
     written, used = [], set()
     device = next(model.parameters()).device
     for i, item, info, ds, cfg in _items(loaded, files, overrides):
-        chunk = _chunk(cfg, ds, model)
+        chunk = piece_length(cfg, ds, model)
         grids = [g[0].cpu() for g in encode_whole(model, item["data"][None].to(device), chunk)]  # [*L(, G)] each
         if levels is not None:
             grids = [g[..., :levels] for g in grids]
@@ -221,7 +217,7 @@ def compress_files(run, files, out_dir, levels: int | None = None, prior: str = 
         words = encode_tokens(lay, tokens, coder)
         header = _header(loaded, item, fp=fp, meta=item_meta, info=info, name=files[i].name, modality=ds.modality,
                          chunk=chunk, levels=levels)
-        path = out_dir / f"{_out_stem(files[i].name, i, used)}{SUFFIX}"
+        path = out_dir / f"{out_stem(files[i].name, i, used)}{SUFFIX}"
         _write_atomic(path, pack(header, words))
         written.append(path)
     return written
@@ -380,5 +376,5 @@ def decompress_files(paths, out_dir, run=None) -> list[Path]:
                              header["chunk"] or None)
         shape = header["input_shape"]
         recon = recon[0].float().cpu()[(slice(None), *(slice(0, s) for s in shape[1:]))]  # the real extent
-        written += _write_decoded(header, recon, out_dir, _out_stem(header["name"], i, used))
+        written += _write_decoded(header, recon, out_dir, out_stem(header["name"], i, used))
     return written

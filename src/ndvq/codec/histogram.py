@@ -124,11 +124,11 @@ def unpack_counts(text: str, sizes: list[int]) -> list[list[int]]:
 
 def _train_counts(loaded, max_items: int) -> tuple[list[list[int]], int]:
     """Per-column code counts of up to ``max_items`` whole train-split items of the run's own data."""
-    from ndvq.run.infer import _chunk, encode_whole
+    from ndvq.run.infer import encode_whole, piece_length
 
     model, cfg = loaded.model, loaded.config
     ds = build.build_dataset(cfg, "train", stats_dir=loaded.run_dir, pad_multiple=model.downsample)
-    chunk = _chunk(cfg, ds, model)
+    chunk = piece_length(cfg, ds, model)
     sizes = list(model.codebook_sizes)
     counts = [np.zeros(k, np.int64) for k in sizes]
     picks = sorted({int(i * len(ds) / min(len(ds), max_items)) for i in range(min(len(ds), max_items))})

@@ -27,14 +27,14 @@ from ndvq import build
 from ndvq import metrics as M
 from ndvq.config import Config, apply_overrides, config_to_dict, parse_overrides, validate_config
 from ndvq.data.common import valid_mask
-from ndvq.errors import CheckpointError, CodesError, ConfigError, DataError
+from ndvq.errors import CheckpointError, CodesError, DataError
 from ndvq.quantizers.base import usage_from_counts
 from ndvq.run.checkpoint import LoadedModel
 from ndvq.run.checkpoint import load_model as _load
 from ndvq.run.codes import decode_grids, encode_grids, grids_of
 from ndvq.run.codesfile import check_codes_file, codes_fingerprint
 
-__all__ = ["load_run_model", "evaluate", "encode", "decode", "format_table", "encode_whole", "decode_whole",
+__all__ = ["load_run_model", "data_config", "piece_length", "out_stem", "evaluate", "encode", "decode", "format_table", "encode_whole", "decode_whole",
            "code_stats"]
 
 
@@ -51,20 +51,28 @@ def load_run_model(path: str | Path) -> LoadedModel:
     return loaded
 
 
-def _data_cfg(cfg: Config, data: str | Path | None, overrides: list[str]) -> Config:
-    """The run's config with ``data.root`` (and any ``data.*=...`` overrides) replaced."""
+def data_config(cfg: Config, data: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The run's config reading ``data`` (a folder or file) with any ``data.*=...`` overrides applied.
+
+    A run trained on the built-in samples (RGB photographs) reads ``data`` as RGB images unless an
+    override says otherwise (``data.kind=...``).
+
+    Args:
+        cfg: the run's config.
+        data: the folder (or file) to read; None keeps the run's own data. Default None.
+        overrides: ``key=value`` strings applied last. Default ().
+    """
     d = config_to_dict(cfg)
     if data is not None:
         if not Path(data).exists():
             raise DataError(f"data folder {str(data)!r} does not exist")
         d["data"].update(root=str(data), val_dir=None)
         if d["data"]["kind"] == "samples":
-            raise ConfigError("this model was trained on the built-in samples; pass data.kind=<image|video|audio|"
-                             "series|volume> together with --data")
-    return validate_config(apply_overrides(d, parse_overrides(overrides)))
+            d["data"].update(kind="image", channels=3)
+    return validate_config(apply_overrides(d, parse_overrides(list(overrides))))
 
 
-def _chunk(cfg: Config, ds, model) -> int | None:
+def piece_length(cfg: Config, ds, model) -> int | None:
     """Length along the first spatial axis of the pieces a whole 1D file or video is processed in:
     the training window (``segment_length`` / ``sequence_length``) rounded up to the model's
     downsampling; None (whole items in one pass) for images and volumes."""
@@ -209,11 +217,11 @@ def evaluate(path: str | Path, data: str | Path | None = None, split: str | None
         the model's own scalars such as ``kl_loss``).
     """
     run = load_run_model(path)
-    model, cfg = run.model, _data_cfg(run.config, data, list(overrides))
+    model, cfg = run.model, data_config(run.config, data, overrides)
     split = split or ("all" if data is not None else "val")
     ds = build.build_dataset(cfg, split, stats_dir=run.run_dir, pad_multiple=model.downsample)
     build.check_data_fits_model(cfg, ds, model)
-    rng, chunk, clip = getattr(ds, "data_range", None), _chunk(cfg, ds, model), ds.modality != "series"
+    rng, chunk, clip = getattr(ds, "data_range", None), piece_length(cfg, ds, model), ds.modality != "series"
     sums: dict[str, float] = {}
     counts, n, n_elements, n_codes, bits = None, 0, 0, 0, 0.0
     for _, item in _whole_items(ds):
@@ -275,12 +283,12 @@ def encode(path: str | Path, out: str | Path, data: str | Path | None = None, sp
     ``item_info``, what decode needs to undo the data layer), ``modality``, ``model_class``.
     """
     run = load_run_model(path)
-    model, cfg = run.model, _data_cfg(run.config, data, list(overrides))
+    model, cfg = run.model, data_config(run.config, data, overrides)
     ds = build.build_dataset(cfg, split, stats_dir=run.run_dir, pad_multiple=model.downsample)
     build.check_data_fits_model(cfg, ds, model)
     per_grid: list[list[np.ndarray]] = []
     names, in_shapes, padded, lat_shapes, infos = [], [], [], [], []
-    chunk = _chunk(cfg, ds, model)
+    chunk = piece_length(cfg, ds, model)
     for i, item in _whole_items(ds):
         x = item["data"][None].to(_device())
         grids = encode_whole(model, x, chunk)
@@ -353,7 +361,7 @@ def decode(path: str | Path, codes: str | Path, out: str | Path) -> list[Path]:
         info = json.loads(str(z["infos"][i]))
         if "affine" in info:
             info["affine"] = np.asarray(info["affine"])
-        stem = _out_stem(name, i, used)
+        stem = out_stem(name, i, used)
         written += write_item(modality, recon if modality == "series" else recon.clamp(-1, 1), out_dir / stem, info=info)
     return written
 
@@ -361,7 +369,7 @@ def decode(path: str | Path, codes: str | Path, out: str | Path) -> list[Path]:
 _KNOWN_SUFFIXES = (".nii.gz", ".nii")
 
 
-def _out_stem(name: str, i: int, used: set[str]) -> str:
+def out_stem(name: str, i: int, used: set[str]) -> str:
     """The decoded file's name: the source file's name without its extension (``scan.nii.gz`` ->
     ``scan``), with ``_<i>`` added when two sources share a name."""
     base = Path(name).name
