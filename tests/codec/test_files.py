@@ -91,8 +91,9 @@ def _own_entropy_bits(grids) -> float:
 def test_histogram_or_the_files_own_whichever_is_smaller(run_counts, runs, tmp_path, monkeypatch):
     """A run histogram that fits the file badly loses to the file's own counts (then the payload is within
     1% of the codes' empirical entropy); one that fits well is kept (no table in the header)."""
+    from codeckit import png
+
     import ndvq.codec.files as files
-    from conftest import png
     from ndvq.codec.format import unpack
     from ndvq.codec.histogram import HistogramModel
 

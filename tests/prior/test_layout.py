@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ndvq import Autoencoder, HierarchicalVQVAE, VQVAE
+from ndvq import VQVAE, Autoencoder, HierarchicalVQVAE
 from ndvq.prior import layout_for
 from ndvq.run.codes import encode_grids
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from priorkit import PRIOR, make_run
 
-from conftest import PRIOR, make_run
 from ndvq.cli import main
 from ndvq.errors import CheckpointError, ConfigError
 from ndvq.prior.sample import sample

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from priorkit import PRIOR
 
-from conftest import PRIOR
 from ndvq.prior.layout import layout_for
 from ndvq.prior.model import TileMeta
 from ndvq.prior.tokens import load_token_model

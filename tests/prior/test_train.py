@@ -8,8 +8,8 @@ import re
 import signal
 
 import pytest
+from priorkit import PRIOR, make_run
 
-from conftest import PRIOR, make_run
 from ndvq.cli import main
 from ndvq.errors import CheckpointError
 from ndvq.prior.store import prior_dir
