@@ -49,6 +49,7 @@ from ndvq.run.infer import (
     out_stem,
     piece_length,
 )
+from ndvq.run.rundir import atomic_write
 
 __all__ = ["compress_files", "decompress_files", "read_codes", "token_model_for", "PRIORS"]
 
@@ -169,18 +170,6 @@ def _cheaper_static(lay: TokenLayout, tokens: list[torch.Tensor], token_model, m
     return token_model, meta
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 @torch.no_grad()
 def compress_files(run, files, out_dir, levels: int | None = None, prior: str = "auto", overrides=()) -> list[Path]:
     """Write one ``.ndvq`` file per input file (``photo.png -> out_dir/photo.ndvq``); returns their paths.
@@ -218,7 +207,8 @@ def compress_files(run, files, out_dir, levels: int | None = None, prior: str = 
         header = _header(loaded, item, fp=fp, meta=item_meta, info=info, name=files[i].name, modality=ds.modality,
                          chunk=chunk, levels=levels)
         path = out_dir / f"{out_stem(files[i].name, i, used)}{SUFFIX}"
-        _write_atomic(path, pack(header, words))
+        blob = pack(header, words)
+        atomic_write(path, lambda fh, blob=blob: fh.write(blob))
         written.append(path)
     return written
 
