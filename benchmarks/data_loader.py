@@ -121,24 +121,33 @@ def config_for(kind: str, folder: Path | None, extra: list[str]):
     return load_config(path, over)
 
 
+def _items_per_second(batches, max_batches: int) -> float:
+    """Items per second over ``max_batches`` batches of the iterable ``batches``; the first batch (worker
+    start-up) is not timed."""
+    n, t0 = 0, None
+    for got, b in enumerate(batches, 1):
+        if t0 is None:
+            t0 = time.perf_counter()
+        else:
+            n += b["data"].shape[0]
+        if got >= max_batches:
+            break
+    return n / (time.perf_counter() - t0) if n else float("nan")
+
+
 def loader_rate(ds, batch: int, workers: int, max_batches: int) -> float:
     """Items per second delivered by a shuffling DataLoader over ``max_batches`` batches (epochs repeat
     when the dataset is smaller; workers persist across epochs); the very first batch is not timed."""
     dl = torch.utils.data.DataLoader(ds, batch_size=min(batch, len(ds)), shuffle=True, num_workers=workers,
                                      drop_last=True, persistent_workers=workers > 0)
-    n, got, t0 = 0, 0, None
-    while got < max_batches:
-        for b in dl:
-            got += 1
-            if t0 is None:
-                t0 = time.perf_counter()  # start the clock after the first batch (worker start-up)
-            else:
-                n += b["data"].shape[0]
-            if got >= max_batches:
-                break
-    dt = time.perf_counter() - t0
+
+    def forever(loader):
+        while True:
+            yield from loader
+
+    rate = _items_per_second(forever(dl), max_batches)
     del dl
-    return n / dt if n else float("nan")
+    return rate
 
 
 def make_shards(cfg, folder: Path, out: Path) -> Path:
@@ -162,17 +171,9 @@ def shard_rate(cfg, shards: Path, batch: int, workers: int, max_batches: int) ->
 
     ds = shard_dataset({**cfg.data.model_dump(), "shards": f"{shards}/shard-*.tar"}, "train")
     dl = ds.loader(epoch=0, batch_size=min(batch, len(ds)), seed=0, num_workers=workers)
-    n, t0 = 0, None
-    for got, b in enumerate(dl, 1):
-        if t0 is None:
-            t0 = time.perf_counter()
-        else:
-            n += b["data"].shape[0]
-        if got >= max_batches:
-            break
-    dt = time.perf_counter() - t0
+    rate = _items_per_second(dl, max_batches)
     del dl
-    return n / dt if n else float("nan")
+    return rate
 
 
 def train_rate(cfg, x: torch.Tensor, steps: int) -> float:
