@@ -13,7 +13,8 @@ own random draws), the batch order sets which patches each step sees. Models (``
   attention) with the same default vector quantizer;
 - ``fsq``: ``ndvq.VQVAE`` as ``ndvq`` with an FSQ bottleneck of exactly K codes (``FSQ_LEVELS``).
 
-Metrics (model in eval mode): held-out PSNR (dB, mean over patches, data range 2) and SSIM on 2048
+Metrics (model in eval mode): held-out PSNR (dB, of the MSE pooled over all patches, data range 2; the
+mean of per-patch PSNRs is stored too) and SSIM on 2048
 patches of two photographs never trained on (``TEST_IMAGES``: chelsea, motorcycle); codes alive = share
 of the K codes chosen at least once on ``128 * K / 64`` fresh crops of the training photographs (>= 128
 tokens per code, new positions); usage = the same share on the held-out patches.
@@ -347,7 +348,8 @@ def write_doc(path: Path, results: dict, info: dict, command: str) -> None:
         f"Produced by `{command}` (and earlier invocations merged through `benchmarks/results/quality.json`).",
         "Method: the module docstring of `benchmarks/quality.py`. Each tokenizer trains once per (initial seed,",
         "batch order, K) on 8192 32x32 RGB patches of six photographs (Adam lr 3e-4, batch 32); held-out",
-        "figures are on 2048 patches of two photographs never trained on (chelsea, motorcycle); codes alive",
+        "figures are on 2048 patches of two photographs never trained on (chelsea, motorcycle; PSNR of the pooled",
+        "MSE, data range 2); codes alive",
         "on 128 * K / 64 fresh crops of the training photographs (>= 128 tokens per code).",
         "",
         markdown_table(["machine", ""], [[k, v] for k, v in info.items()]),
