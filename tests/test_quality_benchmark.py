@@ -1,0 +1,98 @@
+"""The quality benchmark's measuring tools (benchmarks/quality.py, issue 18): pooled vs per-patch PSNR,
+batch-norm re-estimation that leaves weights and codebook alone, the ``restarts_until`` switch of the
+diagnosis runs, and the target verdicts of the page."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+quality = pytest.importorskip("benchmarks.quality")
+
+from ndvq import VQVAE  # noqa: E402
+
+
+def _tiny(n_codes: int = 32) -> VQVAE:
+    torch.manual_seed(0)
+    model = VQVAE(n_dims=2, in_channels=3, n_hiddens=16, n_res_layers=1, downsample=(4, 4), embedding_dim=8,
+                  n_codes=n_codes, n_head=0)
+    model.validate_inputs = False
+    return model
+
+
+def test_pooled_psnr_is_of_the_mean_mse_and_per_patch_psnr_the_mean_of_psnrs():
+    x = torch.zeros(2, 3, 8, 8)
+    err = torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)  # patch MSEs 0.01 and 1e-4
+
+    def encode_decode(part):
+        return part + err[: len(part)], torch.zeros(len(part), 2, 2, dtype=torch.long)
+
+    res = quality.evaluate(encode_decode, x, k=4, with_ssim=False)
+    assert res["psnr"] == pytest.approx(10 * math.log10(4 / ((0.01 + 1e-4) / 2)), abs=1e-3)
+    assert res["psnr_patch"] == pytest.approx((10 * math.log10(4 / 0.01) + 10 * math.log10(4 / 1e-4)) / 2, abs=1e-3)
+    assert res["used"] == pytest.approx(1 / 4)
+
+
+def test_recalibration_changes_only_the_batch_norm_statistics():
+    model = _tiny()
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 3, 16, 16) * 0.5)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copy = quality.recalibrated(model, torch.rand(16, 3, 16, 16) * 2 - 1, chunk=8)
+    after = copy.state_dict()
+    stats = [k for k in after if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert stats and any(not torch.equal(after[k], before[k]) for k in stats)
+    for k, v in after.items():
+        if k not in stats:
+            assert torch.equal(v, before[k]), k  # weights, codebook, EMA state untouched
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the original too
+    assert not copy.training
+
+
+def test_restarts_until_stops_reseeding_from_that_step_on():
+    model = _tiny(n_codes=64)  # more codes than a batch fills: some are dead every step
+    batches = [torch.rand(4, 3, 16, 16) * 2 - 1 for _ in range(8)]
+    res = quality._train(model, lambda x: model(x).loss, quality._closure("ndvq", model), batches, batches[0], 64,
+                         probes=0, restarts_until=4)
+    assert res["restarts"] > 0
+    assert int(res["last_restart"].max()) < 4
+    assert model.bottleneck.quantizer.restart == "none"
+
+
+def _run(model: str, psnr: float, alive: float, order: int, k: int = 512) -> dict:
+    return {"model": model, "k": k, "steps": 1000, "seed": 0, "order": order, "variant": "", "psnr": psnr,
+            "psnr_patch": psnr, "ssim": 0.5, "usage": 0.9, "alive": alive, "train_s": 1.0}
+
+
+def test_targets_read_the_worst_run_against_the_reference_mean():
+    runs = [_run("ndvq", 25.2, 0.99, 0), _run("ndvq", 25.6, 0.97, 1),
+            _run("reference", 24.0, 0.9, 0), _run("reference", 24.2, 0.9, 1)]
+    rows = quality.targets({quality.run_key(r): r for r in runs})
+    verdicts = {row[3]: row[5] for row in rows}
+    assert verdicts["worst run >= reference mean + 1.0 dB"] == "met"  # 25.2 >= 24.1 + 1.0
+    assert verdicts["spread (max - min) <= 0.5 dB"] == "met"
+    runs[0]["psnr"] = 25.0  # 25.0 < 25.1
+    runs[1]["alive"] = 0.94
+    rows = quality.targets({quality.run_key(r): r for r in runs})
+    verdicts = {row[3]: row[5] for row in rows}
+    assert verdicts["worst run >= reference mean + 1.0 dB"] == "**not met**"
+    assert verdicts["spread (max - min) <= 0.5 dB"] == "**not met**"  # 0.6 dB
+    assert verdicts["every run >= 95% alive"] == "**not met**"
+
+
+def test_large_codebooks_are_read_on_the_mean_and_90_percent_alive():
+    runs = [_run("ndvq", 25.0, 0.91, 0, k=4096), _run("ndvq", 26.0, 0.95, 1, k=4096),
+            _run("reference", 24.0, 0.5, 0, k=4096)]
+    verdicts = {row[3]: row[5] for row in quality.targets({quality.run_key(r): r for r in runs})}
+    assert verdicts == {"mean >= reference mean + 1.5 dB": "met", "every run >= 90% alive": "met"}
