@@ -4,6 +4,8 @@
     ndvq eval RUN_OR_CKPT [--data DIR] [--split val] [--out metrics.json] [data.key=value ...]
     ndvq encode RUN_OR_CKPT [--data DIR] --out codes.npz [data.key=value ...]
     ndvq decode RUN_OR_CKPT CODES.npz --out DIR
+    ndvq compress RUN_OR_CKPT FILES... --out DIR [--levels K] [--prior auto|prior|none] [data.key=value ...]
+    ndvq decompress FILES.ndvq... --out DIR [--run RUN_OR_CKPT]
     ndvq doctor | report | tune ...   (added by ndvq.diagnostics.commands)
 
 Exit codes: 0 done; 2 a user error (an :class:`ndvq.errors.NdvqError`: missing data, unreadable config,
@@ -110,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("codes", type=Path, help="the .npz written by `ndvq encode`")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(func=_cmd_decode)
+    _codec_parsers(sub)
     register(sub)  # doctor / report / tune
     register_convert(sub)  # convert
     register_export(sub)  # export
@@ -187,6 +190,47 @@ def _cmd_decode(args) -> int:
 
     _check_out(args.out, want_dir=True)
     files = decode(args.run, args.codes, args.out)
+    print(f"wrote {len(files)} file(s) to {args.out}")
+    return 0
+
+
+def _codec_parsers(sub) -> None:
+    p = _model_parser(sub, "compress", "entropy-code files into .ndvq files (one per input)",
+                      "Compress each file into a .ndvq file: its codes entropy-coded (ANS) under the run's prior, "
+                      "or without one the run's code histogram, plus a header to restore it; see docs/compression.md.")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE", help="input files (photo.png -> DIR/photo.ndvq)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--levels", type=_positive_int, help="keep the first K residual levels (residual quantizers; "
+                   "variable rate from one model trained with quantizer_dropout); default: all")
+    p.add_argument("--prior", choices=["auto", "prior", "none"], default="auto", help="probability model: the run's "
+                   "prior if it has one (auto, default), the prior (required), or the code histogram (none)")
+    p.add_argument("overrides", nargs="*", metavar="data.key=value", help="data overrides, as for encode")
+    p.set_defaults(func=_cmd_compress)
+    p = sub.add_parser("decompress", help="decode .ndvq files into files of their modality",
+                       description="Decode .ndvq files into files in the modality's own format (as `ndvq decode` "
+                                   "writes them). Each header names the run that compressed it; --run overrides it.")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE.ndvq", help="files written by ndvq compress")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--run", type=Path, metavar="RUN_OR_CKPT", help="the run or checkpoint that compressed the "
+                   "files (default: the one named in each file)")
+    p.set_defaults(func=_cmd_decompress)
+
+
+def _cmd_compress(args) -> int:
+    from ndvq.codec import compress_files
+
+    _check_out(args.out, want_dir=True)
+    files = compress_files(args.run, args.files, args.out, levels=args.levels, prior=args.prior,
+                           overrides=args.overrides)
+    print(f"wrote {len(files)} file(s) to {args.out} ({sum(f.stat().st_size for f in files)} bytes)")
+    return 0
+
+
+def _cmd_decompress(args) -> int:
+    from ndvq.codec import decompress_files
+
+    _check_out(args.out, want_dir=True)
+    files = decompress_files(args.files, args.out, run=args.run)
     print(f"wrote {len(files)} file(s) to {args.out}")
     return 0
 

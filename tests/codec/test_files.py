@@ -1,0 +1,215 @@
+"""compress -> decompress of whole files: the codes are exactly `ndvq encode`'s (1D, 2D, 3D), the decoded
+files are `ndvq decode`'s, the prior path, --levels, the stored histogram, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ndvq.prior
+from ndvq.cli import main
+from ndvq.codec import compress_files, decompress_files, read_codes
+from ndvq.codec.format import SUFFIX
+from ndvq.codec.histogram import HISTOGRAM_FILE
+from ndvq.errors import CodesError, ConfigError
+from ndvq.run.infer import decode, encode
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def _encoded(run, tmp_path) -> dict[str, list[np.ndarray]]:
+    """``{file name: [codes per grid]}`` as `ndvq encode` writes them for the run's held-out files."""
+    z = np.load(encode(run.run_dir, tmp_path / "codes.npz", data=run.test_dir), allow_pickle=False)
+    keys = [k for k in ("codes", "codes_0", "codes_1") if k in z.files] or ["codes"]
+    out = {}
+    for i, name in enumerate(z["names"]):
+        out[Path(str(name)).name] = [z[k][i] if k in z.files else z[f"{k}_item{i:06d}"] for k in keys]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["audio", "image", "volume"])
+def test_round_trip_gives_encode_codes_and_decode_files(kind, runs, tmp_path):
+    run = runs(kind)
+    packed = compress_files(run.run_dir, run.files, tmp_path / "packed")
+    assert [p.name for p in packed] == [f.name.split(".")[0] + SUFFIX for f in run.files]
+    expected = _encoded(run, tmp_path)
+    for p, f in zip(packed, run.files):
+        grids, header = read_codes(p)
+        assert header["name"] == f.name and header["probability_model"]["kind"] == "histogram"
+        assert [g.numpy().tolist() for g in grids] == [e.tolist() for e in expected[f.name]]
+    restored = decompress_files(packed, tmp_path / "restored")
+    reference = decode(run.run_dir, tmp_path / "codes.npz", tmp_path / "reference")
+    assert sorted(p.name for p in restored) == sorted(p.name for p in reference)
+    for a in restored:
+        b = tmp_path / "reference" / a.name
+        if kind == "image":  # PNG: identical pixels
+            from PIL import Image
+
+            assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+        elif kind == "audio":
+            import soundfile as sf
+
+            (x, ra), (y, rb) = sf.read(str(a)), sf.read(str(b))
+            assert ra == rb == 8000 and np.array_equal(x, y)
+        else:
+            import nibabel as nib
+
+            va, vb = nib.load(str(a)), nib.load(str(b))
+            assert np.allclose(va.affine, np.diag([0.5, 0.5, 1.0, 1.0])) and np.array_equal(va.get_fdata(), vb.get_fdata())
+    assert not [p for p in (tmp_path / "restored").rglob(".*")]  # no temporary left
+
+
+def test_histogram_is_stored_with_the_run_and_keyed_by_the_checkpoint(runs, tmp_path):
+    run = runs("image")
+    compress_files(run.run_dir, run.files[:1], tmp_path / "a", prior="none")
+    stored = json.loads((run.run_dir / HISTOGRAM_FILE).read_text())
+    assert stored["split"] == "train" and stored["n_items"] == 3 and len(stored["counts"]) == 1
+    assert sum(stored["counts"][0]) == 3 * 5 * 6  # every code of the 3 padded 20x24 train images
+    stored["fingerprint"] = "0" * 16  # as if the checkpoint had changed
+    stored["counts"][0] = [0] * len(stored["counts"][0])
+    (run.run_dir / HISTOGRAM_FILE).write_text(json.dumps(stored))
+    compress_files(run.run_dir, run.files[:1], tmp_path / "b", prior="none")
+    again = json.loads((run.run_dir / HISTOGRAM_FILE).read_text())
+    assert again["fingerprint"] != "0" * 16 and sum(again["counts"][0]) == 90
+
+
+class FakePrior:
+    """Deterministic and context-dependent: the next token's distribution depends on the previous token,
+    the column and the position in the tile."""
+
+    def start(self, tile):
+        self.tile, self.i, self.prev = tile, 0, 0
+
+    def probabilities(self):
+        n = int(self.tile.vocab[self.i])
+        w = np.exp(-((np.arange(n) - (3 * self.prev + int(self.tile.column[self.i]) + self.i) % n) ** 2) / 4.0)
+        return (w + 1e-3) / (w + 1e-3).sum()
+
+    def push(self, token):
+        self.prev, self.i = int(token), self.i + 1
+
+
+@pytest.fixture
+def fake_prior(monkeypatch):
+    monkeypatch.setattr(ndvq.prior, "load_token_model", lambda run_dir: (FakePrior(), {"block": [8, 8],
+                                                                                        "fingerprint": "fake0001"}),
+                        raising=False)
+
+
+def test_prior_path_round_trips_and_is_used_by_auto(runs, tmp_path, fake_prior):
+    run = runs("residual")
+    packed = compress_files(run.run_dir, run.files, tmp_path / "p")
+    expected = _encoded(run, tmp_path)
+    for p, f in zip(packed, run.files):
+        grids, header = read_codes(p)
+        assert header["probability_model"] == {"kind": "prior", "fingerprint": "fake0001"} and header["block"] == [8, 8]
+        assert np.array_equal(grids[0].numpy(), expected[f.name][0])
+    assert decompress_files(packed, tmp_path / "out")
+
+
+def test_prior_fingerprint_must_match(runs, tmp_path, monkeypatch, fake_prior):
+    run = runs("image")
+    packed = compress_files(run.run_dir, run.files[:1], tmp_path / "p")
+    monkeypatch.setattr(ndvq.prior, "load_token_model", lambda d: (FakePrior(), {"block": None, "fingerprint": "other"}))
+    with pytest.raises(CodesError, match="fake0001"):
+        decompress_files(packed, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_prior_required_without_one_is_one_line(runs, tmp_path):
+    with pytest.raises(ConfigError, match="no trained prior"):
+        compress_files(runs("image").run_dir, runs("image").files, tmp_path / "p", prior="prior")
+
+
+def test_levels_keep_a_prefix_and_cost_fewer_bits(runs, tmp_path):
+    run = runs("residual")
+    full = _encoded(run, tmp_path)
+    sizes = {}
+    for k in (1, 2, 3):
+        packed = compress_files(run.run_dir, run.files, tmp_path / f"k{k}", levels=k)
+        grids, header = read_codes(packed[0])
+        assert header["levels"] == k and np.array_equal(grids[0].numpy(), full[run.files[0].name][0][..., :k])
+        sizes[k] = sum(p.stat().st_size for p in packed)
+        out = decompress_files(packed, tmp_path / f"d{k}")
+        assert len(out) == len(run.files)
+    assert sizes[1] < sizes[2] < sizes[3]
+    # k = all levels decodes exactly as the full model
+    from PIL import Image
+
+    ref = decode(run.run_dir, tmp_path / "codes.npz", tmp_path / "ref")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "d3" / ref[0].name)), np.asarray(Image.open(ref[0])))
+    with pytest.raises(ConfigError, match="1..3"):
+        compress_files(run.run_dir, run.files, tmp_path / "k9", levels=9)
+
+
+def test_levels_on_a_non_residual_model_is_one_line(runs, tmp_path, capsys):
+    run = runs("image")
+    code = main(["compress", str(run.run_dir), str(run.files[0]), "--out", str(tmp_path / "o"), "--levels", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "residual quantizer" in err, err
+
+
+def test_decompress_in_a_fresh_process_with_other_threads_is_bit_identical(runs, tmp_path, fake_prior):
+    run = runs("image")
+    packed = compress_files(run.run_dir, run.files, tmp_path / "p", prior="none")
+    here = [read_codes(p)[0][0].numpy().tolist() for p in packed]
+    script = ("import json, sys, torch; torch.set_num_threads(2); from ndvq.codec import read_codes; "
+              "print(json.dumps([read_codes(p)[0][0].numpy().tolist() for p in sys.argv[1:]]))")
+    env = {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", script, *map(str, packed)], capture_output=True, text=True, env=env,
+                         check=True)
+    assert json.loads(out.stdout) == here
+    assert torch.get_num_threads() != 2
+
+
+# ------------------------------------------------------------------------------------ bad input
+def _cli(argv, capsys) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def _bad_files(good: Path, tmp: Path) -> dict[str, Path]:
+    blob = good.read_bytes()
+    bad = {"truncated": blob[: len(blob) // 2], "corrupted": blob[:-9] + bytes([blob[-9] ^ 1]) + blob[-8:],
+           "format version": blob[:8] + (99).to_bytes(2, "little") + blob[10:],
+           "not an .ndvq file": b"\x89PNG\r\n\x1a\n" + bytes(40)}
+    out = {}
+    for what, data in bad.items():
+        out[what] = tmp / f"{what.replace(' ', '_').replace('.', '')}.ndvq"
+        out[what].write_bytes(data)
+    return out
+
+
+def test_each_bad_file_is_one_line_naming_it_and_writes_nothing(runs, tmp_path, capsys):
+    run = runs("image")
+    good = compress_files(run.run_dir, run.files[:1], tmp_path / "p")[0]
+    for what, path in _bad_files(good, tmp_path).items():
+        out = tmp_path / f"out-{path.stem}"
+        code, err = _cli(["decompress", good, path, "--out", out], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and what in err and path.name in err, (what, err)
+        assert not out.exists() or not any(out.iterdir()), what  # not even the good file before it
+
+
+def test_a_file_from_another_run_is_refused(runs, tmp_path, capsys):
+    image, residual = runs("image"), runs("residual")
+    good = compress_files(image.run_dir, image.files[:1], tmp_path / "p")[0]
+    code, err = _cli(["decompress", good, "--run", residual.run_dir, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "another model" in err and good.name in err, err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_cli_compress_decompress(runs, tmp_path, capsys):
+    run = runs("image")
+    code, err = _cli(["compress", run.run_dir, *run.files, "--out", tmp_path / "p", "--prior", "none"], capsys)
+    assert code == 0, err
+    code, err = _cli(["decompress", *sorted((tmp_path / "p").glob("*.ndvq")), "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(f.name for f in run.files)
+    code, err = _cli(["compress", run.run_dir, tmp_path / "missing.png", "--out", tmp_path / "q"], capsys)
+    assert code == 2 and "missing.png" in err and len(err.strip().splitlines()) == 1, err
