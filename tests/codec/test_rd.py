@@ -121,15 +121,15 @@ def test_demo_png_for_a_tiny_run(runs):
 
     run = runs("image")
     name, img = demo_photo()
-    small = (name, img[:128, :160])  # the same photograph, cropped to keep the test fast
+    small = (name, img[:96, :160])  # the same photograph, cropped to keep the test fast
     res = compression_demo(run.run_dir, small)
     png = run.run_dir / DEMO_PNG
     assert res["png"] == str(png) and png.is_file()
     w, h = Image.open(png).size
-    assert w == 3 * 160 + 2 * 6 and h == 128 + 22
-    assert res["ndvq"]["bpp"] == pytest.approx(8 * res["ndvq"]["bytes"] / (128 * 160))
+    assert w == 3 * 160 + 2 * 6 and h == 96 + 22
+    assert res["ndvq"]["bpp"] == pytest.approx(8 * res["ndvq"]["bytes"] / (96 * 160))
     assert res["jpeg"]["quality"] >= 1 and np.isfinite(res["jpeg"]["psnr"]) and np.isfinite(res["ndvq"]["psnr"])
-    assert res["ndvq"]["ms_ssim"] is not None  # 128x160: four scales
+    assert "ms_ssim" not in res["ndvq"]  # PSNR only at the end of training
 
 
 def test_demo_callback_applies_to_sample_runs_only_and_never_raises(tmp_path, capsys):

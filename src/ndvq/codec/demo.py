@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,13 @@ def compression_demo(run_dir: str | Path, photo: tuple[str, np.ndarray] | None =
         photo: ``(name, uint8 [H, W, 3])``. Default None: :func:`demo_photo`.
 
     Returns:
-        ``{"photo", "width", "height", "png", "ndvq": {"bytes", "bpp", "psnr", ...}, "jpeg": {..., "quality"}}``.
+        ``{"photo", "width", "height", "png", "ndvq": {"bytes", "bpp", "psnr"}, "jpeg": {..., "quality"}}``
+        (PSNR only: the SSIMs are left to ``ndvq eval --rd``).
     """
     from PIL import Image
 
     from ndvq.codec.files import compress_files, decompress_files
-    from ndvq.codec.rd import quality_scores, read_image_rgb, reference_row
+    from ndvq.codec.rd import decode_bytes, encode_as, quality_scores, read_image_rgb, reference_row
 
     name, img = photo if photo is not None else demo_photo()
     pixels = img.shape[0] * img.shape[1]
@@ -69,10 +71,8 @@ def compression_demo(run_dir: str | Path, photo: tuple[str, np.ndarray] | None =
         packed = compress_files(run_dir, [src], Path(tmp) / "packed")[0]
         rec = read_image_rgb(decompress_files([packed], Path(tmp) / "decoded")[0])
         nbytes = packed.stat().st_size
-    ndvq = {"bytes": nbytes, "bpp": 8 * nbytes / pixels, **quality_scores(img, rec)}
-    jpeg = reference_row(img, nbytes, "JPEG")
-    from ndvq.codec.rd import decode_bytes, encode_as
-
+    ndvq = {"bytes": nbytes, "bpp": 8 * nbytes / pixels, **quality_scores(img, rec, structural=False)}
+    jpeg = reference_row(img, nbytes, "JPEG", structural=False)
     jpg = decode_bytes(encode_as(img, "JPEG", jpeg["quality"]))
     panels = [_label(img, f"original {name} {img.shape[1]}x{img.shape[0]}"),
               _label(rec, f"ndvq {ndvq['bpp']:.3f} bpp  PSNR {ndvq['psnr']:.2f} dB"),
@@ -89,7 +89,8 @@ def demo_lines(res: dict) -> list[str]:
     return [f"  compression  {res['photo']} {res['width']}x{res['height']} (a photograph the run never saw): "
             f"ndvq {n['bpp']:.3f} bpp, PSNR {n['psnr']:.2f} dB  |  JPEG (q{j['quality']}) {j['bpp']:.3f} bpp, "
             f"PSNR {j['psnr']:.2f} dB",
-            f"  demo         {res['png']} (original | ndvq | JPEG at the same file size)"]
+            f"  demo         {res['png']} (original | ndvq | JPEG at the same file size"
+            + (f"; {res['seconds']:.1f} s)" if "seconds" in res else ")")]
 
 
 def _own_run_dir(root: Path) -> Path | None:
@@ -114,7 +115,9 @@ class _Demo:
             run_dir = self.run_dir or _own_run_dir(self.run_root)
             if run_dir is None:
                 raise RuntimeError(f"no run directory under {self.run_root} is locked by this process")
+            t0 = time.perf_counter()
             res = compression_demo(run_dir)
+            res["seconds"] = time.perf_counter() - t0
             (Path(run_dir) / "compression_demo.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
             print("\n".join(demo_lines(res)), flush=True)
         except Exception as e:  # the demo must never fail a finished run

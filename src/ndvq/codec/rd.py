@@ -112,33 +112,36 @@ def decode_bytes(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def quality_scores(ref: np.ndarray, rec: np.ndarray) -> dict[str, float | None]:
+def quality_scores(ref: np.ndarray, rec: np.ndarray, structural: bool = True) -> dict[str, float | None]:
     """PSNR (dB), SSIM and MS-SSIM of ``rec`` against ``ref`` (both ``uint8 [H, W, 3]``; range 255).
 
     MS-SSIM uses five scales when both sides are >= :data:`MS_SSIM_MIN_SIDE` pixels, fewer (renormalised
     weights) on smaller images, and is None below two scales (see :func:`ndvq.metrics.ms_ssim`) or where
     torchmetrics refuses the size (its rule ``side // (scales - 1)**2 > window - 1`` is stricter, e.g. at
-    161..175 pixels for five scales or 81..98 for four)."""
+    161..175 pixels for five scales or 81..98 for four). ``structural=False``: PSNR only (no SSIMs)."""
     if ref.shape != rec.shape:
         raise ValueError(f"reconstruction shape {rec.shape} differs from the original's {ref.shape}")
     x = torch.from_numpy(np.array(ref)).permute(2, 0, 1)[None].float()  # [H, W, C] -> [1, C, H, W]
     y = torch.from_numpy(np.array(rec)).permute(2, 0, 1)[None].float()
+    psnr = float(metrics.psnr(x, y, data_range=255.0)[0])
+    if not structural:
+        return {"psnr": psnr}
     try:
         ms = metrics.ms_ssim(x, y, data_range=255.0)
     except ValueError:  # torchmetrics' own size rule is stricter than ndvq.metrics' scale count at some sizes
         ms = None
     ss = metrics.ssim(x, y, data_range=255.0)
-    return {"psnr": float(metrics.psnr(x, y, data_range=255.0)[0]),
-            "ssim": None if ss is None else float(ss[0]),
+    return {"psnr": psnr, "ssim": None if ss is None else float(ss[0]),
             "ms_ssim": None if ms is None else float(ms[0])}
 
 
-def reference_row(img: np.ndarray, target_bytes: int, fmt: str) -> dict:
-    """The ``fmt`` file of ``img`` matched to ``target_bytes``: quality, bytes, bpp and its scores."""
+def reference_row(img: np.ndarray, target_bytes: int, fmt: str, structural: bool = True) -> dict:
+    """The ``fmt`` file of ``img`` matched to ``target_bytes``: quality, bytes, bpp and its scores
+    (``structural``: as in :func:`quality_scores`). Default True."""
     data, q = match_size(img, target_bytes, fmt)
     pixels = img.shape[0] * img.shape[1]
     return {"quality": q, "bytes": len(data), "bpp": 8 * len(data) / pixels,
-            **quality_scores(img, decode_bytes(data))}
+            **quality_scores(img, decode_bytes(data), structural)}
 
 
 def _curve(rates: Sequence[float], dists: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
