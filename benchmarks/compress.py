@@ -149,7 +149,7 @@ def low_rate_verdict(rows: list[dict], limit: float = 0.25) -> list[list]:
 def _doc(args, info: dict, seeds: list[dict], steps: int) -> str:
     from ndvq.codec.rd import format_rd_table
 
-    cmd = "nice -n 10 python -m benchmarks.compress " + " ".join(sys.argv[1:])
+    cmd = "nice -n 10 python -m benchmarks.compress " + " ".join(a for a in sys.argv[1:] if a != "--doc-only")
     lines = ["# Benchmark: low-rate image compression against JPEG and WebP", "",
              f"Command: `{cmd}` (from the repository root). Machine: {info.get('cpu', '?')}, "
              f"{info.get('cores', '?')} CPU(s), {args.threads} torch threads, torch {info.get('torch', '?')}, "
@@ -163,7 +163,7 @@ def _doc(args, info: dict, seeds: list[dict], steps: int) -> str:
              "at the quality (1..95, bisection) whose file size is closest to the `.ndvq` file.", ""]
     for s in seeds:
         res = s["rd"]
-        t = "reused" if s["train_s"] is None else f"{s['train_s'] / 60:.1f} min"
+        t = "reused" if s["train_s"] is None else f"{s['train_s'] / 60:.1f} min, {s['train_s'] / steps:.1f} s/step"
         lines += [f"## Seed {s['seed']} (training {t}; RD evaluation {s['rd_s']:.0f} s)", "", format_rd_table(res), ""]
         v = low_rate_verdict(res["rows"])
         if v:
@@ -210,6 +210,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-compress", help="data and runs (reused)")
     ap.add_argument("--out", type=Path, default=None, help="Markdown (default docs/benchmarks-compress.md; none with --quick)")
+    ap.add_argument("--doc-only", action="store_true", help="rewrite the Markdown from the saved results.json of "
+                    "the same --work/--steps/--quick, measuring nothing")
     args = ap.parse_args()
     set_threads(args.threads)
     from ndvq.codec.rd import evaluate_rd
@@ -219,8 +221,8 @@ def main() -> int:
     work = args.work / ("quick" if args.quick else "full")
     data, held = prepare_data(work, crops=200 if args.quick else 6000)
     extra = ["train.val_interval=2", "train.ckpt_interval=2", "train.batch_size=4"] if args.quick else []
-    seeds = []
-    for seed in range(args.seeds):
+    seeds = json.loads((work / "results.json").read_text()) if args.doc_only else []
+    for seed in range(0 if args.doc_only else args.seeds):
         run, train_s = train_seed(work, data, seed, steps, extra)
         t0 = time.perf_counter()
         rd = evaluate_rd(run, held, prior="none")
@@ -230,6 +232,10 @@ def main() -> int:
         print(f"seed {seed}: BD-rate vs JPEG {rd['summary']['bd_rate']['jpeg']}, vs WebP {rd['summary']['bd_rate']['webp']}",
               flush=True)
     info = machine_info(args.threads)
+    if args.doc_only:
+        info = seeds[0].get("machine", info)
+    for s in seeds:
+        s.setdefault("machine", info)
     text = _doc(args, info, seeds, steps)
     out = args.out if args.out is not None else (None if args.quick else ROOT / "docs" / "benchmarks-compress.md")
     (work / "results.json").write_text(json.dumps(seeds, indent=1, default=str) + "\n")
