@@ -97,42 +97,43 @@ def train_seed(work: Path, data: Path, seed: int, steps: int, extra: list[str]) 
     return run, time.perf_counter() - t0
 
 
-def fixed_length_bits(run: Path, held: Path) -> dict:
-    """File sizes (all levels) against fixed-length codes and the codes' empirical entropy per file."""
-    from ndvq.codec import compress_files, read_codes
+def bits_and_throughput(run: Path, held: Path) -> tuple[dict, dict]:
+    """One timed compress + decompress of the held-out photographs (all levels, histogram model, model loading
+    included; after the RD evaluation, so imports and the stored histogram are warm): per file the file size
+    against fixed-length codes, the entropy-coded payload and the codes' empirical entropy; pixels per second."""
+    import torch
+
+    from ndvq.codec import compress_files, decompress_files, read_codes
     from ndvq.codec.format import unpack
+    from ndvq.codec.rd import read_image_rgb
     from ndvq.metrics import entropy_bits
 
-    out = {}
-    packed = compress_files(run, sorted(held.glob("*.png")), held.parent / "packed-all", prior="none")
+    files = sorted(held.glob("*.png"))
+    pixels = sum(int(np.prod(read_image_rgb(f).shape[:2])) for f in files)
+    t0 = time.perf_counter()
+    packed = compress_files(run, files, held.parent / "packed-all", prior="none")
+    t1 = time.perf_counter()
+    decompress_files(packed, held.parent / "decoded-all")
+    t2 = time.perf_counter()
+    bits = {}
     for p in packed:
         grids, header = read_codes(p)
         sizes = header["codebook_sizes"]
         codes = grids[0].reshape(-1, grids[0].shape[-1]) if grids[0].ndim > 2 else grids[0].reshape(-1, 1)
         fixed = codes.shape[0] * sum(math.log2(k) for k in sizes[: codes.shape[1]])
-        import torch
-
         ent = sum(entropy_bits(torch.bincount(codes[:, g].long(), minlength=sizes[g])[None]) for g in range(codes.shape[1]))
         payload = 4 * len(unpack(p.read_bytes(), p.name)[1])  # the entropy-coded words (uint32)
-        out[p.stem] = {"file_bits": 8 * p.stat().st_size, "fixed_bits": fixed, "entropy_bits": ent * codes.shape[0],
-                       "payload_bits": 8 * payload}
-    return out
+        bits[p.stem] = {"file_bits": 8 * p.stat().st_size, "fixed_bits": fixed, "entropy_bits": ent * codes.shape[0],
+                        "payload_bits": 8 * payload}
+    return bits, {"pixels": pixels, "compress_px_s": pixels / (t1 - t0), "decompress_px_s": pixels / (t2 - t1)}
 
 
-def throughput(run: Path, held: Path) -> dict:
-    """Pixels per second of compress_files and decompress_files over the held-out photographs (all levels),
-    model loading included (after the RD evaluation, so imports and the stored histogram are warm)."""
-    from ndvq.codec import compress_files, decompress_files
-    from ndvq.codec.rd import read_image_rgb
+def _trained(run: Path) -> tuple[int, float]:
+    """``(step, training seconds)`` of a run's last checkpoint."""
+    from ndvq.run.checkpoint import load_checkpoint
 
-    files = sorted(held.glob("*.png"))
-    pixels = sum(read_image_rgb(f).shape[0] * read_image_rgb(f).shape[1] for f in files)
-    t0 = time.perf_counter()
-    packed = compress_files(run, files, held.parent / "tp-packed", prior="none")
-    t1 = time.perf_counter()
-    decompress_files(packed, held.parent / "tp-decoded")
-    t2 = time.perf_counter()
-    return {"pixels": pixels, "compress_px_s": pixels / (t1 - t0), "decompress_px_s": pixels / (t2 - t1)}
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")["state"]
+    return int(state["step"]), float(state.get("elapsed", float("nan")))
 
 
 def low_rate_verdict(rows: list[dict], limit: float = 0.25) -> list[list]:
@@ -210,6 +211,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-compress", help="data and runs (reused)")
     ap.add_argument("--out", type=Path, default=None, help="Markdown (default docs/benchmarks-compress.md; none with --quick)")
+    ap.add_argument("--run", type=Path, default=None, help="evaluate this run of the recipe instead of training "
+                    "(e.g. a longer one); its step count and training time are read from its metrics.jsonl")
     ap.add_argument("--doc-only", action="store_true", help="rewrite the Markdown from the saved results.json of "
                     "the same --work/--steps/--quick, measuring nothing")
     args = ap.parse_args()
@@ -222,13 +225,16 @@ def main() -> int:
     data, held = prepare_data(work, crops=200 if args.quick else 6000)
     extra = ["train.val_interval=2", "train.ckpt_interval=2", "train.batch_size=4"] if args.quick else []
     seeds = json.loads((work / "results.json").read_text()) if args.doc_only else []
-    for seed in range(0 if args.doc_only else args.seeds):
-        run, train_s = train_seed(work, data, seed, steps, extra)
+    for seed in range(0 if args.doc_only else (1 if args.run else args.seeds)):
+        run, train_s = (args.run, None) if args.run else train_seed(work, data, seed, steps, extra)
+        if args.run:
+            steps, train_s = _trained(args.run)
         t0 = time.perf_counter()
         rd = evaluate_rd(run, held, prior="none")
         rd_s = time.perf_counter() - t0
-        seeds.append({"seed": seed, "run": str(run), "train_s": train_s, "rd_s": rd_s, "rd": rd,
-                      "bits": fixed_length_bits(run, held), "throughput": throughput(run, held)})
+        bits, tp = bits_and_throughput(run, held)
+        seeds.append({"seed": seed, "run": str(run), "train_s": train_s, "rd_s": rd_s, "rd": rd, "bits": bits,
+                      "throughput": tp})
         print(f"seed {seed}: BD-rate vs JPEG {rd['summary']['bd_rate']['jpeg']}, vs WebP {rd['summary']['bd_rate']['webp']}",
               flush=True)
     info = machine_info(args.threads)
