@@ -162,6 +162,13 @@ def _doc(args, info: dict, seeds: list[dict], steps: int) -> str:
              f"{', '.join(HELD_OUT)} (motorcycle = `stereo_motorcycle()[0]`). Files are real `.ndvq` files "
              "(header included) entropy-coded with the run's code histogram (no prior); JPEG and WebP are Pillow's "
              "at the quality (1..95, bisection) whose file size is closest to the `.ndvq` file.", ""]
+    if getattr(args, "run", None) is not None:
+        import yaml
+
+        planned = yaml.safe_load((args.run / "config.yaml").read_text())["train"]["max_steps"]
+        lines += [f"Evaluated run (`--run`): `{args.run}`, its last checkpoint at step {steps} of a "
+                  f"train.max_steps={planned} cosine schedule" + (" (stopped early: the LR had not decayed fully)"
+                                                                  if steps < planned else "") + ".", ""]
     for s in seeds:
         res = s["rd"]
         t = "reused" if s["train_s"] is None else f"{s['train_s'] / 60:.1f} min, {s['train_s'] / steps:.1f} s/step"
