@@ -101,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "losses, codebook usage and perplexity, bits per input element of the code stream (fixed "
                       "length and entropy). Prints a table and writes JSON.")
     _data_args(p, "'all' with --data, else 'val'")
-    p.add_argument("--out", type=Path, help="JSON file (default: <run>/eval_<split>.json)")
+    p.add_argument("--out", type=Path, help="JSON file (default: <run>/eval_<split>.json; with --rd <run>/rd.json)")
+    p.add_argument("--rd", action="store_true", help="rate-distortion instead: each image file of --data compressed "
+                   "to a real .ndvq file (bpp, PSNR, SSIM, MS-SSIM) against JPEG and WebP at the same size, BD-rate "
+                   "(writes <run>/rd.json + rd.md, plotted by `ndvq report`)")
     p.set_defaults(func=_cmd_eval)
     p = _model_parser(sub, "encode", "write the integer codes of every item to an .npz",
                       "Encode every item of a split to integer codes (KL-VAE: latent means) for a downstream "
@@ -187,13 +190,15 @@ def _cmd_train(args) -> int:
     if args.print_config:
         print(config_to_yaml(cfg), end="")
         return 0
+    from ndvq.codec.demo import demo_callback
     from ndvq.diagnostics.doctor import findings_callback, warning_callback
     from ndvq.run.train import train
 
     config = cfg.model_dump(mode="json")
     on_warning = warning_callback(config) if cfg.train.doctor_warnings else None
-    result = train(cfg, resume=args.resume, on_warning=on_warning, overwrite=args.overwrite,
-                   on_finish=findings_callback(config))
+    findings, demo = findings_callback(config), demo_callback(cfg, args.resume)  # demo: image runs with codes
+    on_finish = findings if demo is None else (lambda records: [*demo(records), *findings(records)])
+    result = train(cfg, resume=args.resume, on_warning=on_warning, overwrite=args.overwrite, on_finish=on_finish)
     if result.stopped == "interrupted":
         return 128 + (result.signal or 2)  # 130 SIGINT, 143 SIGTERM
     return 0
@@ -215,9 +220,23 @@ def _cmd_eval(args) -> int:
     from ndvq.run.infer import evaluate, format_table
 
     _check_out(args.out, want_dir=False)
+    if args.rd:
+        return _cmd_eval_rd(args)
     res = evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, out=args.out,
                    overrides=args.overrides)
     print(format_table(res))
+    return 0
+
+
+def _cmd_eval_rd(args) -> int:
+    from ndvq.codec.rd import evaluate_rd, format_rd_table
+    from ndvq.errors import ConfigError
+
+    if args.data is None:
+        raise ConfigError("--rd needs --data: an image file or a folder of images to compress")
+    res = evaluate_rd(args.run, args.data, out=args.out)
+    print(format_rd_table(res))
+    print(f"wrote {', '.join(res['written'])}")
     return 0
 
 

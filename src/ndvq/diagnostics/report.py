@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class RunData:
     usage_note: str = ""
     samples: list[Path] = field(default_factory=list)
     samples_step: int | None = None
+    rd: dict | None = None  # RUN/rd.json (``ndvq eval --rd``), when present
 
 
 def load_run(run_dir: str | Path, encode: bool = True, max_items: int = 256) -> RunData:
@@ -77,7 +79,16 @@ def load_run(run_dir: str | Path, encode: bool = True, max_items: int = 256) -> 
     return RunData(p, str(name), config, facts, records, findings,
                    Series.from_records([r for r in records if r.get("split", "train") == "train"]),
                    Series.from_records([r for r in records if r.get("split") == "val"]),
-                   usage, note, samples, sstep)
+                   usage, note, samples, sstep, _read_rd(p))
+
+
+def _read_rd(run_dir: Path) -> dict | None:
+    """``RUN/rd.json`` as written by ``ndvq eval --rd`` (None when absent or unreadable)."""
+    try:
+        rd = json.loads((run_dir / "rd.json").read_text(encoding="utf-8"))
+        return rd if isinstance(rd, dict) and isinstance(rd.get("summary"), dict) else None
+    except (OSError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- plots
@@ -335,6 +346,44 @@ code{background:#f0f1f3;padding:0 3px;border-radius:3px}
 """
 
 
+def _rd_plot(runs: Sequence[RunData], salt: str) -> str | None:
+    """PSNR against bits per pixel (means over the RD files, one point per level count): ndvq, JPEG, WebP."""
+    have = [(i, r) for i, r in enumerate(runs) if r.rd]
+    if not have:
+        return None
+    fig, ax = _figure()
+    for i, r in have:
+        color, tag = f"C{i % 10}", (f"{r.name} " if len(runs) > 1 else "")
+        means = r.rd["summary"].get("means", [])
+        for codec, style, label in (("ndvq", "-", "ndvq"), ("jpeg", "--", "JPEG"), ("webp", ":", "WebP")):
+            pts = sorted((m[codec]["bpp"], m[codec]["psnr"]) for m in means
+                         if m.get(codec, {}).get("bpp") is not None and m[codec].get("psnr") is not None)
+            if pts:
+                ax.plot(*zip(*pts), color=color if codec == "ndvq" else {"jpeg": "0.35", "webp": "0.6"}[codec],
+                        ls=style, marker="o", ms=4, lw=1.6, label=f"{tag}{label}")
+    ax.set_xlabel("bits per pixel (real file size)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("Rate-distortion on the RD files (mean per level count)")
+    ax.legend(fontsize=8)
+    return _svg(fig, salt)
+
+
+def _rd_html(runs: Sequence[RunData]) -> str:
+    """The rate-distortion section (empty when no run has ``rd.json``)."""
+    plot = _rd_plot(runs, "rd1")
+    if plot is None:
+        return ""
+    notes = []
+    for r in (r for r in runs if r.rd):
+        bd = r.rd["summary"].get("bd_rate", {})
+        parts = [f"vs {k.upper()} {v['bd_rate_percent']:+.1f}%" for k, v in bd.items()
+                 if isinstance(v, dict) and v.get("bd_rate_percent") is not None]
+        notes.append(f"<li><b>{_esc(r.name)}</b>: {len(r.rd.get('files', []))} file(s) of {_esc(r.rd.get('data', '?'))}; "
+                     f"BD-rate {_esc(', '.join(parts) or 'n/a (no overlapping PSNR range)')}</li>")
+    return (f"<section id='rd'><h2>Rate-distortion</h2><div class='plot'>{plot}</div><ul class='note'>{''.join(notes)}"
+            "</ul></section>")
+
+
 def build_report(runs: Sequence[RunData]) -> str:
     """The report's HTML text for one or more loaded runs."""
     if not runs:
@@ -382,7 +431,7 @@ def build_report(runs: Sequence[RunData]) -> str:
 <section id="doctor"><h2>Doctor</h2>{findings}</section>
 <section id="curves"><h2>Training curves</h2><p class='note'>Train: faint raw values and a smoothed line; val: dashed with markers.</p><div class="grid">{curves}</div></section>
 <section id="codes"><h2>{'Latent distribution' if continuous else 'Code usage on the validation split'}</h2>{hist_html}</section>
-<section id="samples"><h2>Reconstructions</h2>{samples}</section>
+{_rd_html(runs)}<section id="samples"><h2>Reconstructions</h2>{samples}</section>
 <section id="config"><h2>Resolved config</h2>{_config_html(runs)}</section>
 </main></body></html>
 """
