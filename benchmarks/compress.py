@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from benchmarks.common import ROOT, machine_info, markdown_table, set_threads
 
 TRAIN_PHOTOS = ("astronaut", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
