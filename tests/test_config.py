@@ -136,6 +136,10 @@ def test_every_example_config_loads_with_new_names_only(capsys):
             from ndvq.config.medical import load_medical
 
             load_medical(p, check_paths=False)
+        elif p.name == "prior.yaml":  # the code prior's own config (ndvq prior -c)
+            from ndvq.prior.config import load_prior_config
+
+            load_prior_config(p)
         else:
             load_config(p)
     assert capsys.readouterr().err == ""  # no deprecation note: the examples use the new key names

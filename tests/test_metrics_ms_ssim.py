@@ -29,3 +29,11 @@ def test_five_scales_equal_torchmetrics_default():
 def test_1d_and_tiny_give_none():
     assert M.ms_ssim(torch.rand(2, 1, 64), torch.rand(2, 1, 64)) is None
     assert M.ms_ssim(torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)) is None
+
+
+@pytest.mark.parametrize("size", [81, 98, 161, 175])
+def test_sizes_between_torchmetrics_rules_give_a_number(size):
+    """Sizes where the scale count by downsampling fits but torchmetrics' own size rule
+    (``size // (scales - 1)**2 > kernel - 1``) does not: one scale fewer, never an exception."""
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    assert torch.isfinite(M.ms_ssim(x, (x + 0.05 * torch.randn_like(x)).clamp(-1, 1), 2.0)).all()

@@ -181,6 +181,16 @@ def _base_config(args) -> Path | None:
     return args.config or path
 
 
+class _Chain:
+    """``on_finish`` hooks called in turn, their results joined (a class, not a lambda: DDP pickles it)."""
+
+    def __init__(self, *hooks):
+        self.hooks = hooks
+
+    def __call__(self, records: list[dict], run_dir) -> list:
+        return [x for hook in self.hooks for x in hook(records, run_dir)]
+
+
 def _cmd_train(args) -> int:
     from ndvq.config import config_to_yaml, load_config
 
@@ -196,8 +206,8 @@ def _cmd_train(args) -> int:
 
     config = cfg.model_dump(mode="json")
     on_warning = warning_callback(config) if cfg.train.doctor_warnings else None
-    findings, demo = findings_callback(config), demo_callback(cfg, args.resume)  # demo: image runs with codes
-    on_finish = findings if demo is None else (lambda records: [*demo(records), *findings(records)])
+    findings, demo = findings_callback(config), demo_callback(cfg)  # demo: the default (samples) run with codes
+    on_finish = findings if demo is None else _Chain(demo, findings)
     result = train(cfg, resume=args.resume, on_warning=on_warning, overwrite=args.overwrite, on_finish=on_finish)
     if result.stopped == "interrupted":
         return 128 + (result.signal or 2)  # 130 SIGINT, 143 SIGTERM

@@ -147,7 +147,8 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float | None = None) -
     size = min(x.shape[2:])
     kernel = (size - 1) // 2 + 1  # the largest window that leaves two scales: (kernel - 1) * 2 < size
     kernel = max(3, min(11, kernel if kernel % 2 else kernel - 1))  # odd
-    scales = max((n for n in range(1, len(MS_SSIM_BETAS) + 1) if size > (kernel - 1) * 2 ** (n - 1)), default=0)
+    scales = max((n for n in range(1, len(MS_SSIM_BETAS) + 1)  # torchmetrics also needs size // (n-1)^2 > kernel-1
+                  if size > (kernel - 1) * 2 ** (n - 1) and size // max(1, n - 1) ** 2 > kernel - 1), default=0)
     if scales < 2:
         return None
     betas = MS_SSIM_BETAS[:scales]

@@ -140,5 +140,8 @@ def test_demo_callback_applies_to_sample_runs_only_and_never_raises(tmp_path, ca
     assert demo_callback(load_config(None, ["model.kind=klvae"])) is None  # no codes
     assert demo_callback(load_config(None, ["data.kind=image", f"data.root={tmp_path}"])) is None
     hook = demo_callback(load_config(None, [f"run.root={tmp_path}"]))
-    assert hook([]) == []  # no run locked by this process: a warning, not an error
+    assert hook([], tmp_path / "no-run") == []  # not a run: a warning, not an error
     assert "compression demo skipped" in capsys.readouterr().err
+    import pickle
+
+    pickle.dumps(hook)  # DDP (spawn) pickles the hooks

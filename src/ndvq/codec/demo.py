@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -93,28 +92,11 @@ def demo_lines(res: dict) -> list[str]:
             + (f"; {res['seconds']:.1f} s)" if "seconds" in res else ")")]
 
 
-def _own_run_dir(root: Path) -> Path | None:
-    """The run directory under ``root`` whose lock this process holds (the run being trained)."""
-    for lock in root.glob("*/.lock"):
-        try:
-            if json.loads(lock.read_text()).get("pid") == os.getpid():
-                return lock.parent
-        except (OSError, ValueError, AttributeError):
-            continue
-    return None
-
-
 class _Demo:
-    """``on_finish`` step: run :func:`compression_demo` on this process's run, print its lines; warn on failure."""
+    """``on_finish`` step: run :func:`compression_demo` on the finished run, print its lines; warn on failure."""
 
-    def __init__(self, run_root: Path, run_dir: Path | None):
-        self.run_root, self.run_dir = Path(run_root), run_dir
-
-    def __call__(self, records: list[dict]) -> list:
+    def __call__(self, records: list[dict], run_dir: Path) -> list:
         try:
-            run_dir = self.run_dir or _own_run_dir(self.run_root)
-            if run_dir is None:
-                raise RuntimeError(f"no run directory under {self.run_root} is locked by this process")
             t0 = time.perf_counter()
             res = compression_demo(run_dir)
             res["seconds"] = time.perf_counter() - t0
@@ -126,20 +108,15 @@ class _Demo:
         return []
 
 
-def demo_callback(cfg, resume: str | Path | None = None) -> _Demo | None:
+def demo_callback(cfg) -> _Demo | None:
     """The demo step for ``cfg`` (a :class:`ndvq.config.Config`), or None when it does not apply: only runs
     on the built-in sample photographs (the default run) with discrete codes. Image-folder runs get the
     same comparison, on their own files, from ``ndvq eval RUN --data DIR --rd``.
 
     Args:
         cfg: the run's config.
-        resume: the run (or checkpoint) being resumed. Default None: the directory under ``run.root`` this
-            process locks.
     """
-    from ndvq.run.rundir import find_checkpoint, run_dir_of
-
     m = cfg.model
     if m.bottleneck == "gaussian" or m.n_dims != 2 or cfg.data.kind != "samples":
         return None
-    resume = resume if resume is not None else cfg.run.resume
-    return _Demo(cfg.run.root, run_dir_of(find_checkpoint(resume)) if resume is not None else None)
+    return _Demo()

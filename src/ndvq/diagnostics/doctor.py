@@ -202,7 +202,7 @@ class _FindingsCallback:
     def __init__(self, config: dict, thresholds: Thresholds | None = None):
         self.config, self.thresholds = config, thresholds
 
-    def __call__(self, records: list[dict]) -> list[dict]:
+    def __call__(self, records: list[dict], run_dir=None) -> list[dict]:
         return [f.to_dict() for f in diagnose(records, self.config, self.thresholds)]
 
 

@@ -80,13 +80,13 @@ class Hooks:
         on_validation: ``f(step, val_metrics)`` after each validation; may raise to stop. Default None.
         on_warning: ``f(records) -> list[str]``: new warning lines for the metrics so far (rank 0,
             at each validation). Default None.
-        on_finish: ``f(records) -> findings`` at the end of the run (rank 0); the findings go to the trackers
-            (``train.loggers``). Default None.
+        on_finish: ``f(records, run_dir) -> findings`` at the end of the run (rank 0, after the last
+            checkpoint); the findings go to the trackers (``train.loggers``). Default None.
     """
 
     on_validation: Callable[[int, dict], None] | None = None
     on_warning: Callable[[list[dict]], list[str]] | None = None
-    on_finish: Callable[[list[dict]], list] | None = None
+    on_finish: Callable[[list[dict], Path], list] | None = None
 
 
 @dataclass

@@ -156,7 +156,7 @@ def _loop(s: Session, resume, stop: StopFlag) -> TrainResult:
             else:
                 st.epoch, st.batch_in_epoch = st.epoch + 1, 0
         if s.rank0 and s.hooks.on_finish is not None:
-            trackers.log_findings(s.hooks.on_finish(logger.records))
+            trackers.log_findings(s.hooks.on_finish(logger.records, s.run_dir))
     stopped = "interrupted" if stop.requested else "finished"
     if s.rank0:
         print(summary_text(run_dir, logger.records, st.best, logger.elapsed(), st.step, stopped), flush=True)
