@@ -11,8 +11,9 @@ as the loop). Measured in the same process, in interleaved rounds:
   ``share = FLOPs / step time / GEMM rate``.
 
 Run: ``python -m benchmarks.machine_limit [--configs image default] [--no-compile] [--rounds 5]``.
-Figures are only meaningful on a quiet machine (ratios inside one run cancel a steady load, not a
-changing one).
+Ratios inside one run cancel a steady load, not a changing one. On a busy machine use ``--threads 1``
+(per-core shares): with more runnable threads than cores two OpenMP threads per step collapse
+(docs/benchmarks.md, "Compilation and the machine's limit").
 """
 
 from __future__ import annotations
