@@ -11,8 +11,9 @@ as the loop). Measured in the same process, in interleaved rounds:
   ``share = FLOPs / step time / GEMM rate``.
 
 Run: ``python -m benchmarks.machine_limit [--configs image default] [--no-compile] [--rounds 5]``.
-Figures are only meaningful on a quiet machine (ratios inside one run cancel a steady load, not a
-changing one).
+Ratios inside one run cancel a steady load, not a changing one. On a busy machine use ``--threads 1``
+(per-core shares): with more runnable threads than cores two OpenMP threads per step collapse
+(docs/benchmarks.md, "Compilation and the machine's limit").
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,16 +34,33 @@ CONFIGS = {"default": None, "image": "configs/image/example.yaml", "audio": "con
 SERIES_CHANNELS = 5  # the series example reads its channel count from the data (in_channels: auto)
 
 
+def gemm_call(n: int = 2048) -> tuple[Callable[[], object], int]:
+    """``(call, flops)``: one fp32 ``torch.mm`` of two ``n x n`` matrices (``2 n^3`` FLOPs), to time
+    beside the steps it is compared with (``interleaved_medians``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return (lambda: torch.mm(a, b)), 2 * n ** 3
+
+
 def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     """This machine's fp32 matrix-multiply rate in GFLOP/s (median of ``repeats``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
+    call, flops = gemm_call(n)
+    call()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        torch.mm(a, b)
+        call()
         times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+    return flops / statistics.median(times) / 1e9
+
+
+def step_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call of ``fn`` (``torch.utils.flop_counter``: convolutions and matrix products,
+    forward and backward; element-wise work and the optimiser are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def item_shape(cfg) -> tuple[int, ...]:
@@ -80,22 +99,23 @@ def make_step(name: str, compile: bool = False):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        out = net(x)
-        objective(x, out, 0, step=0).loss.backward()
+    flops = step_flops(lambda: objective(x, net(x), 0, step=0).loss.backward())
     opt.zero_grad(set_to_none=True)
-    return step, counter.get_total_flops(), cfg.train.batch_size
+    return step, flops, cfg.train.batch_size
 
 
-def measure(names, compile: bool = True, rounds: int = 5, warmup: int = 2, log=print) -> list[dict]:
+def _log(text: str) -> None:
+    print(text, flush=True)
+
+
+def measure(names, compile: bool = True, rounds: int = 5, warmup: int = 2, log=_log) -> list[dict]:
     """Per example: eager (and compiled) step seconds, compile seconds, GFLOP per step and share of GEMM."""
     rows = []
     for name in names:
         variants = {"eager": make_step(name)}
         compile_s = None
         if compile:
+            torch._dynamo.reset()  # a fresh compile per model (no "dynamic shape" recompile of the previous one)
             step, flops, batch = make_step(name, compile=True)
             t = time.perf_counter()
             step()
@@ -106,9 +126,11 @@ def measure(names, compile: bool = True, rounds: int = 5, warmup: int = 2, log=p
                 fn()
         times = {k: [] for k in variants}
         gemm = []
-        for _ in range(rounds):  # interleaved: the machine's state is shared by every figure of a round
+        for r in range(rounds):  # interleaved: the machine's state is shared by every figure of a round
             gemm.append(gemm_gflops(repeats=3))
-            for k, (fn, _, _) in variants.items():
+            keys = list(variants)
+            for k in keys[r % len(keys):] + keys[:r % len(keys)]:  # rotated: no variant always runs first
+                fn = variants[k][0]
                 t = time.perf_counter()
                 fn()
                 times[k].append(time.perf_counter() - t)

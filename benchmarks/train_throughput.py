@@ -14,6 +14,9 @@ The reference's ``training_step`` is called outside a Lightning ``Trainer`` (its
 are then no-ops and it has no logger, so its every-100-steps extra forward for sample images never
 runs: the comparison is of the model step alone, which favours the reference).
 
+Each row also gives ndvq's FLOPs per step (``torch.utils.flop_counter``, forward + backward) as a share
+of this machine's fp32 GEMM rate, timed in the same interleaved rounds (``benchmarks/machine_limit.py``).
+
 Run alone: ``python -m benchmarks.train_throughput [--quick]``.
 """
 
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import torch
+from benchmarks import machine_limit as ml
 from benchmarks.common import interleaved_medians, markdown_table, real_batch, set_threads
 
 __all__ = ["Arch", "make_ndvq_step", "make_reference_step", "compare", "ndvq_throughput",
@@ -171,18 +175,24 @@ def compare(arch: Arch, warmup: int = 3, rounds: int = 5, calls_per_round: int =
     """Samples/s of ndvq and (when installed) the reference, timed in interleaved rounds.
 
     Returns a dict with the architecture's fields, ``ndvq`` and ``reference`` (samples/s; NaN
-    when the reference is not installed) and ``ratio`` (ndvq / reference).
+    when the reference is not installed), ``ratio`` (ndvq / reference), ``gflop_per_step`` (ndvq's
+    step, ``torch.utils.flop_counter``), ``gemm_gflops`` (this machine's fp32 GEMM rate, timed in the
+    same rounds) and ``share`` (ndvq's FLOP rate / the GEMM rate).
     """
     batches = _batches(arch)
     fns = {"ndvq": make_ndvq_step(arch, batches),  # ndvq's default quantizer: 8-dim code lookup
            "ndvq_full": make_ndvq_step(arch, batches, quantizer=FULL_DIM)}  # the classic lookup, as the reference
     if with_reference and reference_available():
         fns["reference"] = make_reference_step(arch, batches)
+    flops = ml.step_flops(fns["ndvq"])  # one step (an extra warm-up call)
+    fns["gemm"], gemm_flops = ml.gemm_call()  # the machine's ceiling, timed in the same rounds
     sec = interleaved_medians(fns, warmup=warmup, rounds=rounds, calls_per_round=calls_per_round)
     ndvq, full = arch.batch / sec["ndvq"], arch.batch / sec["ndvq_full"]
     ref = arch.batch / sec["reference"] if "reference" in sec else float("nan")
+    rate = gemm_flops / sec["gemm"] / 1e9
     return {**asdict(arch), "ndvq": ndvq, "ndvq_full": full, "reference": ref, "ratio": ndvq / ref,
-            "ratio_full": full / ref}
+            "ratio_full": full / ref, "gflop_per_step": flops / 1e9, "gemm_gflops": rate,
+            "share": flops / sec["ndvq"] / 1e9 / rate}
 
 
 def ndvq_throughput(arch: Arch, warmup: int = 3, repeats: int = 7, **step_options) -> float:
@@ -207,11 +217,13 @@ def comparison_table(quick: bool = False, dims=(1, 2, 3), codes=None, warmup: in
             r = compare(arch, warmup=warmup, rounds=rounds)
             results.append(r)
             rows.append([arch.label(), f"{k:,}", arch.vectors_per_step, r["reference"], r["ndvq"], r["ratio"],
-                         r["ndvq_full"], r["ratio_full"]])
+                         r["ndvq_full"], r["ratio_full"], r["gflop_per_step"], r["gemm_gflops"], f"{r['share']:.0%}"])
             log(f"  train {arch.label()}, n_codes {k}: reference {r['reference']:.1f}, ndvq {r['ndvq']:.1f} "
-                f"(x{r['ratio']:.2f}), ndvq classic lookup {r['ndvq_full']:.1f} (x{r['ratio_full']:.2f}) samples/s")
+                f"(x{r['ratio']:.2f}), ndvq classic lookup {r['ndvq_full']:.1f} (x{r['ratio_full']:.2f}) samples/s; "
+                f"ndvq {r['gflop_per_step']:.2f} GFLOP/step = {r['share']:.0%} of GEMM {r['gemm_gflops']:.0f} GFLOP/s")
     table = markdown_table(["input", "n_codes", "vectors / step", "reference samples/s", "ndvq samples/s",
-                            "ndvq / reference", "ndvq classic lookup samples/s", "classic / reference"], rows)
+                            "ndvq / reference", "ndvq classic lookup samples/s", "classic / reference",
+                            "ndvq GFLOP / step", "GEMM GFLOP/s", "ndvq share of GEMM"], rows)
     return table, results
 
 

@@ -201,6 +201,9 @@ def start_text(session, datasets: dict) -> str:
         lines.append(f"  {split + ' data':<12} {text}")
     pad = padding_line(datasets)
     lines += [f"  {'data':<12} {n}" for n in ([pad] if pad else []) + data_notes(datasets)]
+    if t.compile:
+        lines.append("  compile      torch.compile (train.compile=true): the first step compiles the model; "
+                     "its time is printed when it is done")
     lines += [f"  warning      {w}" for w in start_warnings(session, datasets)]
     return "\n".join(lines)
 

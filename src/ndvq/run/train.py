@@ -118,6 +118,7 @@ def _loop(s: Session, resume, stop: StopFlag) -> TrainResult:
     progress = Progress(s.total, initial=st.step, enabled=s.rank0)
     acc: dict[str, torch.Tensor] = {}
     last_train, last_val, n_acc, t_last = {}, {}, 0, time.time()
+    first_step = st.step + 1 if t.compile else 1  # the step that compiles (every session); else step 1 only
     with logger, progress:  # closed (TensorBoard flushed) however the loop ends
         while st.step < s.total and not stop.requested:
             batches = iter(loader(s, st.epoch, skip=st.batch_in_epoch))
@@ -129,8 +130,9 @@ def _loop(s: Session, resume, stop: StopFlag) -> TrainResult:
                     acc[k] = acc[k] + v if k in acc else v.clone()
                 n_acc += 1
                 progress.update()
-                if st.step == 1 and s.rank0 and progress.bar is None:
-                    progress.write(f"step 1/{s.total} done in {time.time() - t_last:.1f} s")
+                if st.step == first_step and s.rank0 and (progress.bar is None or t.compile):
+                    progress.write(f"step {st.step}/{s.total} done in {time.time() - t_last:.1f} s"
+                                   + (" (torch.compile time included: train.compile=true)" if t.compile else ""))
                 _check_nonfinite(s)
                 if st.step % t.log_interval == 0 or st.step >= s.total:
                     rec = log_train(s, logger, acc, n_acc, time.time() - t_last)
