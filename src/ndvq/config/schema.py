@@ -325,7 +325,7 @@ class TrainConfig(_Section):
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     scale_lr_by_world_size: bool = True
     max_nonfinite_steps: int = Field(20, ge=1)
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the model (inductor; the first step of each session compiles: minutes on CPU, see docs/benchmarks.md)")
     activation_checkpointing: bool = Field(
         False, description="recompute backbone activations in backward: less memory, ~1 more forward (MONAI use_checkpoint)")
     doctor_warnings: bool = True
