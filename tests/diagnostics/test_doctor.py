@@ -306,3 +306,12 @@ def test_warning_callback_reports_each_finding_once():
     assert len(lines) == 1 and lines[0].startswith("doctor [critical]: Codebook collapse"), lines
     assert cb(records) == []  # the same finding again: not repeated
     assert warning_callback(config)(records[:3]) == []  # too early: nothing
+
+
+@pytest.mark.parametrize("name", ["val_gap", "overfitting"])
+def test_augment_is_suggested_only_where_the_data_kind_has_it(name):
+    records, config = scenario(name)
+    assert "data.augment=true" in diagnose(records, config)[0].fixes  # the built-in samples augment
+    config["data"]["kind"] = "audio"
+    fixes = diagnose(records, config)[0].fixes
+    assert fixes and "data.augment=true" not in fixes  # audio has no augmentations: not a fix

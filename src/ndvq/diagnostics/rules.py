@@ -491,7 +491,7 @@ def rule_overfitting(view: RunView, th: Thresholds) -> Finding | None:
     if view.backbone == "videogpt":  # the LDM backbone has no dropout
         p = float(view.cfg("model.videogpt.dropout", 0.0))
         fixes.append(fmt_kv("model.videogpt.dropout", 0.1 if p < 0.1 else min(0.5, p * 2)))
-    if not view.cfg("data.augment", False):
+    if _can_augment(view):
         fixes.append(fmt_kv("data.augment", True))
     fixes.append(fmt_kv("train.weight_decay", max(1e-4, float(view.cfg("train.weight_decay", 0.0)) * 10)))
     fixes.append(fmt_kv("train.max_steps", max(1, int(vst[i_min]))))
@@ -517,6 +517,14 @@ def rule_overfitting(view: RunView, th: Thresholds) -> Finding | None:
     return None
 
 
+def _can_augment(view: RunView) -> bool:
+    """``data.augment=true`` is a fix for this run: off now, and the run's data kind has augmentations."""
+    from ndvq.data import KIND_OPTIONS
+
+    kind = view.cfg("data.kind", "samples")
+    return not view.cfg("data.augment", False) and "augment" in KIND_OPTIONS.get(kind, ())
+
+
 def rule_gap(view: RunView, th: Thresholds) -> Finding | None:
     name = view.recon_name
     if not view.val.has(name) or len(view.train) < th.min_records or _mismatch(view, th):
@@ -532,7 +540,7 @@ def rule_gap(view: RunView, th: Thresholds) -> Finding | None:
         return None
     where = f"at step {int(s1)}" if k == 1 else f"over {_steps(s0, s1)} ({k} validations)"
     fixes = [_bigger_batch(view)]
-    if not view.cfg("data.augment", False):
+    if _can_augment(view):
         fixes.append(fmt_kv("data.augment", True))
     if view.backbone == "videogpt":
         fixes.append(fmt_kv("model.videogpt.dropout", 0.1))
