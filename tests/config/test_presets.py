@@ -64,4 +64,4 @@ def test_quickstart_model():
     m = load_config(None).model
     v = m.videogpt
     assert (m.backbone, m.bottleneck, m.embedding_dim, m.n_codes) == ("videogpt", "vq", 16, 128)
-    assert (v.n_hiddens, v.num_res_blocks, v.downsample, v.n_head, v.norm, v.norm_num_groups) == (32, 1, [4, 4], 0, "group", 8)
+    assert (v.n_hiddens, v.num_res_blocks, v.downsample, v.n_head, v.norm) == (32, 1, [4, 4], 0, "batch")
