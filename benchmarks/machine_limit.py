@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from benchmarks.common import markdown_table, set_threads
+from benchmarks.common import markdown_table, set_threads, time_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"default": None, "image": "configs/image/example.yaml", "audio": "configs/audio/example.yaml",
@@ -44,13 +44,7 @@ def gemm_call(n: int = 2048) -> tuple[Callable[[], object], int]:
 def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     """This machine's fp32 matrix-multiply rate in GFLOP/s (median of ``repeats``)."""
     call, flops = gemm_call(n)
-    call()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return flops / statistics.median(times) / 1e9
+    return flops / statistics.median(time_calls(call, warmup=1, repeats=repeats)) / 1e9
 
 
 def step_flops(fn: Callable[[], object]) -> int:

@@ -46,7 +46,7 @@ QUICKSTART: dict = {
 }
 
 
-def _load_file(path: str | Path) -> dict:
+def load_file(path: str | Path) -> dict:
     """Read a YAML / TOML / JSON file into a dict (format from the extension; YAML otherwise)."""
     p = Path(path)
     if p.is_dir():
@@ -170,7 +170,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if config_format not in ("auto", "ndvq", "medical"):
         raise ConfigError(f"config_format must be one of 'auto', 'ndvq', 'medical', got {config_format!r}")
     if path is not None:
-        data = _load_file(path)
+        data = load_file(path)
         medical = is_medical_config(data)
         if config_format == "medical" and not medical:
             raise ConfigError(f"{str(path)!r} is not a medical vae_config.json: expected top-level keys "

@@ -8,12 +8,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ndvq.config.load import load_file
 from ndvq.errors import ConfigError
 
 __all__ = ["PriorConfig", "load_prior_config"]
@@ -74,21 +73,6 @@ class PriorConfig(BaseModel):
         return {k: getattr(self, k) for k in ("d_model", "n_layers", "n_heads", "mlp_ratio", "dropout")}
 
 
-def _read(path: Path) -> dict:
-    if not Path(path).is_file():
-        raise ConfigError(f"prior config {str(path)!r} does not exist")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read prior config {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"prior config {str(path)!r} should hold a mapping of keys, got {type(data).__name__}")
-    return data
-
-
 def validate_prior_config(data: dict) -> PriorConfig:
     """A dict -> :class:`PriorConfig`, or a one-line :class:`ConfigError` naming the first bad key."""
     unknown = sorted(set(data) - set(PriorConfig.model_fields))
@@ -117,7 +101,7 @@ def load_prior_config(path: str | Path | None, overrides: list[str] = ()) -> Pri
     Raises:
         ConfigError: unreadable file, unknown key or bad value (one line).
     """
-    data = _read(Path(path)) if path is not None else {}
+    data = load_file(path) if path is not None else {}
     data.update(prior_overrides(overrides))
     return validate_prior_config(data)
 
