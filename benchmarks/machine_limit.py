@@ -6,7 +6,7 @@ item shape and batch size; one step = forward, objective, backward, optimiser st
 as the loop). Measured in the same process, in interleaved rounds:
 
 - the machine's fp32 GEMM rate (``torch.mm`` of 2048 x 2048 matrices, GFLOP/s) - the ceiling;
-- each model's step time (median after warm-up) eager and compiled, and the compile time (first call);
+- each model's step time (median over rounds of the mean of >= ~0.3 s of steps, after warm-up) eager and compiled, and the compile time (first call);
 - each step's FLOPs (``torch.utils.flop_counter.FlopCounterMode``, forward + backward), so
   ``share = FLOPs / step time / GEMM rate``.
 
@@ -115,9 +115,13 @@ def measure(names, compile: bool = True, rounds: int = 5, warmup: int = 2, log=_
             step()
             compile_s = time.perf_counter() - t
             variants["compiled"] = (step, flops, batch)
-        for fn, _, _ in variants.values():
+        reps = {}
+        for k, (fn, _, _) in variants.items():
             for _ in range(warmup):
+                t = time.perf_counter()
                 fn()
+            # a short step is timed over several calls per round (>= ~0.3 s): one 20 ms call is noise
+            reps[k] = max(1, round(0.3 / max(time.perf_counter() - t, 1e-4)))
         times = {k: [] for k in variants}
         gemm = []
         for r in range(rounds):  # interleaved: the machine's state is shared by every figure of a round
@@ -126,8 +130,9 @@ def measure(names, compile: bool = True, rounds: int = 5, warmup: int = 2, log=_
             for k in keys[r % len(keys):] + keys[:r % len(keys)]:  # rotated: no variant always runs first
                 fn = variants[k][0]
                 t = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t)
+                for _ in range(reps[k]):
+                    fn()
+                times[k].append((time.perf_counter() - t) / reps[k])
         flops, rate = variants["eager"][1], statistics.median(gemm)
         row = {"config": name, "batch": variants["eager"][2], "gflop_per_step": flops / 1e9, "gemm_gflops": rate}
         for k in variants:

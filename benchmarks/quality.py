@@ -174,11 +174,28 @@ def _due_restarts(net) -> torch.Tensor | None:
 
 # ----------------------------------------------------------------------------------- one run
 def _train(net, step_loss, encode_decode, batches, test: torch.Tensor, k: int, probes: int,
-           restarts_until: int | None) -> dict:
+           restarts_until: int | None, lr_schedule: str = "constant", weight_ema: float | None = None) -> dict:
     """Adam (lr 3e-4) over ``batches`` (an iterator of ``[32, 3, 32, 32]``); held-out PSNR at ``probes``
-    evenly spaced steps; the step at which each code was last re-seeded (default vector quantizer)."""
+    evenly spaced steps; the step at which each code was last re-seeded (default vector quantizer).
+
+    ``lr_schedule="cosine"`` decays the learning rate from 3e-4 to 0 over the steps (``ndvq.run.optim``'s
+    rule); ``weight_ema`` keeps an exponential moving average of the weights beside the trained model
+    (``torch.optim.swa_utils.AveragedModel``; its buffers - codebook, norm statistics - are the live
+    model's, copied at every update) and returns it as ``"ema"``.
+    """
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
     steps = len(batches)
     opt = torch.optim.Adam(net.parameters(), lr=3e-4)
+    sched = None
+    if lr_schedule != "constant":
+        from ndvq.run.optim import lr_lambda
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(lr_schedule, 0, steps, 0.0, steps))
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(weight_ema)) if weight_ema else None
+    if ema is not None:
+        ema.module.eval()  # only ever evaluated: norms use its running statistics, the codebook stays put
+    ema_trace = {}
     probe_at = {steps * (i + 1) // (probes + 1) for i in range(probes)}
     trace, restarts, last_restart, seconds = {}, [], torch.full((k,), -1), 0.0
     net.train()
@@ -194,14 +211,23 @@ def _train(net, step_loss, encode_decode, batches, test: torch.Tensor, k: int, p
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
+        if ema is not None:
+            ema.update_parameters(net)
         seconds += time.perf_counter() - t0
         if step + 1 in probe_at:
             net.eval()
             trace[step + 1] = round(evaluate(encode_decode, test, k, with_ssim=False)["psnr"], 3)
+            if ema is not None:
+                ema_trace[step + 1] = round(evaluate(_closure_of(net, ema.module), test, k, with_ssim=False)["psnr"], 3)
             net.train()
     net.eval()
-    return {"train_s": seconds, "trace": trace, "restarts": sum(restarts),
-            "restarts_last_quarter": sum(restarts[-(steps // 4):]), "last_restart": last_restart}
+    out = {"train_s": seconds, "trace": trace, "restarts": sum(restarts),
+           "restarts_last_quarter": sum(restarts[-(steps // 4):]), "last_restart": last_restart}
+    if ema is not None:
+        out.update(ema=ema.module, trace_ema=ema_trace)
+    return out
 
 
 def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: dict | None = None,
@@ -215,7 +241,8 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
         order: batch-order seed (which patches each step sees).
         steps: training steps.
         overrides: ``ndvq.VQVAE`` arguments changed from the defaults (diagnosis); the extra key
-            ``restarts_until`` stops dead-code restarts at that step. Default None.
+            ``restarts_until`` stops dead-code restarts at that step, ``lr_schedule`` (``"cosine"``) decays the
+            learning rate to 0, ``weight_ema`` (a decay) also measures a moving average of the weights. Default None.
         probes: held-out PSNR also at this many evenly spaced steps before the end. Default 0.
         quick: small data (smoke run). Default False.
         state_dir: save the trained weights there (``<model>-<k>-<steps>-<seed>-<order>-<overrides crc>.pt``).
@@ -225,13 +252,24 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
     train, test = d["train"], d["test"]
     torch.manual_seed(seed)
     overrides = dict(overrides or {})
-    restarts_until = overrides.pop("restarts_until", None)
+    switches = {key: overrides.pop(key) for key in ("restarts_until", "lr_schedule", "weight_ema") if key in overrides}
+    restarts_until = switches.get("restarts_until")
     net, step_loss, encode_decode = build(model, k, overrides)
     g = torch.Generator().manual_seed(1000 + order)
     batches = [train[torch.randint(0, len(train), (32,), generator=g)] for _ in range(steps)]
     res = {"model": model, "k": k, "seed": seed, "order": order, "steps": steps,
-           "overrides": {**overrides, **({"restarts_until": restarts_until} if restarts_until is not None else {})}}
-    res.update(_train(net, step_loss, encode_decode, batches, test, k, probes, restarts_until))
+           "overrides": {**overrides, **switches}}
+    res.update(_train(net, step_loss, encode_decode, batches, test, k, probes, restarts_until,
+                      switches.get("lr_schedule", "constant"), switches.get("weight_ema")))
+    ema = res.pop("ema", None)
+    if ema is not None:  # the weight average, measured like the run itself (run_all stores it as its own entry)
+        avg = _closure_of(net, ema)
+        held = evaluate(avg, test, k)
+        res["average"] = dict(psnr=held["psnr"], psnr_patch=held["psnr_patch"], ssim=held["ssim"], usage=held["used"],
+                              alive=evaluate(avg, fresh_crops(k, quick), k, with_ssim=False)["used"],
+                              psnr_recalibrated=evaluate(_closure_of(net, recalibrated(ema, train[:2048])), test, k,
+                                                         with_ssim=False)["psnr"],
+                              trace=res.pop("trace_ema"))
     held = evaluate(encode_decode, test, k)
     res.update(psnr=held["psnr"], psnr_patch=held["psnr_patch"], ssim=held["ssim"], usage=held["used"],
                alive=evaluate(encode_decode, fresh_crops(k, quick), k, with_ssim=False)["used"])
@@ -248,6 +286,11 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
         res["psnr_recalibrated"] = evaluate(_closure(model, recalibrated(net, train[:2048])), test, k,
                                             with_ssim=False)["psnr"]
     return res
+
+
+def _closure_of(net, other):
+    """``encode_decode`` of ``other``, a module of the same kind as ``net`` (a copy or a weight average)."""
+    return _closure("reference" if type(net).__module__.startswith("nd_vq_vae") else "ndvq", other)
 
 
 def _closure(model: str, net):
@@ -409,6 +452,14 @@ def run_all(tasks: list[dict], jobs: int, threads: int, results: dict, save=None
             r = fut.result()
             r["variant"] = futures[fut]
             results[run_key(r)] = r
+            avg = r.pop("average", None)
+            if avg is not None:  # the weight average kept beside the run: its own entry, same training
+                decay = r["overrides"].pop("weight_ema")
+                a = {**r, **avg, "variant": ", ".join(v for v in (r["variant"], f"weight average {decay}") if v),
+                     "overrides": {**r["overrides"], "weight_ema": decay}}
+                results[run_key(a)] = a
+                log(f"{a['model']} {a['variant']} K={a['k']} seed {a['seed']} order {a['order']}: PSNR {a['psnr']:.2f} "
+                    f"SSIM {a['ssim']:.3f} alive {100 * a['alive']:.1f}% usage {100 * a['usage']:.1f}%", flush=True)
             log(f"{r['model']} {r['variant']} K={r['k']} seed {r['seed']} order {r['order']}: PSNR {r['psnr']:.2f} "
                 f"(per patch {r['psnr_patch']:.2f}) "
                 f"(recal {r.get('psnr_recalibrated', float('nan')):.2f}) SSIM {r['ssim']:.3f} alive "
@@ -429,6 +480,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--probes", type=int, default=0, help="held-out PSNR at this many earlier steps too")
     p.add_argument("--variant", default="", help="a name for --overrides (diagnosis runs)")
+    p.add_argument("--weight-average", type=float, default=None, metavar="DECAY",
+                   help="also measure a moving average of each run's weights (stored as the variant "
+                        "'weight average DECAY'; the training is the run's own)")
     p.add_argument("--overrides", type=json.loads, default=None, help="ndvq.VQVAE arguments as JSON")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--state-dir", default=None, help="save every trained model's weights there")
@@ -447,7 +501,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {} if args.quick or not args.results.is_file() else json.loads(args.results.read_text())
     for extra in args.merge:
         results.update(json.loads(extra.read_text()))
-    tasks = [dict(model=m, k=k, seed=s, order=o, steps=args.steps, overrides=args.overrides, probes=args.probes,
+    overrides = {**(args.overrides or {}), **({"weight_ema": args.weight_average} if args.weight_average else {})}
+    tasks = [dict(model=m, k=k, seed=s, order=o, steps=args.steps, overrides=overrides or None, probes=args.probes,
                   quick=args.quick, variant=args.variant, state_dir=args.state_dir)
              for k in args.ks for s in args.seeds for o in args.orders for m in args.models]
 

@@ -70,6 +70,19 @@ def test_restarts_until_stops_reseeding_from_that_step_on():
     assert model.bottleneck.quantizer.restart == "none"
 
 
+def test_weight_average_switch_returns_an_average_with_the_live_buffers():
+    model = _tiny()
+    batches = [torch.rand(4, 3, 16, 16) * 2 - 1 for _ in range(6)]
+    res = quality._train(model, lambda x: model(x).loss, quality._closure("ndvq", model), batches, batches[0], 32,
+                         probes=2, restarts_until=None, lr_schedule="cosine", weight_ema=0.5)
+    ema = res["ema"]
+    assert not ema.training and set(res["trace_ema"]) == set(res["trace"])
+    live, avg = dict(model.named_parameters()), dict(ema.named_parameters())
+    assert any(not torch.allclose(live[k], avg[k]) for k in live)  # an average of the steps, not the last weights
+    for (name, b), (_, a) in zip(model.named_buffers(), ema.named_buffers()):
+        assert torch.equal(a, b), name  # codebook and norm statistics: the trained model's
+
+
 def _run(model: str, psnr: float, alive: float, order: int, k: int = 512) -> dict:
     return {"model": model, "k": k, "steps": 1000, "seed": 0, "order": order, "variant": "", "psnr": psnr,
             "psnr_patch": psnr, "ssim": 0.5, "usage": 0.9, "alive": alive, "train_s": 1.0}

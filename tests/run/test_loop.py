@@ -45,6 +45,38 @@ def test_interrupted_and_resumed_matches_straight_run(tmp_path, tiny_data):
         assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-5, atol=1e-6), k
 
 
+def test_weight_average_is_delivered_and_resumes_exactly(tmp_path, tiny_data):
+    """train.weight_ema: checkpoints' "model" (what eval/encode/export load) is the moving average, the trained
+    weights ride along for --resume, and an interrupted + resumed run ends with the straight run's average."""
+    from ndvq.run.checkpoint import load_model
+
+    over = TINY + [f"run.root={tmp_path}", "train.max_steps=9", "train.log_interval=1", "train.val_interval=4",
+                   "train.ckpt_interval=100", "train.weight_ema=0.8"]
+    one = load_checkpoint(loop.train(load_config(None, over + ["run.name=one", "train.max_steps=1"])).run_dir)
+    for k, v in one["model"].items():  # the first update copies the weights
+        assert torch.equal(v, one["train_model"][k]), k
+    straight = loop.train(load_config(None, over + ["run.name=straight"]))
+
+    def interrupt(step, metrics):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = loop.train(load_config(None, over + ["run.name=resumed"]), on_validation=interrupt)
+    assert first.stopped == "interrupted" and load_checkpoint(first.run_dir)["state"]["weight_ema_updates"] == 4
+    loop.train(load_config(first.run_dir / "config.yaml"), resume=first.run_dir)
+    a, b = load_checkpoint(straight.run_dir), load_checkpoint(first.run_dir)
+    assert a["state"]["weight_ema_updates"] == b["state"]["weight_ema_updates"] == 9
+    weights = [k for k, v in a["model"].items() if v.is_floating_point() and "weight" in k]
+    assert any(not torch.allclose(a["model"][k], a["train_model"][k]) for k in weights)  # an average, not a copy
+    for key in ("model", "train_model"):
+        for k in a[key]:
+            assert torch.allclose(a[key][k].float(), b[key][k].float(), rtol=1e-5, atol=1e-6), (key, k)
+    loaded = load_model(straight.run_dir).model.state_dict()
+    assert all(torch.equal(loaded[k], a["model"][k]) for k in weights)
+    plain = load_checkpoint(loop.train(load_config(None, over[:-1] + ["run.name=plain", "train.max_steps=2"])).run_dir)
+    assert "train_model" not in plain and plain["state"]["weight_ema_updates"] == 0
+
+
 def _poison(monkeypatch, bad_steps):
     """Make the model's loss NaN on the given (1-based) forward calls."""
     make = build.build_model

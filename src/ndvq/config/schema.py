@@ -307,6 +307,10 @@ class TrainConfig(_Section):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine/cyclic floor as a fraction of learning_rate")
     cycle_steps: int = Field(1000, ge=1, description="period of the cyclic schedule")
     grad_clip: float | None = Field(1.0, gt=0)
+    weight_ema: float | None = Field(
+        None, gt=0, lt=1, description="keep a moving average of the weights with this decay (e.g. 0.99, ~100 steps); "
+        "validation, samples and every checkpoint's model (eval, encode, export, compress) use the average, "
+        "which removes the step-to-step jitter of the last weights (docs/training.md)")
     grad_accum: int = Field(1, ge=1)
     precision: Literal["32", "32-true", "bf16-mixed", "16-mixed"] = "32"
     seed: int = 0

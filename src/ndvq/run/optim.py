@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 __all__ = ["lr_lambda", "param_groups", "make_optimizer", "make_scheduler", "scaled_lr", "skip_if_nonfinite",
-           "Optimisers", "make_optimisers"]
+           "Optimisers", "make_optimisers", "weight_average"]
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, min_lr_ratio: float,
@@ -173,6 +173,28 @@ def _clip_and_step(fabric, parts: tuple, grad_clip: float | None, loss: torch.Te
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return bad
+
+
+def weight_average(net: nn.Module, decay: float | None, ckpt: dict | None = None) -> nn.Module | None:
+    """An exponential moving average of ``net``'s parameters (``torch.optim.swa_utils.AveragedModel``), or
+    None when ``decay`` is None. Its buffers (codebooks, norm statistics) are ``net``'s, copied at every
+    :meth:`~torch.optim.swa_utils.AveragedModel.update_parameters`; it stays in eval mode.
+
+    Args:
+        net: the plain (unwrapped) model, already on its device.
+        decay: the average's decay per optimiser step (``train.weight_ema``), e.g. 0.99.
+        ckpt: a checkpoint to restore the average from (its ``model`` entry and ``state.weight_ema_updates``).
+            Default None.
+    """
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    if ckpt is not None and "train_model" in ckpt:  # written with an average: "model" holds it
+        ema.module.load_state_dict(ckpt["model"])
+        ema.n_averaged.fill_(int(ckpt.get("state", {}).get("weight_ema_updates", 0)))
+    return ema.eval()
 
 
 def make_optimisers(fabric, cfg, net: nn.Module, objective: nn.Module, ckpt: dict | None, *, total: int) -> Optimisers:

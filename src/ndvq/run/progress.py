@@ -297,9 +297,10 @@ def write_recon_samples(fabric, net, ds, out_dir: Path, n: int = 4) -> None:
     from ndvq.data import write_samples
 
     x = torch.stack([ds[i]["data"] for i in range(min(n, len(ds)))])
+    was_training = net.training
     net.eval()
     with fabric.autocast():
         recon = net(fabric.to_device(x)).reconstruction.float().cpu()
-    net.train()
+    net.train(was_training)
     info = ds.item_info(0) if hasattr(ds, "item_info") else None
     write_samples(ds.modality, x, recon.clamp(-1, 1) if ds.modality != "series" else recon, out_dir, info=info)

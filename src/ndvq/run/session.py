@@ -23,7 +23,7 @@ from ndvq.run import rundir
 from ndvq.run.checkpoint import check_same_model, load_checkpoint, set_rng_state
 from ndvq.run.codes import code_counts
 from ndvq.run.infer import code_stats
-from ndvq.run.optim import make_optimisers
+from ndvq.run.optim import make_optimisers, weight_average
 from ndvq.run.sampler import EpochSampler
 from ndvq.run.signals import ignore_in_workers
 from ndvq.run.state import Hooks, Session, TrainState
@@ -75,7 +75,7 @@ def setup(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> Session:
     name, margs = build.model_spec(cfg)
     if ckpt is not None:
         check_same_model(ckpt, name, margs, resume)
-        net.load_state_dict(ckpt["model"])
+        net.load_state_dict(ckpt.get("train_model", ckpt["model"]))  # "model" is the average when there is one
     elif cfg.run.init_from is not None:  # weights only: a pretrained folder or a MONAI checkpoint
         init_from(net, cfg.run.init_from)
     set_activation_checkpointing(net, t.activation_checkpointing)
@@ -99,6 +99,7 @@ def setup(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> Session:
                 state, hooks)
     s.bad_run, s.bad_total = (torch.tensor(float(v), device=fabric.device) for v in (0, state.nonfinite_steps))
     s.saved_step = state.step if ckpt is not None else None
+    s.ema = weight_average(net, t.weight_ema, ckpt)  # after fabric.setup: on the model's device
     return s
 
 

@@ -31,6 +31,7 @@ class TrainState:
         nonfinite_steps: steps skipped so far because the loss or gradient was not finite. Default 0.
         tracker: ``state_dict`` of the code-usage tracker (None for models without codes). Default None.
         elapsed: seconds of training before this process started (resumed runs). Default 0.0.
+        weight_ema_updates: updates folded into the weight average so far (``train.weight_ema``). Default 0.
     """
 
     step: int = 0
@@ -40,6 +41,7 @@ class TrainState:
     nonfinite_steps: int = 0
     tracker: dict[str, Any] | None = None
     elapsed: float = 0.0
+    weight_ema_updates: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values and tensors only (checkpoints are loaded with ``weights_only=True``)."""
@@ -110,6 +112,13 @@ class Session:
     bad_run: torch.Tensor | None = None  # consecutive non-finite steps (device)
     bad_total: torch.Tensor | None = None
     saved_step: int | None = None  # step of the newest intact last.ckpt (None: none written)
+    ema: torch.nn.Module | None = None  # AveragedModel of net (train.weight_ema), or None
+
+    @property
+    def eval_net(self) -> torch.nn.Module:
+        """The weights a run delivers: the weight average when ``train.weight_ema`` is set, else ``net``
+        (validation, samples and every checkpoint's ``model`` use it)."""
+        return self.net if self.ema is None else self.ema.module
 
     @property
     def rank0(self) -> bool:

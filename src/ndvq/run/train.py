@@ -147,7 +147,7 @@ def _loop(s: Session, resume, stop: StopFlag) -> TrainResult:
                     _after_validation(s, logger, progress, last_val)
                 if s.rank0 and (st.step % s.intervals[1] == 0 or st.step >= s.total):
                     sample_dir = rundir.samples_dir(run_dir) / f"step{st.step:07d}"
-                    write_recon_samples(fabric, s.net, s.val_ds if len(s.val_ds) else s.train_ds, sample_dir)
+                    write_recon_samples(fabric, s.eval_net, s.val_ds if len(s.val_ds) else s.train_ds, sample_dir)
                     trackers.log_media(st.step, sorted(sample_dir.iterdir()))
                 # -------------------------------------------------------------- checkpoint
                 stop.poll(fabric, st.step % t.log_interval == 0)
@@ -191,6 +191,9 @@ def train_step(s: Session, micro: list[dict]) -> dict[str, torch.Tensor]:
             s.tracker.update(counts)
         pairs.append((x, out.reconstruction.detach()))
     bad = o.step_model(fabric, s.cfg.train.grad_clip, scalars.get("loss"))
+    if s.ema is not None:  # a skipped (non-finite) step left the weights as they were: averaging them is harmless
+        s.ema.update_parameters(s.net)
+        s.state.weight_ema_updates += 1
     if o.disc is not None and s.objective.adversarial_active(epoch, step):
         scalars.update(o.step_discriminator(fabric, s.objective, pairs, (epoch, step), s.cfg.train.grad_clip))
     o.scheduler.step()
@@ -249,7 +252,7 @@ def log_train(s: Session, logger: MetricsLogger, acc: dict, n_acc: int, seconds:
 @torch.no_grad()
 def validate(s: Session) -> dict[str, float]:
     """Mean validation scalars over ``train.val_batches`` batches of each rank's shard, reduced over ranks."""
-    fabric, net = s.fabric, s.net
+    fabric, net = s.fabric, s.eval_net
     net.eval()
     sums: dict[str, torch.Tensor] = {}
     counts, n = None, 0
@@ -266,7 +269,7 @@ def validate(s: Session) -> dict[str, float]:
                                   mask=mask).sum()
         for k, v in batch_sums.items():
             sums[k] = sums[k] + v if k in sums else v
-        c = batch_counts(s.net, out, batch)
+        c = batch_counts(net, out, batch)
         counts = c if counts is None else (counts + c if c is not None else counts)
         n += len(x)
     names = sorted(sums)
@@ -279,7 +282,8 @@ def validate(s: Session) -> dict[str, float]:
     if counts is not None:
         ppl, usage = usage_from_counts(counts)
         res.update(perplexity=float(ppl), usage=float(usage))
-    net.train()
+    if s.ema is None:
+        net.train()
     return res
 
 
@@ -308,8 +312,11 @@ def save(s: Session, logger: MetricsLogger, path: Path | None = None) -> None:
     st.tracker = s.tracker.state_dict() if s.tracker is not None else st.tracker
     st.elapsed = logger.elapsed()
     name, margs = build.model_spec(s.cfg)
-    ckpt = {"model": s.net.state_dict(), "model_class": name, "model_args": margs, "config": config_to_dict(s.cfg),
+    # "model" is what the run delivers (eval, encode, export read it): the weight average when there is one
+    ckpt = {"model": s.eval_net.state_dict(), "model_class": name, "model_args": margs, "config": config_to_dict(s.cfg),
             "state": st.to_dict(), "rng": rng_state(), **s.opt.state_dicts(s.fabric)}
+    if s.ema is not None:
+        ckpt["train_model"] = s.net.state_dict()  # the trained weights themselves, for --resume
     if s.rank0:
         save_checkpoint(ckpt, path or rundir.checkpoints_dir(s.run_dir) / "last.ckpt")
     if path is None:
