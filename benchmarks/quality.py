@@ -24,6 +24,7 @@ Run (2 processes of 1 thread each, ``nice -n 10`` on a shared machine)::
     PYTHONPATH=src:. /work/benchvenv/bin/python -m benchmarks.quality                 # K=512, 5 orders x 2 seeds
     ... -m benchmarks.quality --ks 4096 16384 --orders 0 1 2 --seeds 0 --steps 500
     ... -m benchmarks.quality --models ldm-vq fsq
+    ... -m benchmarks.quality --weight-average 0.99     # also a moving average of each run's weights
     ... -m benchmarks.quality --quick                                                 # smoke run
 
 Results are merged into ``benchmarks/results/quality.json`` (one entry per run), and the page is rebuilt

@@ -315,3 +315,12 @@ def test_augment_is_suggested_only_where_the_data_kind_has_it(name):
     config["data"]["kind"] = "audio"
     fixes = diagnose(records, config)[0].fixes
     assert fixes and "data.augment=true" not in fixes  # audio has no augmentations: not a fix
+
+
+def test_constant_lr_suggests_a_weight_average_unless_one_is_kept():
+    """Under a constant rate the last weights bounce (issue 18): the doctor offers train.weight_ema too."""
+    records, config = scenario("lr_constant")
+    fixes = diagnose(records, config)[0].fixes
+    assert "train.weight_ema=0.99" in fixes and "train.lr_schedule=cosine" in fixes
+    config["train"]["weight_ema"] = 0.995
+    assert not any(f.startswith("train.weight_ema") for f in diagnose(records, config)[0].fixes)

@@ -648,11 +648,16 @@ def rule_lr_constant(view: RunView, th: Thresholds) -> Finding | None:
     drop, a, b, s0, s1 = view.improvement("train", view.recon_name)
     if not math.isfinite(drop) or drop >= th.plateau:
         return None
+    fixes = [fmt_kv("train.lr_schedule", "cosine"), _lower_lr(view)]
+    if view.cfg("train.weight_ema") is None:  # or keep the rate and deliver an average of the bouncing weights
+        fixes.append(fmt_kv("train.weight_ema", 0.99))
     return Finding("info", "Learning rate never decayed",
                    f"lr stayed at {fmt_num(float(lr[-1]))} from step {int(view.warm_end)} to {int(view.last_step)} while the loss "
                    f"flattened ({-100 * drop:+.3g}% over steps {int(s0)}-{int(s1)})",
-                   "a constant learning rate keeps the weights bouncing around the minimum; decaying it lets "
-                   "the loss settle lower", [fmt_kv("train.lr_schedule", "cosine"), _lower_lr(view)], "lr_constant")
+                   "a constant learning rate keeps the weights bouncing around the minimum, so the last weights are a "
+                   "lottery ticket (+-0.1-0.2 dB between runs that differ only in batch order, docs/benchmarks-quality.md); "
+                   "decaying the rate lets the loss settle lower, a moving average of the weights removes the bounce",
+                   fixes, "lr_constant")
 
 
 def rule_kl_blurry(view: RunView, th: Thresholds) -> Finding | None:
