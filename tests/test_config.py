@@ -71,6 +71,7 @@ def test_unknown_key_in_file(tmp_path):
     ("model.quantizer.restart_share=1.5", ["model.quantizer.restart_share=1.5", "0 < value <= 1"]),
     ("model.quantizer.restart_sampling=random", ["model.quantizer.restart_sampling='random'", "'error' or 'uniform'"]),
     ("model.quantizer.ema_tokens_per_code=-1", ["model.quantizer.ema_tokens_per_code=-1", "0 <= value"]),
+    ("train.weight_ema=1", ["train.weight_ema=1", "0 < value < 1"]),
 ])
 def test_bad_value_names_key_and_range(override, pieces):
     with pytest.raises(ConfigError) as e:
@@ -156,3 +157,9 @@ def test_docs_key_table_matches_schema():
     assert table == schema_markdown().strip(), (
         "docs/training.md is out of date with the schema; regenerate the table between the KEYS markers with "
         "ndvq.config.schema_markdown()")
+
+
+def test_weight_average_is_refused_with_sharded_parameters():
+    with pytest.raises(ConfigError, match="train.weight_ema=0.99 needs whole parameters .* train.strategy=fsdp"):
+        load_config(None, ["train.weight_ema=0.99", "train.strategy=fsdp"])
+    assert load_config(None, ["train.weight_ema=0.99", "train.strategy=ddp"]).train.weight_ema == 0.99

@@ -344,6 +344,9 @@ class TrainConfig(_Section):
     def _check(self) -> TrainConfig:
         if self.max_steps is None and self.num_epochs is None:
             raise ValueError("set train.max_steps or train.num_epochs (both are None)")
+        if self.weight_ema is not None and self.strategy == "fsdp":  # sharded parameters: no whole copy to average
+            raise ValueError(f"train.weight_ema={self.weight_ema} needs whole parameters on every device; it does not "
+                             "work with train.strategy=fsdp (use ddp, or set train.weight_ema=null)")
         return self
 
 
