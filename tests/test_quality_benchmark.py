@@ -109,3 +109,13 @@ def test_large_codebooks_are_read_on_the_mean_and_90_percent_alive():
             _run("reference", 24.0, 0.5, 0, k=4096)]
     verdicts = {row[3]: row[5] for row in quality.targets({quality.run_key(r): r for r in runs})}
     assert verdicts == {"mean >= reference mean + 1.5 dB": "met", "every run >= 90% alive": "met"}
+
+
+def test_a_variant_measured_on_both_is_read_against_the_same_variant_of_the_reference():
+    runs = [_run("ndvq", 25.2, 0.99, 0), _run("reference", 24.0, 0.9, 0),
+            {**_run("ndvq", 25.4, 0.99, 0), "variant": "weight average 0.99"},
+            {**_run("reference", 24.5, 0.9, 0), "variant": "weight average 0.99"},
+            {**_run("ndvq", 26.0, 0.99, 0), "variant": "beta 0.05"}]  # ndvq only: a diagnosis, no target rows
+    rows = quality.targets({quality.run_key(r): r for r in runs})
+    worst = {row[2]: row[4] for row in rows if row[3].startswith("worst")}
+    assert worst == {"1 vs 1": "25.20 vs 24.00 + 1.0", "1 vs 1 (weight average 0.99, both)": "25.40 vs 24.50 + 1.0"}
