@@ -388,7 +388,9 @@ def diagnosis_table(results: dict) -> str:
 
 def write_doc(path: Path, results: dict, info: dict, command: str) -> None:
     """docs/benchmarks-quality.md from all stored runs (default ndvq, the reference, ldm-vq, fsq)."""
-    main = {key: r for key, r in results.items() if not r.get("variant")}
+    on_both = ({r.get("variant") for r in results.values() if r["model"] == "reference"}
+               & {r.get("variant") for r in results.values() if r["model"] != "reference"})
+    main = {key: r for key, r in results.items() if r.get("variant", "") in on_both | {""}}  # + variants of both
     lines = [
         "# Model quality on held-out photographs: ndvq vs the reference, over seeds and batch orders",
         "",
