@@ -458,6 +458,12 @@ def run_all(tasks: list[dict], jobs: int, threads: int, results: dict, save=None
             r = fut.result()
             r["variant"] = futures[fut]
             results[run_key(r)] = r
+            log(f"{r['model']} {r['variant']} K={r['k']} seed {r['seed']} order {r['order']}: PSNR {r['psnr']:.2f} "
+                f"(per patch {r['psnr_patch']:.2f}) "
+                f"(recal {r.get('psnr_recalibrated', float('nan')):.2f}) SSIM {r['ssim']:.3f} alive "
+                f"{100 * r['alive']:.1f}% usage {100 * r['usage']:.1f}% restarts {r['restarts']} "
+                f"(last quarter {r['restarts_last_quarter']}, held-out tokens on codes re-seeded in the last 10%: "
+                f"{100 * r.get('young_share', 0):.1f}%) trace {r['trace']} {r['train_s']:.0f} s", flush=True)
             avg = r.pop("average", None)
             if avg is not None:  # the weight average kept beside the run: its own entry, same training
                 decay = r["overrides"].pop("weight_ema")
@@ -466,12 +472,6 @@ def run_all(tasks: list[dict], jobs: int, threads: int, results: dict, save=None
                 results[run_key(a)] = a
                 log(f"{a['model']} {a['variant']} K={a['k']} seed {a['seed']} order {a['order']}: PSNR {a['psnr']:.2f} "
                     f"SSIM {a['ssim']:.3f} alive {100 * a['alive']:.1f}% usage {100 * a['usage']:.1f}%", flush=True)
-            log(f"{r['model']} {r['variant']} K={r['k']} seed {r['seed']} order {r['order']}: PSNR {r['psnr']:.2f} "
-                f"(per patch {r['psnr_patch']:.2f}) "
-                f"(recal {r.get('psnr_recalibrated', float('nan')):.2f}) SSIM {r['ssim']:.3f} alive "
-                f"{100 * r['alive']:.1f}% usage {100 * r['usage']:.1f}% restarts {r['restarts']} "
-                f"(last quarter {r['restarts_last_quarter']}, held-out tokens on codes re-seeded in the last 10%: "
-                f"{100 * r.get('young_share', 0):.1f}%) trace {r['trace']} {r['train_s']:.0f} s", flush=True)
             if save is not None:
                 save(results)
     return results

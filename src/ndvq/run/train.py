@@ -193,7 +193,6 @@ def train_step(s: Session, micro: list[dict]) -> dict[str, torch.Tensor]:
     bad = o.step_model(fabric, s.cfg.train.grad_clip, scalars.get("loss"))
     if s.ema is not None:  # a skipped (non-finite) step left the weights as they were: averaging them is harmless
         s.ema.update_parameters(s.net)
-        s.state.weight_ema_updates += 1
     if o.disc is not None and s.objective.adversarial_active(epoch, step):
         scalars.update(o.step_discriminator(fabric, s.objective, pairs, (epoch, step), s.cfg.train.grad_clip))
     o.scheduler.step()
@@ -309,6 +308,7 @@ def save(s: Session, logger: MetricsLogger, path: Path | None = None) -> None:
         return
     st = s.state
     st.nonfinite_steps = int(s.bad_total.item())
+    st.weight_ema_updates = int(s.ema.n_averaged) if s.ema is not None else 0
     st.tracker = s.tracker.state_dict() if s.tracker is not None else st.tracker
     st.elapsed = logger.elapsed()
     name, margs = build.model_spec(s.cfg)
