@@ -83,7 +83,8 @@ def _sizes(run: Path, files: list[Path], packed: list[Path]) -> list[dict]:
     from ndvq.codec.format import unpack
     from ndvq.codec.histogram import HISTOGRAM_FILE, HistogramModel
 
-    hist = HistogramModel(json.loads((run / HISTOGRAM_FILE).read_text())["counts"])
+    stored = json.loads((run / HISTOGRAM_FILE).read_text())
+    hist, sizes = HistogramModel(stored["counts"]), stored["codebook_sizes"]
     rows = []
     for f, p in zip(files, packed):
         grids, header = read_codes(p)
@@ -91,13 +92,13 @@ def _sizes(run: Path, files: list[Path], packed: list[Path]) -> list[dict]:
         _, words = unpack(blob, str(p))
         g = grids[0].reshape(-1)  # one grid, one column (the default run)
         model_bits = ideal_bits(g.numpy(), frequencies(hist.column_probabilities(0)))
-        own = _entropy_bits(grids, header["codebook_sizes"])
+        own = _entropy_bits(grids, sizes)
         h, w = header["input_shape"][1:]
         rows.append({"photo": f.stem, "trained_on": PHOTOS[f.stem], "model": header["probability_model"]["kind"],
                      "pixels": h * w, "codes": int(g.numel()),
                      "file_bytes": len(blob), "header_bytes": len(blob) - 4 * len(words) - 26,
                      "payload_bytes": 4 * len(words), "run_hist_bits": model_bits, "own_entropy_bits": own,
-                     "fixed_bits": g.numel() * math.log2(header["codebook_sizes"][0]),
+                     "fixed_bits": g.numel() * math.log2(sizes[0]),
                      "payload_over_own_entropy": 32 * len(words) / own - 1,
                      "bpp_file": 8 * len(blob) / (h * w)})
     return rows

@@ -34,7 +34,7 @@ from ndvq.run.optim import make_optimizer, param_groups
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = {1: (64,), 2: (16, 16), 3: (4, 8, 8)}
 QUANTIZER_KINDS = [("vq", {}), ("fsq", {"fsq_levels": [5, 5, 4]}), ("lfq", {}), ("simvq", {}),
-                   ("residual", {"num_quantizers": 2}), ("grouped", {"groups": 2})]
+                   ("residual", {"num_quantizers": 2, "cosine": False}), ("grouped", {"groups": 2})]
 
 
 def tiny_model(n_dims: int, quantizer: dict | None = None, embedding_dim: int = 8, **kw) -> VQVAE:

@@ -73,7 +73,7 @@ def test_container_round_trip_and_each_failure():
     assert header == {"a": 1} and np.array_equal(got, words)
     cases = {
         "not an .ndvq file": b"\x89PNG\r\n\x1a\n" + blob[8:],
-        "format version 2": blob[:8] + struct.pack("<H", VERSION + 1) + blob[10:],
+        f"format version {VERSION + 1}": blob[:8] + struct.pack("<H", VERSION + 1) + blob[10:],
         "truncated": blob[:-3],
         "longer than its header says": blob + b"\0",
         "corrupted": blob[:30] + bytes([blob[30] ^ 0x10]) + blob[31:],
@@ -82,7 +82,44 @@ def test_container_round_trip_and_each_failure():
         with pytest.raises(CodesError, match=expected) as e:
             unpack(bad, "'x.ndvq'")
         assert "'x.ndvq'" in str(e.value) and "\n" not in str(e.value)
-    body = pack({"a": 1}, words)[:-4]
-    body = body[:22] + b"[" + body[23:]  # a header that is not JSON, with a valid checksum
-    with pytest.raises(CodesError, match="not JSON"):
-        unpack(body + struct.pack("<I", zlib.crc32(body)), "'x.ndvq'")
+
+    def file(version: int, head: bytes) -> bytes:  # a container around any header bytes, with a valid checksum
+        body = MAGIC + struct.pack("<HIQ", version, len(head), 4 * len(words)) + head + words.astype("<u4").tobytes()
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    def deflated(text: bytes) -> bytes:
+        d = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return d.compress(text) + d.flush()
+
+    assert unpack(file(1, b'{"a":1}'), "'x.ndvq'")[0] == {"a": 1}  # version 1 (plain JSON) is still read
+    assert len(blob) < len(file(1, b'{"a":1,"padding":"' + b"x" * 200 + b'"}'))
+    for head, expected in ((b"not deflate data \xff", "does not inflate"), (deflated(b"[1"), "not JSON"),
+                           (deflated(b"[1]"), "not a JSON object")):
+        with pytest.raises(CodesError, match=expected):
+            unpack(file(VERSION, head), "'x.ndvq'")
+
+
+def test_adaptive_histogram_round_trips_across_tiles_and_its_estimate_is_the_payload():
+    """The adaptive histogram learns a file's distribution unlike the run's: it decodes with a fresh model
+    (counts carried across tiles and columns), its ideal size is the payload's, and it beats the run's table."""
+    import torch
+
+    from ndvq.codec.coding import decode_tokens, encode_tokens, static_bits
+    from ndvq.codec.histogram import AdaptiveHistogram, HistogramModel, adaptive_bits
+    from ndvq.prior import TokenLayout
+
+    rng = np.random.default_rng(0)
+    lay = TokenLayout([(12, 10)], [(16, 8)], block=(5, 5))  # two columns, six tiles
+    grid = torch.from_numpy(np.stack([rng.choice(16, (12, 10), p=np.r_[[0.5, 0.3], np.full(14, 0.2 / 14)]),
+                                      rng.integers(6, 8, (12, 10))], axis=-1))  # [12, 10, 2]
+    tokens = lay.flatten([grid])
+    run = HistogramModel([[1] * 15 + [500], [300] + [1] * 7])  # the run saw other codes
+    for strength in (1.0, 32.0):
+        words = encode_tokens(lay, tokens, AdaptiveHistogram(run, strength))
+        back = decode_tokens(lay, words, AdaptiveHistogram(run, strength))
+        assert all(torch.equal(a, b) for a, b in zip(back, tokens))
+        ideal = adaptive_bits(lay, tokens, run, strength)
+        assert abs(32 * len(words) - ideal) <= 0.01 * ideal + 64
+        assert ideal < 0.7 * static_bits(lay, tokens, run)
+    with pytest.raises(ValueError, match="strength"):
+        AdaptiveHistogram(run, 0.0)

@@ -42,7 +42,7 @@ def test_round_trip_gives_encode_codes_and_decode_files(kind, runs, tmp_path):
     expected = _encoded(run, tmp_path)
     for p, f in zip(packed, run.files):
         grids, header = read_codes(p)
-        assert header["name"] == f.name and header["probability_model"]["kind"] in ("histogram", "file-histogram")
+        assert header["name"] == f.name and header["probability_model"]["kind"] in ("histogram", "file-histogram", "adaptive")
         assert [g.numpy().tolist() for g in grids] == [e.tolist() for e in expected[f.name]]
     restored = decompress_files(packed, tmp_path / "restored")
     reference = decode(run.run_dir, tmp_path / "codes.npz", tmp_path / "reference")
@@ -89,8 +89,9 @@ def _own_entropy_bits(grids) -> float:
 
 @pytest.mark.parametrize("run_counts", ["useless", "matching"])
 def test_histogram_or_the_files_own_whichever_is_smaller(run_counts, runs, tmp_path, monkeypatch):
-    """A run histogram that fits the file badly loses to the file's own counts (then the payload is within
-    1% of the codes' empirical entropy); one that fits well is kept (no table in the header)."""
+    """A run histogram that fits the file badly loses to the file's own counts, stored (then the payload is
+    within 1% of the codes' empirical entropy) or learnt while coding (adaptive: the file is no larger); one
+    that fits well is kept (no table in the header)."""
     from codeckit import png
 
     import ndvq.codec.files as files
@@ -109,8 +110,15 @@ def test_histogram_or_the_files_own_whichever_is_smaller(run_counts, runs, tmp_p
     got, _ = read_codes(p)
     assert np.array_equal(got[0].numpy(), grids[0].numpy())
     if run_counts == "useless":
-        assert header["probability_model"]["kind"] == "file-histogram"
-        assert 32 * len(words) <= 1.01 * _own_entropy_bits(grids) + 64
+        # the adaptive histogram (learns the file's counts while coding, no table) or the file's own table
+        assert header["probability_model"]["kind"] in ("adaptive", "file-histogram")
+        monkeypatch.setattr(files, "ADAPTIVE_STRENGTHS", ())  # only the run's and the file's own tables left
+        table = compress_files(run.run_dir, [tmp_path / "big.png"], tmp_path / "t", prior="none")[0]
+        t_header, t_words = unpack(table.read_bytes(), str(table))
+        assert t_header["probability_model"]["kind"] == "file-histogram"
+        assert 32 * len(t_words) <= 1.01 * _own_entropy_bits(grids) + 64  # the payload is the empirical entropy
+        assert p.stat().st_size <= table.stat().st_size + 4  # the choice is never larger (an ANS word of slack)
+        assert np.array_equal(read_codes(table)[0][0].numpy(), grids[0].numpy())
     else:
         assert header["probability_model"] == {"kind": "histogram", "fingerprint": fake.fingerprint}
 
@@ -186,14 +194,23 @@ def test_levels_on_a_non_residual_model_is_one_line(runs, tmp_path, capsys):
 
 
 def test_decompress_in_a_fresh_process_with_other_threads_is_bit_identical(runs, tmp_path, fake_prior):
-    """Histogram- and prior-coded files (the prior: a deterministic fake) decode to the same codes in a new
-    process with 2 threads as here with 1."""
+    """Files coded with each histogram kind and with a prior (a deterministic fake) decode to the same codes
+    in a new process with 2 threads as here with 1."""
+    import ndvq.codec.files as files
+
     run = runs("image")
     packed = []
     for prior in ("none", "auto"):
         packed += compress_files(run.run_dir, run.files, tmp_path / prior, prior=prior)
     kinds = [read_codes(p)[1]["probability_model"]["kind"] for p in packed]
     assert "histogram" in kinds[0] and kinds[len(run.files):] == ["prior"] * len(run.files)
+    everything = files._candidates
+    for kind in ("histogram", "file-histogram", "adaptive"):  # every histogram kind, forced
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(files, "_candidates", lambda *a, kind=kind: [c for c in everything(*a) if c[2]["kind"] == kind])
+            packed += compress_files(run.run_dir, run.files, tmp_path / kind, prior="none")
+    assert {read_codes(p)[1]["probability_model"]["kind"] for p in packed[-3 * len(run.files):]} == {
+        "histogram", "file-histogram", "adaptive"}
     here = [read_codes(p)[0][0].numpy().tolist() for p in packed]
     script = ("import json, sys, torch; torch.set_num_threads(2); import fake_prior; fake_prior.install(); "
               "from ndvq.codec import read_codes; "

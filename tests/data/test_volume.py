@@ -37,6 +37,11 @@ def test_val_centre_patch_and_whole_padded(vols):
     whole = create_dataset("volume", "all", root=vols, patch_size=[8, 8, 8], pad_multiple=(4, 4, 4))
     shapes = {tuple(whole[i]["data"].shape) for i in range(3)}
     assert shapes == {(1, 12, 12, 8), (1, 12, 12, 16), (1, 12, 12, 12)}
+    for i in range(3):  # each axis's padding repeats the last real slice (padding after the real extent)
+        x, valid = whole[i]["data"], whole[i]["valid"].tolist()
+        for axis, v in enumerate(valid):
+            pad = x.narrow(axis + 1, v, x.shape[axis + 1] - v)
+            assert torch.equal(pad, x.narrow(axis + 1, v - 1, 1).expand_as(pad))
     with pytest.raises(ValueError, match="different shapes"):
         create_dataset("volume", "all", root=vols)
 

@@ -124,8 +124,8 @@ BOTTLENECKS = ["vq", "residual", "grouped", "fsq", "lfq", "simvq", "gaussian"]
 
 
 def _tiny(backbone: str, bottleneck: str) -> Autoencoder:
-    q = {"fsq_levels": [8, 5, 5]} if bottleneck == "fsq" else {"num_quantizers": 2} if bottleneck in (
-        "residual", "grouped") else {}
+    q = {"fsq_levels": [8, 5, 5]} if bottleneck == "fsq" else {"num_quantizers": 2, "cosine": bottleneck != "residual"} if bottleneck in (
+        "residual", "grouped") else {}  # residual in the 8-d tokens themselves: a Euclidean search
     return Autoencoder(n_dims=2, in_channels=3, backbone=backbone, bottleneck=bottleneck, embedding_dim=8, n_codes=64,
                        quantizer=q, videogpt={"n_hiddens": 16, "num_res_blocks": 1, "downsample": 4},
                        ldm={"channels": [8, 16], "norm_num_groups": 4, "num_res_blocks": 1}).eval()

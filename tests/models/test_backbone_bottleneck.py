@@ -16,7 +16,7 @@ BACKBONES = {
     "videogpt": {"n_hiddens": 16, "num_res_blocks": 1, "downsample": 2, "norm": "group", "norm_num_groups": 4},
     "ldm": {"channels": [8, 16], "num_res_blocks": 1, "norm_num_groups": 4, "attention_levels": [False, True]},
 }
-BOTTLENECKS = {"vq": {}, "residual": {"num_quantizers": 2}, "grouped": {"groups": 2}, "fsq": {"fsq_levels": [4, 4]},
+BOTTLENECKS = {"vq": {}, "residual": {"num_quantizers": 2, "cosine": False}, "grouped": {"groups": 2}, "fsq": {"fsq_levels": [4, 4]},
                "lfq": {}, "simvq": {}, "gaussian": {}}
 SPATIAL = {1: (16,), 2: (8, 8), 3: (4, 4, 4)}
 

@@ -152,7 +152,7 @@ def _other_kinds():
     return [k for k, f in files.items() if importlib.util.find_spec(f"ndvq.quantizers.{f}") is not None]
 
 
-KIND_OPTIONS = {"fsq": {"fsq_levels": [4, 4, 2]}, "lfq": {}, "simvq": {}, "residual": {"num_quantizers": 2},
+KIND_OPTIONS = {"fsq": {"fsq_levels": [4, 4, 2]}, "lfq": {}, "simvq": {}, "residual": {"num_quantizers": 2, "cosine": False},
                 "grouped": {"groups": 2}}
 
 

@@ -32,7 +32,7 @@ def _check_trained(run, steps: int) -> None:
 
 @pytest.mark.parametrize("kind,extra", [
     ("audio", []),
-    ("image", ["model.bottleneck=residual", "model.quantizer.num_quantizers=2"]),
+    ("image", ["model.bottleneck=residual", "model.quantizer.num_quantizers=2", "model.quantizer.cosine=false"]),
     ("image", ["model.kind=hierarchical", "model.videogpt.downsample=[2,2]", "model.top.downsample=[2,2]",
                "model.top.n_codes=8"]),
     ("image", ["model.bottleneck=fsq", "model.quantizer.fsq_levels=[4,4]"]),

@@ -3,6 +3,8 @@
 Parametrised over option x token shape (n_dims 1/2/3).
 """
 
+import warnings
+
 import pytest
 import torch
 
@@ -31,8 +33,8 @@ CASES = {
     "fsq": ("fsq", dict(fsq_levels=[5, 4, 3])),
     "lfq": ("lfq", {}),
     "simvq": ("simvq", {}),
-    "residual": ("residual", dict(num_quantizers=3, quantizer_dropout=0.5)),
-    "residual_gradient": ("residual", dict(num_quantizers=2, update="gradient", init="random")),
+    "residual": ("residual", dict(num_quantizers=3, quantizer_dropout=0.5, codebook_dim=4)),
+    "residual_gradient": ("residual", dict(num_quantizers=2, update="gradient", init="random", cosine=False)),
     "grouped": ("grouped", dict(groups=2)),
     "grouped_cosine": ("grouped", dict(groups=4, cosine=True, restart="replay", replay_size=32)),
 }
@@ -162,7 +164,7 @@ def test_autocast_bf16_search_in_fp32():
     ("fsq", dict(fsq_levels=[5, 4, 3]), (60,)),
     ("lfq", {}, (512,)),
     ("simvq", {}, (24,)),
-    ("residual", dict(num_quantizers=3), (24, 24, 24)),
+    ("residual", dict(num_quantizers=3, cosine=False), (24, 24, 24)),
     ("grouped", dict(groups=4), (24, 24, 24, 24)),
 ])
 def test_codebook_sizes_are_the_quantizers_own(kind, opts, sizes):
@@ -180,3 +182,21 @@ def test_old_fsq_option_name_warns_and_still_works():
     assert q.codebook_sizes == (16,)
     with pytest.raises(TypeError, match="both 'levels' and its new name 'fsq_levels'"):
         build_quantizer("fsq", DIM, 24, levels=[4, 4], fsq_levels=[4, 4])
+
+
+def test_residual_levels_refine_and_unit_length_levels_are_refused():
+    """Each residual level must shrink the error; a cosine lookup in the tokens' own dimension returns
+    unit-length codes that cannot (a warning names the fix)."""
+    torch.manual_seed(0)
+    z = torch.randn(4096, 8)
+    rvq = build_quantizer("residual", 8, 16, num_quantizers=4, cosine=False, codebook_dim=None).train()
+    rvq(z)  # k-means initialises each level on its residual
+    rvq.eval()
+    idx = rvq(z).indices
+    errors = [float((rvq.lookup(idx, n_levels=k) - z).pow(2).mean()) for k in range(1, 5)]
+    assert all(b < 0.9 * a for a, b in zip(errors, errors[1:])), errors
+    with pytest.warns(UserWarning, match="unit-length.*cosine=False.*codebook_dim"):
+        build_quantizer("residual", 8, 16, num_quantizers=4, codebook_dim=None)  # still built: old checkpoints load
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_quantizer("residual", 16, 16, num_quantizers=4)  # the default: cosine in an 8-d projection of 16

@@ -23,7 +23,7 @@ CONFIGS = {
     "gradient_restart": ("vq", dict(update="gradient", init="random", restart="batch")),
     "uniform_absolute_tokens": ("vq", dict(restart_sampling="uniform", restart_threshold=1.0, ema_tokens_per_code=2.0)),
     "grow_accumulate": ("vq", dict(grow_to=48, grow_at_step=2, ema_accumulate_steps=2, cosine=True)),
-    "residual": ("residual", dict(num_quantizers=2)),
+    "residual": ("residual", dict(num_quantizers=2, cosine=False)),
     "grouped": ("grouped", dict(groups=2)),
     "lfq": ("lfq", dict()),
 }

@@ -39,7 +39,8 @@ def test_state_dict_round_trip_and_shape_check():
 
 @pytest.mark.parametrize("kind", ["vq", "fsq", "residual", "grouped"])
 def test_tracker_consumes_every_quantizers_counts(kind):
-    q = build_quantizer(kind, 8, 16, fsq_levels=[4, 4], num_quantizers=2, groups=2).train()
+    q = build_quantizer(kind, 8, 16, fsq_levels=[4, 4], num_quantizers=2, groups=2,
+                        **({"cosine": False} if kind == "residual" else {})).train()
     t = CodeUsageTracker(q.n_codebooks, q.n_codes, window=5)
     for _ in range(3):
         out = q(torch.randn(4, 5, 8))

@@ -28,10 +28,11 @@ import torch
 
 from ndvq import build
 from ndvq.codec.coding import decode_tokens, encode_tokens, static_bits
-from ndvq.codec.entropy import PRECISION
-from ndvq.codec.format import SUFFIX, VERSION, pack, unpack
+from ndvq.codec.format import SUFFIX, header_bytes, pack, unpack
 from ndvq.codec.histogram import (
+    AdaptiveHistogram,
     HistogramModel,
+    adaptive_bits,
     histogram_for_run,
     pack_counts,
     token_counts,
@@ -145,29 +146,41 @@ def _items(loaded, files: list[Path], overrides):
 
 def _header(loaded, item: dict, *, fp: str, meta: dict, info: dict, name: str, modality: str, chunk: int | None,
             levels: int | None) -> dict:
-    """The JSON header of one compressed item (see docs/compression.md)."""
-    model = loaded.model
-    return {"format": "ndvq", "version": VERSION, "run": str(Path(loaded.path).resolve()),
-            "model_class": type(model).__name__, "fingerprint": fp,
-            "probability_model": {k: meta[k] for k in ("kind", "fingerprint", "counts") if k in meta},
-            "coder": {"name": "constriction.stream.stack.AnsCoder", "precision": PRECISION},
-            "block": meta["block"], "levels": levels, "codebook_sizes": [int(k) for k in model.codebook_sizes],
-            "modality": modality, "name": name, "input_shape": [int(item["data"].shape[0]), *item["valid"].tolist()],
-            "padded_shape": [int(s) for s in item["data"].shape[1:]], "chunk": int(chunk or 0),
-            "info": {**_jsonable(info), "path": name}}
+    """The JSON header of one compressed item (see docs/compression.md): what decoding needs, defaults left out."""
+    header = {"run": str(Path(loaded.path).resolve()), "fingerprint": fp,
+              "probability_model": {k: meta[k] for k in ("kind", "fingerprint", "counts", "strength") if k in meta},
+              "modality": modality, "name": name, "input_shape": [int(item["data"].shape[0]), *item["valid"].tolist()],
+              "padded_shape": [int(s) for s in item["data"].shape[1:]],
+              "info": {k: v for k, v in _jsonable(info).items() if k != "path"}}  # the path is the name
+    optional = {"block": meta["block"], "levels": levels, "chunk": int(chunk or 0)}
+    return {**header, **{k: v for k, v in optional.items() if v}}
 
 
-def _cheaper_static(lay: TokenLayout, tokens: list[torch.Tensor], token_model, meta: dict):
-    """For the histogram: the run's histogram or the file's own (its counts go into the header), whichever
-    gives the smaller file; a prior is kept as it is. Returns ``(model, probability-model meta)``."""
+#: Prior weights (in tokens, times the column's codebook size) the adaptive histogram is tried with.
+ADAPTIVE_STRENGTHS = (0.0625, 0.25, 1.0, 4.0)
+#: Most ``tokens x codebook size`` entries the adaptive histogram's encoder tables may take (128 MB as float64).
+ADAPTIVE_MAX_ENTRIES = 1 << 24
+
+
+def _candidates(lay: TokenLayout, tokens: list[torch.Tensor], token_model, meta: dict) -> list[tuple]:
+    """``[(ideal payload bits, model, probability-model meta)]`` to code one item with: a prior alone; for
+    the histogram, the run histogram, the file's own (its counts go into the header) and the adaptive
+    histogram at a few prior strengths (:data:`ADAPTIVE_STRENGTHS`; when its tables fit
+    :data:`ADAPTIVE_MAX_ENTRIES`)."""
     if meta["kind"] != "histogram":
-        return token_model, meta
+        return [(0.0, token_model, meta)]
     counts = token_counts(lay, tokens)
     own = HistogramModel(counts, smoothing=0)
-    table = pack_counts(counts)
-    if static_bits(lay, tokens, own) + 8 * (len(table) + 40) < static_bits(lay, tokens, token_model):
-        return own, {**meta, "kind": "file-histogram", "fingerprint": None, "counts": table}
-    return token_model, meta
+    options = [(static_bits(lay, tokens, token_model), token_model, meta),
+               (static_bits(lay, tokens, own), own,
+                {**meta, "kind": "file-histogram", "fingerprint": None, "counts": pack_counts(counts)})]
+    k = max(len(c) for c in token_model.counts)
+    if sum(len(t) for t in tokens) * k <= ADAPTIVE_MAX_ENTRIES:
+        for w in ADAPTIVE_STRENGTHS:
+            strength = float(w * k)
+            options.append((adaptive_bits(lay, tokens, token_model, strength), AdaptiveHistogram(token_model, strength),
+                            {**meta, "kind": "adaptive", "strength": strength}))
+    return options
 
 
 @torch.no_grad()
@@ -202,10 +215,13 @@ def compress_files(run, files, out_dir, levels: int | None = None, prior: str = 
             grids = [g[..., :levels] for g in grids]
         lay = _layout(model, item["data"].shape[1:], meta["block"], levels)
         tokens = lay.flatten(grids)
-        coder, item_meta = _cheaper_static(lay, tokens, token_model, meta)
+        sized = []  # the smallest file: ideal payload bits + the header as stored
+        for bits, coder, item_meta in _candidates(lay, tokens, token_model, meta):
+            header = _header(loaded, item, fp=fp, meta=item_meta, info=info, name=files[i].name,
+                             modality=ds.modality, chunk=chunk, levels=levels)
+            sized.append((bits + 8 * len(header_bytes(header)), coder, header))
+        _, coder, header = min(sized, key=lambda c: c[0])
         words = encode_tokens(lay, tokens, coder)
-        header = _header(loaded, item, fp=fp, meta=item_meta, info=info, name=files[i].name, modality=ds.modality,
-                         chunk=chunk, levels=levels)
         path = out_dir / f"{out_stem(files[i].name, i, used)}{SUFFIX}"
         blob = pack(header, words)
         atomic_write(path, lambda fh, blob=blob: fh.write(blob))
@@ -214,9 +230,10 @@ def compress_files(run, files, out_dir, levels: int | None = None, prior: str = 
 
 
 # ------------------------------------------------------------------------------------ decompress
-_HEADER_KEYS = {"run": str, "model_class": str, "fingerprint": str, "probability_model": dict, "modality": str,
-                "name": str, "input_shape": list, "padded_shape": list, "chunk": int, "info": dict,
-                "codebook_sizes": list}
+_HEADER_KEYS = {"fingerprint": str, "probability_model": dict, "modality": str, "name": str, "input_shape": list,
+                "padded_shape": list}
+#: Keys a header may leave out (format version 2 omits the defaults), with their defaults.
+_HEADER_DEFAULTS = {"run": None, "chunk": 0, "info": {}, "block": None, "levels": None}
 
 
 def _read(path: Path) -> tuple[dict, np.ndarray]:
@@ -232,6 +249,11 @@ def _read(path: Path) -> tuple[dict, np.ndarray]:
     for key, kind in _HEADER_KEYS.items():
         if not isinstance(header.get(key), kind):
             raise CodesError(f"{where}: its header lacks {key!r} (or it is not a {kind.__name__})")
+    header = {**_HEADER_DEFAULTS, **header}
+    for key, kind in (("run", str), ("chunk", int), ("info", dict)):
+        if header[key] is not None and not isinstance(header[key], kind):
+            raise CodesError(f"{where}: its header's {key!r} is not a {kind.__name__}")
+    header["info"] = {**header["info"], "path": header["name"]}
     return header, words
 
 
@@ -243,6 +265,8 @@ class _Runs:
 
     def model_for(self, header: dict, where: str):
         key = str(self.override) if self.override is not None else header["run"]
+        if key is None:
+            raise CodesError(f"{where} does not name the run that compressed it; pass the run with --run RUN")
         if key not in self._runs:
             if self.override is None and not Path(key).exists():
                 raise CodesError(f"{where} was compressed with the run {key!r}, which does not exist here; pass "
@@ -250,10 +274,10 @@ class _Runs:
             loaded = load_run_model(key)
             self._runs[key] = (loaded, codes_fingerprint(loaded.model))
         loaded, fp = self._runs[key]
-        if header["fingerprint"] != fp or header["model_class"] != type(loaded.model).__name__:
-            raise CodesError(f"{where} was compressed by another model (fingerprint {header['fingerprint']}, "
-                             f"{header['model_class']}) than {key!r} ({fp}, {type(loaded.model).__name__}): another "
-                             "run or checkpoint; decompress it with the checkpoint that compressed it (--run)")
+        if header["fingerprint"] != fp or header.get("model_class", type(loaded.model).__name__) != type(loaded.model).__name__:
+            raise CodesError(f"{where} was compressed by another model (fingerprint {header['fingerprint']}) than "
+                             f"{key!r} ({fp}, {type(loaded.model).__name__}): another run or checkpoint; decompress "
+                             "it with the checkpoint that compressed it (--run)")
         return key, loaded, fp
 
     def token_model(self, key: str, header: dict, where: str):
@@ -261,22 +285,28 @@ class _Runs:
         want = header["probability_model"]
         kind = want.get("kind")
         if kind == "file-histogram":
-            return _file_histogram(header, where)
-        if (key, kind) not in self._models:
-            if kind not in ("prior", "histogram"):
+            return _file_histogram(header, loaded.model, where)
+        base = "histogram" if kind == "adaptive" else kind
+        if (key, base) not in self._models:
+            if kind not in ("prior", "histogram", "adaptive"):
                 raise CodesError(f"{where}: unknown probability model {kind!r} in its header")
-            self._models[(key, kind)] = token_model_for(loaded.run_dir, "prior" if kind == "prior" else "none",
+            self._models[(key, base)] = token_model_for(loaded.run_dir, "prior" if kind == "prior" else "none",
                                                         loaded=loaded, fingerprint=fp)
-        model, meta = self._models[(key, kind)]
+        model, meta = self._models[(key, base)]
         if meta["fingerprint"] != want.get("fingerprint"):
-            raise CodesError(f"{where} was coded with the {kind} {want.get('fingerprint')}, the run's {kind} is "
+            raise CodesError(f"{where} was coded with the {base} {want.get('fingerprint')}, the run's {base} is "
                              f"{meta['fingerprint']} (retrained since?); it cannot be decoded")
+        if kind == "adaptive":
+            strength = want.get("strength")
+            if not isinstance(strength, (int, float)) or not strength > 0:
+                raise CodesError(f"{where}: its header's adaptive strength {strength!r} is not a positive number")
+            return AdaptiveHistogram(model, float(strength))  # fresh per file: it learns while decoding
         return model
 
 
-def _file_histogram(header: dict, where: str) -> HistogramModel:
-    """The file's own histogram from its header (per kept column of its codebook sizes)."""
-    sizes, levels = header["codebook_sizes"], header.get("levels")
+def _file_histogram(header: dict, model, where: str) -> HistogramModel:
+    """The file's own histogram from its header (per kept column of the model's codebook sizes)."""
+    sizes, levels = list(model.codebook_sizes), header.get("levels")
     try:
         sizes = [int(k) for k in (sizes if levels is None else sizes[:int(levels)])]
         return HistogramModel(unpack_counts(str(header["probability_model"]["counts"]), sizes), smoothing=0)

@@ -1,10 +1,15 @@
-"""Static probability models: per index column, code counts (the run's train split +1 each, or one file's own).
+"""Histogram probability models: per index column, code counts (the run's train split +1 each, or one file's own).
 
-Two kinds, both :class:`HistogramModel`:
+Three kinds:
 
-* the **run histogram**: counts of the run's train-split codes, +1 each (every code stays cheap enough);
-* the **file histogram**: the counts of one file's own codes (no smoothing), stored in that file's header
-  (:func:`pack_counts`: LEB128 varints, base64); its payload is then the file's empirical entropy.
+* the **run histogram** (:class:`HistogramModel`, static): counts of the run's train-split codes, +1 each
+  (every code stays cheap enough);
+* the **file histogram** (:class:`HistogramModel`, static): the counts of one file's own codes (no
+  smoothing), stored in that file's header (:func:`pack_counts`: LEB128 varints, base64); its payload is
+  then the file's empirical entropy;
+* the **adaptive histogram** (:class:`AdaptiveHistogram`): the run histogram as a prior worth ``strength``
+  tokens, plus the counts of the file's codes coded so far; encoder and decoder update it alike, so it
+  learns the file's own distribution without storing a table (:func:`adaptive_bits` estimates its size).
 
 Computed once per checkpoint and stored with the run as ``RUN/code_histogram.json`` (``{"fingerprint",
 "codebook_sizes", "counts", "n_items", "split"}``, written atomically); recomputed when the model's
@@ -36,7 +41,8 @@ from ndvq.prior.layout import Tile
 from ndvq.run.codes import encode_grids
 from ndvq.run.rundir import atomic_write
 
-__all__ = ["HistogramModel", "histogram_for_run", "HISTOGRAM_FILE", "pack_counts", "unpack_counts", "token_counts"]
+__all__ = ["HistogramModel", "AdaptiveHistogram", "adaptive_bits", "histogram_for_run", "HISTOGRAM_FILE",
+           "pack_counts", "unpack_counts", "token_counts"]
 
 HISTOGRAM_FILE = "code_histogram.json"
 
@@ -78,6 +84,67 @@ class HistogramModel:
     def push(self, token: int) -> None:
         """Move to the next token."""
         self._i += 1
+
+
+class AdaptiveHistogram:
+    """A :class:`~ndvq.prior.TokenModel` that learns one file's code distribution while coding it.
+
+    The next token of column ``c`` has probability proportional to ``strength * p_run[c] + n[c]``: the run
+    histogram's probabilities ``p_run`` weighted as ``strength`` earlier tokens, plus the counts ``n`` of
+    the column's tokens coded so far in this file. Both terms are float64 sums of the same numbers in the
+    same order on both sides, so encoder and decoder build identical tables (the fixed-point rule then
+    normalises). Build a fresh one per file: it keeps its counts across tiles.
+
+    Args:
+        run: the run's :class:`HistogramModel` (the prior).
+        strength: the prior's weight in tokens (> 0; large: the run histogram; small: the file's own counts).
+    """
+
+    static = False
+
+    def __init__(self, run: HistogramModel, strength: float) -> None:
+        if not strength > 0:
+            raise ValueError(f"strength must be > 0, got {strength}")
+        self.strength = float(strength)
+        self._prior = [self.strength * np.asarray(run.column_probabilities(c), np.float64) for c in range(len(run.counts))]
+        self._counts = [np.zeros_like(p) for p in self._prior]
+        self._tile: Tile | None = None
+        self._i = 0
+
+    def start(self, tile: Tile) -> None:
+        """Begin a tile (the counts carry over from earlier tiles)."""
+        self._tile, self._i = tile, 0
+
+    def probabilities(self) -> np.ndarray:
+        """The next token's (unnormalised) distribution: prior plus counts so far of its column."""
+        c = int(self._tile.column[self._i])
+        return self._prior[c] + self._counts[c]
+
+    def push(self, token: int) -> None:
+        """Count the token just coded and move to the next."""
+        self._counts[int(self._tile.column[self._i])][int(token)] += 1.0
+        self._i += 1
+
+
+def adaptive_bits(layout, tokens: list[torch.Tensor], run: HistogramModel, strength: float) -> float:
+    """The ideal code length in bits of one item's per-tile ``tokens`` under :class:`AdaptiveHistogram`
+    (vectorised: each token's probability from how often its code came before it in its column)."""
+    per_column: dict[int, list[np.ndarray]] = {}
+    for tile, seq in zip(layout.tiles, tokens):
+        seq = seq.cpu().numpy().astype(np.int64)
+        for c in np.unique(tile.column):
+            per_column.setdefault(int(c), []).append(seq[tile.column == c])  # coding order within the column
+    bits = 0.0
+    for c, parts in per_column.items():
+        s = np.concatenate(parts)
+        order = np.argsort(s, kind="stable")
+        first = np.searchsorted(s[order], s[order], side="left")
+        before = np.empty_like(s)
+        before[order] = np.arange(len(s)) - first  # earlier tokens with the same code
+        p_run = np.asarray(run.column_probabilities(c), np.float64)
+        p = (strength * p_run[s] + before) / (strength + np.arange(len(s)))
+        bits += float(-np.log2(p).sum())
+    return bits
 
 
 def token_counts(layout, tokens: list[torch.Tensor]) -> list[list[int]]:

@@ -12,7 +12,7 @@ Example:
     >>> from ndvq.models import Autoencoder
     >>> m = Autoencoder(n_dims=1, in_channels=1, embedding_dim=4, n_codes=16, bottleneck="residual",
     ...                 videogpt={"n_hiddens": 8, "num_res_blocks": 1, "downsample": [4], "n_head": 0},
-    ...                 quantizer={"num_quantizers": 3}).eval()
+    ...                 quantizer={"num_quantizers": 3, "cosine": False}).eval()
     >>> k = check_levels(m, 2)
     >>> FirstLevels(m, k).decode(m.encode(torch.randn(1, 1, 16))[..., :k]).shape
     torch.Size([1, 1, 16])

@@ -134,14 +134,14 @@ class SeriesFolder(FileDataset):
         standardize: per-channel z-score with train-split statistics. Default True.
         stats_dir: folder of ``data_stats.json`` (saved by the train split, loaded by the others).
             Default None: computed in memory only.
-        pad_multiple: whole series, padded with 0 to a multiple of this (eval / encode). Default None.
+        pad_multiple: whole series, padded at the end (the last value repeated) to a multiple of this (eval / encode). Default None.
 
     A series shorter than one window gives one window padded with 0 (the mean; its ``valid`` extent
     says where). A single file is split by time (val = its last part). Val series whose mean lies
     more than 10 train standard deviations from the train mean are named in a warning.
     """
 
-    modality, n_dims, pad_value = "series", 1, 0.0
+    modality, n_dims = "series", 1
     outlier_sigma = 10.0
 
     def __init__(self, root, split: str = "train", val_dir=None, train_split: float = 0.9, split_seed: int = 0,

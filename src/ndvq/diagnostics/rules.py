@@ -162,7 +162,8 @@ def _codebook_rescue_fixes(view: RunView) -> list[str]:
     dim = view.embedding_dim
     if _full_dim_lookup(view, dim) and dim > 8:
         out.append(fmt_kv("model.quantizer.codebook_dim", 8))
-    if not view.cfg("model.quantizer.cosine", False):
+    unit_levels = q == "residual" and _full_dim_lookup(view, dim) and dim <= 8  # cosine would give unit-length levels
+    if not view.cfg("model.quantizer.cosine", False) and not unit_levels:
         out.append(fmt_kv("model.quantizer.cosine", True))
     if view.cfg("model.quantizer.restart", "batch") == "batch":
         out.append(fmt_kv("model.quantizer.restart", "replay"))
