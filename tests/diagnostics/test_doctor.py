@@ -324,3 +324,13 @@ def test_constant_lr_suggests_a_weight_average_unless_one_is_kept():
     assert "train.weight_ema=0.99" in fixes and "train.lr_schedule=cosine" in fixes
     config["train"]["weight_ema"] = 0.995
     assert not any(f.startswith("train.weight_ema") for f in diagnose(records, config)[0].fixes)
+
+
+def test_collapse_fixes_never_propose_unit_length_residual_levels():
+    """A residual run searching in its own (8-d) latent gets no cosine=true fix: with no projection every
+    level would return a unit-length vector (ResidualVQ warns about it); a vq run still gets it."""
+    records, _ = scenario("collapse")
+    quantizer = {"quantizer.cosine": False, "quantizer.codebook_dim": None, "embedding_dim": 8}
+    residual = [x for f in diagnose(records, base_config(model={"bottleneck": "residual", **quantizer})) for x in f.fixes]
+    vq = [x for f in diagnose(records, base_config(model={"bottleneck": "vq", **quantizer})) for x in f.fixes]
+    assert "model.quantizer.cosine=true" in vq and "model.quantizer.cosine=true" not in residual, (vq, residual)

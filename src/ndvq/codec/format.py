@@ -4,7 +4,7 @@ Byte layout (integers little-endian)::
 
     offset  size  field
     0       8     magic  b"\\x89NDVQ\\r\\n\\x1a"  (PNG-style: catches text-mode transfers and non-.ndvq files)
-    8       2     format version (uint16; this module reads and writes VERSION)
+    8       2     format version (uint16; this module writes VERSION and reads READS)
     10      4     header length H in bytes (uint32)
     14      8     payload length P in bytes (uint64; a multiple of 4)
     22      H     header: a UTF-8 JSON object (never pickle), raw DEFLATE-compressed (zlib, wbits=-15);

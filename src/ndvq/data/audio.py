@@ -80,7 +80,8 @@ class AudioFolder(FileDataset):
         segment_length: samples per window. Default 16384.
         hop_length: samples between window starts. Default None: ``segment_length``.
         normalize: ``"peak" | "rms" | "none"`` per window (per file with ``pad_multiple``). Default ``"peak"``.
-        pad_multiple: whole files, padded at the end (the last sample repeated) to a multiple of this (eval / encode). Default None.
+        pad_multiple: whole files, padded at the end (the last sample repeated) to a multiple of this
+            (eval / encode). Default None.
 
     A file shorter than one window gives one zero-padded window (its ``valid`` extent says how much
     is real). A single file is split by time (val = its last part).

@@ -364,8 +364,9 @@ class FileDataset(torch.utils.data.Dataset):
     ``extent(i) -> (valid, item_shape)`` without loading. ``pad_multiple`` padding (eval / encode) is
     applied here, after ``_load``, by repeating the edge (``pad_to(mode="replicate")``): a model trained on
     real content reconstructs the real border next to a continuation of it, where a constant (black, silent)
-    band is an edge it never saw and costs the border's quality (1.3 dB PSNR on a whole 451x300 photograph). ``notes`` are lines for the start summary
-    (resampling, position splits, small items, skipped files).
+    band is an edge it never saw and costs the border's quality (1.3 dB PSNR on a whole 451x300
+    photograph). ``notes`` are lines for the start summary (resampling, position splits, small items,
+    skipped files).
     """
 
     modality: str = ""

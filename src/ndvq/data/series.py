@@ -134,7 +134,8 @@ class SeriesFolder(FileDataset):
         standardize: per-channel z-score with train-split statistics. Default True.
         stats_dir: folder of ``data_stats.json`` (saved by the train split, loaded by the others).
             Default None: computed in memory only.
-        pad_multiple: whole series, padded at the end (the last value repeated) to a multiple of this (eval / encode). Default None.
+        pad_multiple: whole series, padded at the end (the last value repeated) to a multiple of this
+            (eval / encode). Default None.
 
     A series shorter than one window gives one window padded with 0 (the mean; its ``valid`` extent
     says where). A single file is split by time (val = its last part). Val series whose mean lies
