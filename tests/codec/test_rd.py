@@ -145,3 +145,13 @@ def test_demo_callback_applies_to_sample_runs_only_and_never_raises(tmp_path, ca
     import pickle
 
     pickle.dumps(hook)  # DDP (spawn) pickles the hooks
+
+
+def test_rd_table_says_when_a_bd_rate_has_no_overlap():
+    """A BD-rate without an overlapping PSNR range reads 'n/a', never a bare '-%'."""
+    from ndvq.codec.rd import format_rd_table
+
+    result = {"rows": [], "summary": {"means": [], "bd_rate": {"jpeg": {"bd_rate_percent": -12.34, "files": 2},
+                                                            "webp": {"bd_rate_percent": None, "files": 0}}}}
+    line = format_rd_table(result).splitlines()[-1]
+    assert "vs JPEG -12.3% (2 file(s))" in line and "vs WEBP n/a" in line and "-%" not in line

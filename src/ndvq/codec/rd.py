@@ -238,7 +238,8 @@ def format_rd_table(result: dict) -> str:
     lines.append("")
     lines.append("BD-rate of ndvq (PSNR, PCHIP in log-rate; negative = fewer bits than the reference): "
                  + ", ".join(f"vs {k.upper()} {_f(v['bd_rate_percent'], '+.1f')}% ({v['files']} file(s))"
-                             for k, v in bd.items()))
+                             if v["bd_rate_percent"] is not None else
+                             f"vs {k.upper()} n/a (no file's PSNR range overlaps ndvq's)" for k, v in bd.items()))
     return "\n".join(lines)
 
 
