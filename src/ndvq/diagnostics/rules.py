@@ -31,6 +31,7 @@ from ndvq.diagnostics.view import (
     fmt_kv,
     fmt_num,
 )
+from ndvq.quantizers.residual import unit_length_lookup
 
 __all__ = [
     "SEVERITIES",
@@ -162,7 +163,8 @@ def _codebook_rescue_fixes(view: RunView) -> list[str]:
     dim = view.embedding_dim
     if _full_dim_lookup(view, dim) and dim > 8:
         out.append(fmt_kv("model.quantizer.codebook_dim", 8))
-    unit_levels = q == "residual" and _full_dim_lookup(view, dim) and dim <= 8  # cosine would give unit-length levels
+    # each fix is tried alone: cosine in a residual model's own latent would give unit-length levels
+    unit_levels = q == "residual" and unit_length_lookup(True, view.cfg("model.quantizer.codebook_dim"), dim)
     if not view.cfg("model.quantizer.cosine", False) and not unit_levels:
         out.append(fmt_kv("model.quantizer.cosine", True))
     if view.cfg("model.quantizer.restart", "batch") == "batch":

@@ -27,12 +27,18 @@ from torch import nn
 from .base import Quantizer, QuantizerOutput, usage_from_counts
 from .vq import VectorQuantizer
 
-__all__ = ["ResidualVQ"]
+__all__ = ["ResidualVQ", "unit_length_lookup"]
 
 
 #: The most stages (residual levels) or groups a quantizer takes: more is never useful, and a file asking
 #: for millions would allocate a codebook each before failing (the config schema has the same caps).
 MAX_STAGES = 64
+
+
+def unit_length_lookup(cosine: bool, codebook_dim: int | None, dim: int) -> bool:
+    """Whether a vector-quantizer level returns unit-length codes: a cosine search with no projection below
+    ``dim`` (``codebook_dim`` None or >= ``dim``). Residual levels built so cannot refine each other."""
+    return bool(cosine) and (codebook_dim is None or int(codebook_dim) >= dim)
 
 
 class ResidualVQ(Quantizer):
@@ -69,7 +75,8 @@ class ResidualVQ(Quantizer):
         bad = [(i, q.dim, q.n_codebooks) for i, q in enumerate(quantizers) if q.dim != dim or q.n_codebooks != 1]
         if bad:
             raise ValueError(f"every level needs dim={dim} and one codebook; got (level, dim, n_codebooks) {bad}")
-        unit = [i for i, q in enumerate(quantizers) if getattr(q, "cosine", False) and getattr(q, "codebook_dim", 0) == dim]
+        unit = [i for i, q in enumerate(quantizers)
+                if unit_length_lookup(getattr(q, "cosine", False), getattr(q, "codebook_dim", 0), dim)]
         if len(quantizers) > 1 and unit:  # a warning, not an error: checkpoints trained so must still load
             warnings.warn(
                 f"cosine=True without a codebook_dim projection makes every residual level output a unit-length "
