@@ -11,7 +11,10 @@ own random draws), the batch order sets which patches each step sees. Models (``
   commitment), found in the benchmark venv (``/work/benchvenv``, never an ndvq dependency);
 - ``ldm-vq``: ndvq's LDM backbone (``channels=[64, 128, 128]``, one residual block per level, no
   attention) with the same default vector quantizer;
-- ``fsq``: ``ndvq.VQVAE`` as ``ndvq`` with an FSQ bottleneck of exactly K codes (``FSQ_LEVELS``).
+- ``fsq``: ``ndvq.VQVAE`` as ``ndvq`` with an FSQ bottleneck of exactly K codes (``FSQ_LEVELS``);
+- ``continuous``: the ceiling of any bottleneck on this backbone and budget - the backbone of the ``ndvq``
+  model built with the same seed (the same initial weights), its decoder reading the encoder's latent
+  unquantized (no codes: alive and usage are n/a; K only files the run beside the others).
 
 Metrics (model in eval mode): held-out PSNR (dB, of the MSE pooled over all patches, data range 2; the
 mean of per-patch PSNRs is stored too) and SSIM on 2048
@@ -54,9 +57,9 @@ ARCH = dict(n_hiddens=64, n_res_layers=2, embedding_dim=64)
 FSQ_LEVELS = {512: [8, 8, 8], 4096: [8, 8, 8, 8], 16384: [8, 8, 8, 8, 4]}
 LDM = dict(channels=[64, 128, 128], num_res_blocks=1, attention_levels=[False, False, False],
            with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
-MODELS = ("ndvq", "reference", "ldm-vq", "fsq")
+MODELS = ("ndvq", "reference", "ldm-vq", "fsq", "continuous")
 LABELS = {"ndvq": "ndvq VQVAE (VideoGPT + VQ)", "reference": "nd_vq_vae 1.0.3", "ldm-vq": "ndvq LDM + VQ",
-          "fsq": "ndvq VQVAE + FSQ"}
+          "fsq": "ndvq VQVAE + FSQ", "continuous": "ndvq VideoGPT, no bottleneck (ceiling)"}
 TRAIN_PATCHES, TEST_PATCHES, TOKENS_PER_PATCH = 8192, 2048, 64
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
 DOC = ROOT / "docs" / "benchmarks-quality.md"
@@ -64,6 +67,21 @@ NOTES_MARK = "<!-- findings: written by hand, kept when the page is rebuilt -->"
 
 
 # ----------------------------------------------------------------------------------- models
+class Continuous(torch.nn.Module):
+    """A backbone whose decoder reads the encoder's latent unquantized: ``x -> decode(encode(x))``.
+
+    Args:
+        backbone: an ``ndvq`` backbone (``encode`` / ``decode``).
+    """
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.decode(self.backbone.encode(x))
+
+
 def build(model: str, k: int, overrides: dict | None = None):
     """``(module, step_loss(x) -> loss, encode_decode(x) -> (reconstruction, codes))`` for one tokenizer.
 
@@ -92,6 +110,9 @@ def build(model: str, k: int, overrides: dict | None = None):
     quantizer = dict(overrides.pop("quantizer", None) or {})
     if model == "fsq":
         quantizer = {"kind": "fsq", "fsq_levels": FSQ_LEVELS[k], **quantizer}
+    if model == "continuous":  # the ndvq model's backbone, same seed, same initial weights
+        net = Continuous(build("ndvq", k, overrides)[0].backbone)
+        return net, lambda x: F.mse_loss(net(x), x), _closure(model, net)
     if model == "ldm-vq":
         net = Autoencoder(n_dims=2, in_channels=3, backbone="ldm", bottleneck="vq", embedding_dim=ARCH["embedding_dim"],
                           n_codes=k, ldm={**LDM, **overrides.pop("ldm", {})}, quantizer=quantizer or None)
@@ -129,21 +150,25 @@ def fresh_crops(k: int, quick: bool = False) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(encode_decode, x: torch.Tensor, k: int, with_ssim: bool = True, chunk: int = 256) -> dict:
     """PSNR (dB) of the pooled MSE and mean per-patch PSNR, SSIM, and the share of the ``k`` codes used
-    on ``x`` (model already in eval mode)."""
+    on ``x`` (model already in eval mode; NaN for a model without codes, whose ``encode_decode`` returns
+    None as the codes)."""
     from ndvq.metrics import ssim
 
-    counts, mses, ssims = torch.zeros(k), [], []
+    counts, mses, ssims, has_codes = torch.zeros(k), [], [], True
     for part in x.split(chunk):
         recon, codes = encode_decode(part)
+        has_codes = codes is not None
         recon = recon.clamp(-1, 1)
-        counts += torch.bincount(codes.flatten().long(), minlength=k).float()[:k]
+        if codes is not None:
+            counts += torch.bincount(codes.flatten().long(), minlength=k).float()[:k]
         mses.append(((recon - part) ** 2).flatten(1).mean(1).clamp_min(1e-10))  # [B]
         if with_ssim:
             ssims.append(ssim(part, recon, data_range=2.0))
     mse = torch.cat(mses)
     return {"psnr": float(10 * torch.log10(4.0 / mse.mean())),  # of the pooled MSE (data range 2)
             "psnr_patch": float((10 * torch.log10(4.0 / mse)).mean()),  # mean of per-patch PSNRs
-            "ssim": float(torch.cat(ssims).mean()) if ssims else float("nan"), "used": float((counts > 0).float().mean())}
+            "ssim": float(torch.cat(ssims).mean()) if ssims else float("nan"),
+            "used": float((counts > 0).float().mean()) if has_codes else float("nan")}
 
 
 def recalibrated(net: torch.nn.Module, x: torch.Tensor, chunk: int = 256) -> torch.nn.Module:
@@ -274,9 +299,10 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
     held = evaluate(encode_decode, test, k)
     res.update(psnr=held["psnr"], psnr_patch=held["psnr_patch"], ssim=held["ssim"], usage=held["used"],
                alive=evaluate(encode_decode, fresh_crops(k, quick), k, with_ssim=False)["used"])
-    with torch.no_grad():  # share of held-out tokens on codes re-seeded in the last 10% of the steps
-        young = res.pop("last_restart") >= steps - max(1, steps // 10)
-        codes = torch.cat([encode_decode(part)[1].flatten().long() for part in test.split(256)])
+    young = res.pop("last_restart") >= steps - max(1, steps // 10)
+    if model != "continuous":
+        with torch.no_grad():  # share of held-out tokens on codes re-seeded in the last 10% of the steps
+            codes = torch.cat([encode_decode(part)[1].flatten().long() for part in test.split(256)])
         res["young_share"] = float(young[codes.clamp_max(k - 1)].float().mean())
     if state_dir:
         Path(state_dir).mkdir(parents=True, exist_ok=True)
@@ -291,6 +317,8 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
 
 def _closure_of(net, other):
     """``encode_decode`` of ``other``, a module of the same kind as ``net`` (a copy or a weight average)."""
+    if isinstance(net, Continuous):
+        return _closure("continuous", other)
     return _closure("reference" if type(net).__module__.startswith("nd_vq_vae") else "ndvq", other)
 
 
@@ -298,6 +326,8 @@ def _closure(model: str, net):
     """``encode_decode`` for an already built ``net``."""
     if model == "reference":
         return lambda x: (lambda r: (r[1], r[2]["encodings"]))(net(x))
+    if model == "continuous":
+        return lambda x: (net(x), None)
     return lambda x: (lambda out: (out.reconstruction, out.indices))(net(x))
 
 
@@ -326,8 +356,8 @@ def summary_table(results: dict) -> str:
         row = [f"{k:,}", steps, LABELS[MODELS[m]] + (f" ({variant})" if variant else ""), len(runs)]
         for key, _, scale in METRICS:
             lo, mean, hi = _stats(runs, key, scale)
-            row.append(f"{lo:.{3 if key == 'ssim' else 2}f} / **{mean:.{3 if key == 'ssim' else 2}f}** / "
-                       f"{hi:.{3 if key == 'ssim' else 2}f}")
+            digits = 3 if key == "ssim" else 2
+            row.append("n/a" if math.isnan(mean) else f"{lo:.{digits}f} / **{mean:.{digits}f}** / {hi:.{digits}f}")
         lo, _, hi = _stats(runs, "psnr", 1.0)
         rows.append(row + [f"{hi - lo:.2f}", f"{statistics.fmean(r['train_s'] for r in runs):.0f}"])
     return markdown_table(["K", "steps", "tokenizer", "runs"] + [f"{label}: min / **mean** / max" for _, label, _ in METRICS]
@@ -359,12 +389,16 @@ def targets(results: dict) -> list[list[str]]:
     return rows
 
 
+def _percent(share: float) -> str:
+    return "n/a" if math.isnan(share) else f"{100 * share:.1f}"
+
+
 def per_run_table(results: dict) -> str:
     rows = []
     for (k, steps, m, variant), runs in groups(results).items():
         for r in runs:
             rows.append([f"{k:,}", steps, LABELS[MODELS[m]] + (f" ({variant})" if variant else ""), r["seed"], r["order"],
-                         f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{100 * r['alive']:.1f}", f"{100 * r['usage']:.1f}",
+                         f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", _percent(r["alive"]), _percent(r["usage"]),
                          f"{r['psnr_recalibrated']:.2f}" if "psnr_recalibrated" in r else "n/a"])
     return markdown_table(["K", "steps", "tokenizer", "seed", "order", "PSNR (dB)", "SSIM", "alive %", "usage %",
                            "PSNR, batch-norm statistics re-estimated"], rows)
@@ -518,6 +552,8 @@ def main(argv: list[str] | None = None) -> None:
             args.results.write_text(json.dumps(res, indent=1))
     start = time.perf_counter()
     info = machine_info(args.threads)
+    if args.rebuild:  # this machine did not run the stored results: say only when the page was rebuilt
+        info = {"runs": "the machines and dates named in the findings below", "page rebuilt": info["date"]}
     command = "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:])
 
     def save_and_write(res: dict) -> None:

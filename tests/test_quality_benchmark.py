@@ -119,3 +119,22 @@ def test_a_variant_measured_on_both_is_read_against_the_same_variant_of_the_refe
     rows = quality.targets({quality.run_key(r): r for r in runs})
     worst = {row[2]: row[4] for row in rows if row[3].startswith("worst")}
     assert worst == {"1 vs 1": "25.20 vs 24.00 + 1.0", "1 vs 1 (weight average 0.99, both)": "25.40 vs 24.50 + 1.0"}
+
+
+def test_the_ceiling_model_is_the_ndvq_backbone_unquantized_and_reads_n_a_for_codes():
+    torch.manual_seed(3)
+    vq = quality.build("ndvq", 64)[0]
+    torch.manual_seed(3)
+    net, step_loss, encode_decode = quality.build("continuous", 64)
+    assert all(torch.equal(a, b) for a, b in zip(net.backbone.state_dict().values(), vq.backbone.state_dict().values()))
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    net.eval(), vq.eval()
+    recon, codes = encode_decode(x)
+    assert codes is None and torch.equal(recon, vq.backbone.decode(vq.backbone.encode(x)))
+    res = quality.evaluate(encode_decode, x, k=64, with_ssim=False)
+    assert math.isnan(res["used"]) and res["psnr"] == pytest.approx(
+        float(10 * torch.log10(4.0 / ((recon.clamp(-1, 1) - x) ** 2).mean())), abs=1e-4)
+    run = {**_run("continuous", 25.0, float("nan"), 0), "usage": float("nan")}
+    rows = [quality.summary_table({quality.run_key(run): run}), quality.per_run_table({quality.run_key(run): run})]
+    assert all("n/a" in table and "nan" not in table for table in rows)
+    assert quality.targets({quality.run_key(run): run}) == []  # a ceiling has no targets
