@@ -159,7 +159,7 @@ def evaluate(encode_decode, x: torch.Tensor, k: int, with_ssim: bool = True, chu
         recon, codes = encode_decode(part)
         has_codes = codes is not None
         recon = recon.clamp(-1, 1)
-        if codes is not None:
+        if has_codes:
             counts += torch.bincount(codes.flatten().long(), minlength=k).float()[:k]
         mses.append(((recon - part) ** 2).flatten(1).mean(1).clamp_min(1e-10))  # [B]
         if with_ssim:
@@ -299,9 +299,9 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
     held = evaluate(encode_decode, test, k)
     res.update(psnr=held["psnr"], psnr_patch=held["psnr_patch"], ssim=held["ssim"], usage=held["used"],
                alive=evaluate(encode_decode, fresh_crops(k, quick), k, with_ssim=False)["used"])
-    young = res.pop("last_restart") >= steps - max(1, steps // 10)
-    if model != "continuous":
-        with torch.no_grad():  # share of held-out tokens on codes re-seeded in the last 10% of the steps
+    young = res.pop("last_restart") >= steps - max(1, steps // 10)  # codes re-seeded in the last 10% of the steps
+    if model != "continuous":  # share of held-out tokens on them
+        with torch.no_grad():
             codes = torch.cat([encode_decode(part)[1].flatten().long() for part in test.split(256)])
         res["young_share"] = float(young[codes.clamp_max(k - 1)].float().mean())
     if state_dir:
