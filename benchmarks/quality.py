@@ -30,8 +30,9 @@ Run (2 processes of 1 thread each, ``nice -n 10`` on a shared machine)::
     ... -m benchmarks.quality --weight-average 0.99     # also a moving average of each run's weights
     ... -m benchmarks.quality --quick                                                 # smoke run
 
-Results are merged into ``benchmarks/results/quality.json`` (one entry per run), and the page is rebuilt
-from all of them.
+Results are merged into ``benchmarks/results/quality.json`` (one entry per run, naming the CPU that ran it:
+floating-point results differ between CPUs, so the per-run table shows it), and the page is rebuilt from all
+of them.
 """
 
 from __future__ import annotations
@@ -399,9 +400,9 @@ def per_run_table(results: dict) -> str:
         for r in runs:
             rows.append([f"{k:,}", steps, LABELS[MODELS[m]] + (f" ({variant})" if variant else ""), r["seed"], r["order"],
                          f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", _percent(r["alive"]), _percent(r["usage"]),
-                         f"{r['psnr_recalibrated']:.2f}" if "psnr_recalibrated" in r else "n/a"])
+                         f"{r['psnr_recalibrated']:.2f}" if "psnr_recalibrated" in r else "n/a", r.get("cpu", "n/a")])
     return markdown_table(["K", "steps", "tokenizer", "seed", "order", "PSNR (dB)", "SSIM", "alive %", "usage %",
-                           "PSNR, batch-norm statistics re-estimated"], rows)
+                           "PSNR, batch-norm statistics re-estimated", "CPU"], rows)
 
 
 def diagnosis_table(results: dict) -> str:
@@ -473,7 +474,8 @@ def _init_worker(threads: int) -> None:
 
 
 def _task(kwargs: dict) -> dict:
-    return train_run(**kwargs)
+    """One run in a worker process; the result names the CPU that ran it (runs are compared within one CPU)."""
+    return {**train_run(**kwargs), "cpu": machine_info(1)["cpu"]}
 
 
 def run_key(r: dict) -> str:

@@ -138,3 +138,13 @@ def test_the_ceiling_model_is_the_ndvq_backbone_unquantized_and_reads_n_a_for_co
     rows = [quality.summary_table({quality.run_key(run): run}), quality.per_run_table({quality.run_key(run): run})]
     assert all("n/a" in table and "nan" not in table for table in rows)
     assert quality.targets({quality.run_key(run): run}) == []  # a ceiling has no targets
+
+
+def test_each_run_names_the_cpu_that_ran_it_in_the_per_run_table(monkeypatch):
+    monkeypatch.setattr(quality, "train_run", lambda **kw: _run("ndvq", 24.0, 0.99, kw["order"]))
+    monkeypatch.setattr(quality, "machine_info", lambda threads: {"cpu": "Test CPU 9000"})
+    run = quality._task({"order": 2})
+    old = {**_run("ndvq", 23.0, 0.98, 3)}  # stored before runs named their CPU
+    table = quality.per_run_table({quality.run_key(run): run, quality.run_key(old): old})
+    rows = [line for line in table.splitlines() if line.startswith("| 512")]
+    assert [row.rstrip(" |").rsplit("| ", 1)[-1] for row in rows] == ["Test CPU 9000", "n/a"]
