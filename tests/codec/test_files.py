@@ -286,3 +286,16 @@ def test_a_failing_compress_leaves_no_partial_file(runs, tmp_path, monkeypatch):
     with pytest.raises(TypeError):
         compress_files(run.run_dir, run.files, tmp_path / "p")
     assert (tmp_path / "p").is_dir() and not list((tmp_path / "p").iterdir())
+
+
+def test_an_unreadable_input_is_named_with_its_read_error_and_nothing_is_written(runs, tmp_path, capsys):
+    run = runs("image")
+    good = Path(run.files[0])
+    broken = tmp_path / f"broken{good.suffix}"
+    broken.write_bytes(good.read_bytes()[:300])  # a truncated image: found by the scan, skipped when read
+    out = tmp_path / "o"
+    code, err = _cli(["compress", run.run_dir, good, broken, "--out", out], capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and str(broken) in last and "could not be read" in last, err
+    assert "is not a" not in last  # it is an image file of this run's kind: the message says why it failed
+    assert not out.exists() or not any(out.iterdir())

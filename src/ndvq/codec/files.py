@@ -131,9 +131,13 @@ def _items(loaded, files: list[Path], overrides):
             i = where.get(str(info.get("path")))
             if i is not None and i not in found:
                 found[i] = (j, info)
-        missing = [str(f) for i, f in enumerate(files) if i not in found]
+        missing = [i for i in range(len(files)) if i not in found]
         if missing:
-            raise DataError(f"{missing[0]!r} is not a {ds.modality} file this run reads (data.kind="
+            unreadable = {where.get(path): why for path, why in getattr(ds, "skipped", [])}
+            name = str(files[missing[0]])
+            if missing[0] in unreadable:  # found by the scan, then skipped: say why, not "not a file"
+                raise DataError(f"{name!r} could not be read: {unreadable[missing[0]]}")
+            raise DataError(f"{name!r} is not a {ds.modality} file this run reads (data.kind="
                             f"{cfg.data.kind!r}, extensions {cfg.data.extensions or 'default'})")
         for i, f in enumerate(files):
             j, info = found[i]
