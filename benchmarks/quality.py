@@ -474,7 +474,7 @@ def _init_worker(threads: int) -> None:
 
 
 def _task(kwargs: dict) -> dict:
-    """One run in a worker process; the result names the CPU that ran it (runs are compared within one CPU)."""
+    """One run in a worker process; the result names the CPU that ran it (floating-point results differ between CPUs)."""
     return {**train_run(**kwargs), "cpu": machine_info(1)["cpu"]}
 
 
