@@ -79,7 +79,8 @@ def _build(which: str, a: dict):
 
         model = VQVAE(n_dims=2, in_channels=3, n_hiddens=a["n_hiddens"], n_res_layers=a["n_res_layers"],
                       downsample=(4, 4), embedding_dim=a["embedding_dim"], n_codes=a["n_codes"],
-                      codebook_beta=a["beta"], quantizer=a["quantizer"], **a["ndvq_args"])
+                      codebook_beta=a["beta"], quantizer=a["quantizer"],
+                      **{"norm": "batch", **a["ndvq_args"]})  # the reference's norm (ndvq's default is "channel")
         model.validate_inputs = False  # the training loop's setting (no host sync per step)
 
         def step_loss(x):

@@ -10,7 +10,8 @@ For every dataset kind, small but realistic real files are written once into ``-
 * **train**: full training steps (forward, backward, AdamW step) of the model of that modality's
   example config (``configs/<kind>/example.yaml``; ``configs/default.yaml`` for ``samples``, the
   default ``ndvq train`` model, plus a row for the VQVAE with every ``model.*`` key at its schema
-  default: n_hiddens 128, 2 res layers with 2-head axial attention, batch norm) on a real batch from
+  default: n_hiddens 128, 2 res layers with 2-head axial attention, the schema's norm - batch norm when
+  the stored figures were measured, channel norm since 2026-12-03) on a real batch from
   the same dataset, same batch size; median of ``--steps`` timed steps after one warm-up step.
   samples/s = batch / step time.
 

@@ -36,7 +36,7 @@ def worker(vectors: int, codes: int, batch: int, threads: int, n_hiddens: int = 
     torch.manual_seed(0)
     model = VQVAE(n_dims=2, in_channels=3, n_hiddens=n_hiddens, n_res_layers=2,
                   downsample=(DOWNSAMPLE, DOWNSAMPLE), embedding_dim=64, n_codes=codes,
-                  n_head=2, attn_type="full",
+                  n_head=2, attn_type="full", norm="batch",  # the layers of the stored results
                   quantizer={"codebook_dim": None, "cosine": False}).eval()  # Euclidean in all 64 dims: the heavy case
     pool = [real_batch(2, batch, IMAGE, seed=i) for i in range(8)]  # [batch, 3, 32, 32] each
     base = peak_rss_mb()

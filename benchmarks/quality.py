@@ -6,7 +6,9 @@ steps, once per (initial seed, batch order, K): the initial seed sets the weight
 own random draws), the batch order sets which patches each step sees. Models (``--models``):
 
 - ``ndvq``: ``ndvq.VQVAE`` defaults with ``n_hiddens=64, n_res_layers=2, embedding_dim=64,
-  downsample=[4, 4]`` (VideoGPT backbone, axial attention, the default EMA vector quantizer);
+  downsample=[4, 4]`` (VideoGPT backbone, axial attention, the default EMA vector quantizer, the default
+  norm: channel norm since 2026-12-03, batch norm - the reference's layer - before; every run of the
+  VideoGPT models records its norm and the tables keep the two apart);
 - ``reference``: ``nd_vq_vae.NDimVQVAE`` 1.0.3 at the same sizes (its own loss: MSE / 0.06 +
   commitment), found in the benchmark venv (``/work/benchvenv``, never an ndvq dependency);
 - ``ldm-vq``: ndvq's LDM backbone (``channels=[64, 128, 128]``, one residual block per level, no
@@ -59,6 +61,7 @@ FSQ_LEVELS = {512: [8, 8, 8], 4096: [8, 8, 8, 8], 16384: [8, 8, 8, 8, 4]}
 LDM = dict(channels=[64, 128, 128], num_res_blocks=1, attention_levels=[False, False, False],
            with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
 MODELS = ("ndvq", "reference", "ldm-vq", "fsq", "continuous")
+NORM_MODELS = ("ndvq", "fsq", "continuous")  # built on ndvq.VQVAE's VideoGPT backbone: each run records its norm
 LABELS = {"ndvq": "ndvq VQVAE (VideoGPT + VQ)", "reference": "nd_vq_vae 1.0.3", "ldm-vq": "ndvq LDM + VQ",
           "fsq": "ndvq VQVAE + FSQ", "continuous": "ndvq VideoGPT, no bottleneck (ceiling)"}
 TRAIN_PATCHES, TEST_PATCHES, TOKENS_PER_PATCH = 8192, 2048, 64
@@ -285,6 +288,7 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
     g = torch.Generator().manual_seed(1000 + order)
     batches = [train[torch.randint(0, len(train), (32,), generator=g)] for _ in range(steps)]
     res = {"model": model, "k": k, "seed": seed, "order": order, "steps": steps,
+           "norm": overrides.get("norm", default_norm()) if model in NORM_MODELS else None,
            "overrides": {**overrides, **switches}}
     res.update(_train(net, step_loss, encode_decode, batches, test, k, probes, restarts_until,
                       switches.get("lr_schedule", "constant"), switches.get("weight_ema")))
@@ -323,10 +327,29 @@ def _closure_of(net, other):
     return _closure("reference" if type(net).__module__.startswith("nd_vq_vae") else "ndvq", other)
 
 
+def _reference_encode_decode(net):
+    """The reference's ``encode_decode`` without its eval-time one-hot.
+
+    ``nd_vq_vae``'s ``Codebook.forward`` builds a ``[tokens, K]`` one-hot in eval mode too (for statistics it
+    only needs in training): at K=16384 that is most of a run's evaluation time. This computes the same
+    distances and argmin as its forward and decodes the codes with its own ``decode``; the reconstruction
+    differs from ``forward``'s only by the rounding of its straight-through ``(e - z) + z``.
+    """
+    def run(x):
+        z = net.pre_vq_conv(net.encoder(x))  # [B, E, *L]
+        flat = z.movedim(1, -1).flatten(end_dim=-2)  # [B * L, E]
+        e = net.codebook.embeddings  # [K, E]
+        distances = (flat ** 2).sum(dim=1, keepdim=True) - 2 * flat @ e.t() + (e.t() ** 2).sum(dim=0, keepdim=True)
+        codes = distances.argmin(dim=1).view(z.shape[0], *z.shape[2:])  # [B, *L]
+        return net.decode(codes), codes
+
+    return run
+
+
 def _closure(model: str, net):
     """``encode_decode`` for an already built ``net``."""
     if model == "reference":
-        return lambda x: (lambda r: (r[1], r[2]["encodings"]))(net(x))
+        return _reference_encode_decode(net)
     if model == "continuous":
         return lambda x: (net(x), None)
     return lambda x: (lambda out: (out.reconstruction, out.indices))(net(x))
@@ -337,12 +360,28 @@ METRICS = (("psnr", "held-out PSNR (dB)", 1.0), ("ssim", "held-out SSIM", 1.0), 
            ("usage", "held-out usage %", 100.0))
 
 
+def default_norm() -> str:
+    """The norm ``ndvq.VQVAE`` builds by default (asked of its signature)."""
+    import inspect
+
+    from ndvq import VQVAE
+
+    return inspect.signature(VQVAE).parameters["norm"].default
+
+
 def groups(results: dict) -> dict[tuple, list[dict]]:
-    """Runs grouped by (K, steps, model, variant), each group sorted by (seed, order)."""
+    """Runs grouped by (K, steps, model, norm, variant), each group sorted by (seed, order); ``norm`` is the
+    VideoGPT backbone's (``""`` for the reference and the LDM backbone)."""
     out: dict[tuple, list[dict]] = {}
     for r in results.values():
-        out.setdefault((r["k"], r["steps"], MODELS.index(r["model"]), r.get("variant", "")), []).append(r)
+        key = (r["k"], r["steps"], MODELS.index(r["model"]), r.get("norm") or "", r.get("variant", ""))
+        out.setdefault(key, []).append(r)
     return {key: sorted(v, key=lambda r: (r["seed"], r["order"])) for key, v in sorted(out.items())}
+
+
+def label(model: str, norm: str = "", variant: str = "") -> str:
+    """A tokenizer's name in the tables: ``"ndvq VQVAE (VideoGPT + VQ), channel norm (weight average 0.99)"``."""
+    return LABELS[model] + (f", {norm} norm" if norm else "") + (f" ({variant})" if variant else "")
 
 
 def _stats(runs: list[dict], key: str, scale: float) -> tuple[float, float, float]:
@@ -353,8 +392,8 @@ def _stats(runs: list[dict], key: str, scale: float) -> tuple[float, float, floa
 def summary_table(results: dict) -> str:
     """min / mean / max of every metric per group, plus the spread of PSNR."""
     rows = []
-    for (k, steps, m, variant), runs in groups(results).items():
-        row = [f"{k:,}", steps, LABELS[MODELS[m]] + (f" ({variant})" if variant else ""), len(runs)]
+    for (k, steps, m, norm, variant), runs in groups(results).items():
+        row = [f"{k:,}", steps, label(MODELS[m], norm, variant), len(runs)]
         for key, _, scale in METRICS:
             lo, mean, hi = _stats(runs, key, scale)
             digits = 3 if key == "ssim" else 2
@@ -370,8 +409,8 @@ def targets(results: dict) -> list[list[str]]:
     runs against the reference's, and a variant measured on both (e.g. ``--weight-average``) against the
     reference's runs of the same variant."""
     g, rows = groups(results), []
-    for (k, steps, m, variant), runs in g.items():
-        ref = g.get((k, steps, MODELS.index("reference"), variant))
+    for (k, steps, m, norm, variant), runs in g.items():
+        ref = g.get((k, steps, MODELS.index("reference"), "", variant))
         if MODELS[m] != "ndvq" or not ref:
             continue
         lo, mean, hi = _stats(runs, "psnr", 1.0)
@@ -385,7 +424,7 @@ def targets(results: dict) -> list[list[str]]:
             want = [("mean >= reference mean + 1.5 dB", f"{mean:.2f} vs {ref_mean:.2f} + 1.5", mean >= ref_mean + 1.5),
                     ("every run >= 90% alive", f"min {alive:.1f}%", alive >= 90.0)]
         runs_col = f"{len(runs)} vs {len(ref)}" + (f" ({variant}, both)" if variant else "")
-        rows += [[f"{k:,}", steps, runs_col, what, got, "met" if ok else "**not met**"]
+        rows += [[f"{k:,}", steps, norm, runs_col, what, got, "met" if ok else "**not met**"]
                  for what, got, ok in want]
     return rows
 
@@ -396,9 +435,9 @@ def _percent(share: float) -> str:
 
 def per_run_table(results: dict) -> str:
     rows = []
-    for (k, steps, m, variant), runs in groups(results).items():
+    for (k, steps, m, norm, variant), runs in groups(results).items():
         for r in runs:
-            rows.append([f"{k:,}", steps, LABELS[MODELS[m]] + (f" ({variant})" if variant else ""), r["seed"], r["order"],
+            rows.append([f"{k:,}", steps, label(MODELS[m], norm, variant), r["seed"], r["order"],
                          f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", _percent(r["alive"]), _percent(r["usage"]),
                          f"{r['psnr_recalibrated']:.2f}" if "psnr_recalibrated" in r else "n/a", r.get("cpu", "n/a")])
     return markdown_table(["K", "steps", "tokenizer", "seed", "order", "PSNR (dB)", "SSIM", "alive %", "usage %",
@@ -406,18 +445,20 @@ def per_run_table(results: dict) -> str:
 
 
 def diagnosis_table(results: dict) -> str:
-    """Each diagnosis run (a ``--variant``) next to the default run with the same K, steps, seed and order."""
-    default = {(r["k"], r["steps"], r["seed"], r["order"]): r for r in results.values()
+    """Each diagnosis run (a ``--variant``) next to the run without it of the same K, steps, norm, seed and order."""
+    default = {(r["k"], r["steps"], r.get("norm"), r["seed"], r["order"]): r for r in results.values()
                if r["model"] == "ndvq" and not r.get("variant")}
     rows = []
-    for r in sorted(results.values(), key=lambda r: (r["k"], r.get("variant", ""), r["seed"], r["order"])):
-        base = default.get((r["k"], r["steps"], r["seed"], r["order"]))
+    for r in sorted(results.values(), key=lambda r: (r["k"], r.get("norm") or "", r.get("variant", ""), r["seed"],
+                                                      r["order"])):
+        base = default.get((r["k"], r["steps"], r.get("norm"), r["seed"], r["order"]))
         if not r.get("variant") or r["model"] != "ndvq" or base is None:
             continue
-        rows.append([f"{r['k']:,}", r["steps"], r["seed"], r["order"], r["variant"], f"{json.dumps(r['overrides'])}",
+        rows.append([f"{r['k']:,}", r["steps"], r.get("norm") or "", r["seed"], r["order"], r["variant"],
+                     f"{json.dumps(r['overrides'])}",
                      f"{base['psnr']:.2f}", f"{r['psnr']:.2f}", f"{r['psnr'] - base['psnr']:+.2f}",
                      f"{100 * base['alive']:.1f} -> {100 * r['alive']:.1f}"])
-    return markdown_table(["K", "steps", "seed", "order", "variant", "ndvq arguments", "default PSNR (dB)",
+    return markdown_table(["K", "steps", "norm", "seed", "order", "variant", "ndvq arguments", "default PSNR (dB)",
                            "variant PSNR (dB)", "difference (dB)", "alive %"], rows)
 
 
@@ -440,7 +481,8 @@ def write_doc(path: Path, results: dict, info: dict, command: str) -> None:
         "",
         "## Targets (issue 18)",
         "",
-        markdown_table(["K", "steps", "runs (ndvq vs reference)", "target", "measured", ""], targets(main)),
+        markdown_table(["K", "steps", "ndvq norm", "runs (ndvq vs reference)", "target", "measured", ""],
+                       targets(main)),
         "",
         "## Summary (min / mean / max over runs)",
         "",
@@ -479,8 +521,9 @@ def _task(kwargs: dict) -> dict:
 
 
 def run_key(r: dict) -> str:
-    """One results entry per (model, variant, K, steps, seed, order)."""
-    return json.dumps([r["model"], r.get("variant", ""), r["k"], r["steps"], r["seed"], r["order"]])
+    """One results entry per (model, variant, K, steps, seed, order) and, for the VideoGPT models, norm."""
+    return json.dumps([r["model"], r.get("variant", ""), r["k"], r["steps"], r["seed"], r["order"]]
+                      + ([r["norm"]] if r.get("norm") else []))
 
 
 def run_all(tasks: list[dict], jobs: int, threads: int, results: dict, save=None, log=print) -> dict:
@@ -543,6 +586,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {} if args.quick or not args.results.is_file() else json.loads(args.results.read_text())
     for extra in args.merge:
         results.update(json.loads(extra.read_text()))
+    results = {run_key(r): r for r in results.values()}
     overrides = {**(args.overrides or {}), **({"weight_ema": args.weight_average} if args.weight_average else {})}
     tasks = [dict(model=m, k=k, seed=s, order=o, steps=args.steps, overrides=overrides or None, probes=args.probes,
                   quick=args.quick, variant=args.variant, state_dir=args.state_dir)

@@ -20,10 +20,10 @@ quality = pytest.importorskip("benchmarks.quality")
 from ndvq import VQVAE  # noqa: E402
 
 
-def _tiny(n_codes: int = 32) -> VQVAE:
+def _tiny(n_codes: int = 32, norm: str = "batch") -> VQVAE:
     torch.manual_seed(0)
     model = VQVAE(n_dims=2, in_channels=3, n_hiddens=16, n_res_layers=1, downsample=(4, 4), embedding_dim=8,
-                  n_codes=n_codes, n_head=0)
+                  n_codes=n_codes, n_head=0, norm=norm)
     model.validate_inputs = False
     return model
 
@@ -92,13 +92,13 @@ def test_targets_read_the_worst_run_against_the_reference_mean():
     runs = [_run("ndvq", 25.2, 0.99, 0), _run("ndvq", 25.6, 0.97, 1),
             _run("reference", 24.0, 0.9, 0), _run("reference", 24.2, 0.9, 1)]
     rows = quality.targets({quality.run_key(r): r for r in runs})
-    verdicts = {row[3]: row[5] for row in rows}
+    verdicts = {row[4]: row[6] for row in rows}
     assert verdicts["worst run >= reference mean + 1.0 dB"] == "met"  # 25.2 >= 24.1 + 1.0
     assert verdicts["spread (max - min) <= 0.5 dB"] == "met"
     runs[0]["psnr"] = 25.0  # 25.0 < 25.1
     runs[1]["alive"] = 0.94
     rows = quality.targets({quality.run_key(r): r for r in runs})
-    verdicts = {row[3]: row[5] for row in rows}
+    verdicts = {row[4]: row[6] for row in rows}
     assert verdicts["worst run >= reference mean + 1.0 dB"] == "**not met**"
     assert verdicts["spread (max - min) <= 0.5 dB"] == "**not met**"  # 0.6 dB
     assert verdicts["every run >= 95% alive"] == "**not met**"
@@ -107,7 +107,7 @@ def test_targets_read_the_worst_run_against_the_reference_mean():
 def test_large_codebooks_are_read_on_the_mean_and_90_percent_alive():
     runs = [_run("ndvq", 25.0, 0.91, 0, k=4096), _run("ndvq", 26.0, 0.95, 1, k=4096),
             _run("reference", 24.0, 0.5, 0, k=4096)]
-    verdicts = {row[3]: row[5] for row in quality.targets({quality.run_key(r): r for r in runs})}
+    verdicts = {row[4]: row[6] for row in quality.targets({quality.run_key(r): r for r in runs})}
     assert verdicts == {"mean >= reference mean + 1.5 dB": "met", "every run >= 90% alive": "met"}
 
 
@@ -117,7 +117,7 @@ def test_a_variant_measured_on_both_is_read_against_the_same_variant_of_the_refe
             {**_run("reference", 24.5, 0.9, 0), "variant": "weight average 0.99"},
             {**_run("ndvq", 26.0, 0.99, 0), "variant": "beta 0.05"}]  # ndvq only: a diagnosis, no target rows
     rows = quality.targets({quality.run_key(r): r for r in runs})
-    worst = {row[2]: row[4] for row in rows if row[3].startswith("worst")}
+    worst = {row[3]: row[5] for row in rows if row[4].startswith("worst")}
     assert worst == {"1 vs 1": "25.20 vs 24.00 + 1.0", "1 vs 1 (weight average 0.99, both)": "25.40 vs 24.50 + 1.0"}
 
 
@@ -148,3 +148,36 @@ def test_each_run_names_the_cpu_that_ran_it_in_the_per_run_table(monkeypatch):
     table = quality.per_run_table({quality.run_key(run): run, quality.run_key(old): old})
     rows = [line for line in table.splitlines() if line.startswith("| 512")]
     assert [row.rstrip(" |").rsplit("| ", 1)[-1] for row in rows] == ["Test CPU 9000", "n/a"]
+
+
+def test_the_reference_is_evaluated_with_the_codes_and_reconstruction_of_its_own_forward():
+    """The reference's evaluation skips its codebook's eval-time one-hot; codes and reconstruction must be
+    what its ``forward`` gives (only in the benchmark venv, where ``nd_vq_vae`` is installed)."""
+    pytest.importorskip("nd_vq_vae")
+    torch.manual_seed(0)
+    net, step_loss, encode_decode = quality.build("reference", 64)
+    x = torch.rand(8, 3, 32, 32) * 2 - 1
+    net.train()
+    step_loss(x)  # initialises the codebook from the batch (the package's rule)
+    net.eval()
+    with torch.no_grad():
+        _, recon, vq = net(x)
+        fast_recon, codes = encode_decode(x)
+    assert torch.equal(codes, vq["encodings"])
+    torch.testing.assert_close(fast_recon, recon, atol=1e-5, rtol=1e-5)
+
+
+def test_runs_record_their_norm_and_each_norm_is_its_own_row_read_against_the_same_reference():
+    """ndvq's default norm changed (batch -> channel): stored runs of both stay apart in every table, each
+    read against the reference (which has no norm of its own to record)."""
+    assert quality.default_norm() == "channel"
+    runs = [{**_run("ndvq", 25.2, 0.99, 0), "norm": "channel"}, {**_run("ndvq", 24.2, 0.99, 0), "norm": "batch"},
+            _run("reference", 24.0, 0.9, 0)]
+    results = {quality.run_key(r): r for r in runs}
+    assert len(results) == 3  # the same (seed, order) under two norms: two entries
+    worst = {row[2]: (row[5], row[6]) for row in quality.targets(results) if row[4].startswith("worst")}
+    assert worst == {"channel": ("25.20 vs 24.00 + 1.0", "met"), "batch": ("24.20 vs 24.00 + 1.0", "**not met**")}
+    summary = quality.summary_table(results)
+    assert "ndvq VQVAE (VideoGPT + VQ), channel norm |" in summary and "ndvq VQVAE (VideoGPT + VQ), batch norm |" in summary
+    torch.manual_seed(0)
+    assert quality.train_run("ndvq", 16, 0, 0, steps=2, quick=True)["norm"] == "channel"

@@ -25,6 +25,7 @@ __all__ = [
     "conv",
     "conv_transpose",
     "norm",
+    "ChannelNorm",
     "channels_last",
     "channels_first",
     "is_power_of_two",
@@ -86,8 +87,9 @@ def norm(kind: str, n_dims: int, channels: int, num_groups: int = 32, eps: float
     """A normalisation layer over ``channels`` for ``n_dims`` spatial axes.
 
     Args:
-        kind: ``"batch"`` (BatchNorm{n}d), ``"group"`` (GroupNorm), ``"instance"`` (InstanceNorm{n}d,
-            affine) or ``"none"`` (identity).
+        kind: ``"batch"`` (BatchNorm{n}d), ``"group"`` (GroupNorm), ``"channel"`` (:class:`ChannelNorm`:
+            layer norm over each position's channels), ``"instance"`` (InstanceNorm{n}d, affine) or
+            ``"none"`` (identity).
         n_dims: number of spatial axes (1..3).
         channels: number of channels normalised.
         num_groups: groups for ``"group"``; the largest divisor of ``channels`` that is
@@ -102,9 +104,29 @@ def norm(kind: str, n_dims: int, channels: int, num_groups: int = 32, eps: float
         return nn.GroupNorm(groups, channels, eps=eps)
     if kind == "instance":
         return (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)[n_dims - 1](channels, eps=eps, affine=True)
+    if kind == "channel":
+        return ChannelNorm(channels, eps=eps)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"norm must be one of 'batch', 'group', 'instance', 'none', got {kind!r}")
+    raise ValueError(f"norm must be one of 'batch', 'group', 'channel', 'instance', 'none', got {kind!r}")
+
+
+class ChannelNorm(nn.LayerNorm):
+    """Layer norm over the channels at every position: ``[B, C, *S] -> [B, C, *S]``.
+
+    Its statistics are one token's own channels, so a model normalises a 32x32 crop and a whole image
+    alike and behaves the same in training and in eval (no running statistics, no spatial pooling).
+
+    Args:
+        channels: channels normalised.
+        eps: numerical epsilon. Default 1e-5.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__(channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)  # [B, C, *S] -> [B, *S, C] -> back
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:

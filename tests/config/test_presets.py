@@ -50,7 +50,7 @@ def test_schema_defaults_are_todays_models():
     v = m.videogpt
     assert (m.kind, m.n_dims, m.in_channels, m.out_channels, m.embedding_dim, m.n_codes) == ("vqvae", 2, "auto", None, 64, 512)
     assert (v.n_hiddens, v.num_res_blocks, v.downsample, v.n_head, v.attn_type, v.attn_dropout, v.dropout, v.norm,
-            v.norm_num_groups) == (128, 2, [4, 4], 2, "axial", 0.0, 0.0, "batch", 32)
+            v.norm_num_groups) == (128, 2, [4, 4], 2, "axial", 0.0, 0.0, "channel", 32)
     assert (m.quantizer.beta, m.quantizer.ema_decay, m.quantizer.fsq_levels) == (0.25, 0.99, [8, 5, 5, 5])
     kl = validate_config({"model": {"kind": "klvae"}})
     k = kl.model.ldm
@@ -64,4 +64,4 @@ def test_quickstart_model():
     m = load_config(None).model
     v = m.videogpt
     assert (m.backbone, m.bottleneck, m.embedding_dim, m.n_codes) == ("videogpt", "vq", 16, 128)
-    assert (v.n_hiddens, v.num_res_blocks, v.downsample, v.n_head, v.norm) == (32, 1, [4, 4], 0, "batch")
+    assert (v.n_hiddens, v.num_res_blocks, v.downsample, v.n_head, v.norm) == (32, 1, [4, 4], 0, "channel")

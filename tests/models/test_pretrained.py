@@ -20,7 +20,7 @@ def test_round_trip(tmp_path, n_dims, spatial):
                   quantizer={"kind": "vq", "restart": "replay", "replay_size": 64}, **SMALL)
     x = torch.randn(2, 2, *spatial)
     for _ in range(2):
-        model(x)  # k-means init, EMA statistics, BatchNorm running stats, replay buffer
+        model(x)  # k-means init, EMA statistics, replay buffer
     model.eval()
     d = model.save_pretrained(tmp_path / "m")
     assert sorted(p.name for p in d.iterdir()) == ["config.json", "model.safetensors"]
@@ -160,3 +160,27 @@ def test_hostile_config_json_is_refused_before_allocating(tmp_path, change, mess
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=message):
         load_pretrained(tmp_path)
+
+
+def test_a_videogpt_autoencoder_saved_before_channel_norm_became_the_default_loads_as_batch_norm(tmp_path):
+    """A generic ``Autoencoder`` folder whose ``videogpt`` options name no norm was saved when batch norm
+    was the default: its weights (with running statistics) load into a batch-norm model, also for
+    ``--init-from`` (``ndvq.run.checkpoint.load_model``), and give the saved model's reconstruction."""
+    from ndvq.models import Autoencoder
+    from ndvq.run.checkpoint import load_model
+
+    options = dict(n_hiddens=16, num_res_blocks=1, downsample=[4, 4], n_head=0)
+    old = Autoencoder(embedding_dim=8, n_codes=16, videogpt={**options, "norm": "batch"})
+    x = torch.randn(4, 3, 16, 16)
+    old(x)  # running statistics move away from their initial values
+    old.eval()
+    d = old.save_pretrained(tmp_path / "old")
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["videogpt"]["norm"]  # what such a folder holds
+    (d / "config.json").write_text(json.dumps(cfg))
+    for loaded in (Autoencoder.from_pretrained(d), load_pretrained(d), load_model(d).model):
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.modules())
+        torch.testing.assert_close(loaded(x).reconstruction, old(x).reconstruction)
+    new = Autoencoder(embedding_dim=8, n_codes=16, videogpt=options)  # without running statistics: the new default
+    new.save_pretrained(tmp_path / "new")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in load_pretrained(tmp_path / "new").modules())

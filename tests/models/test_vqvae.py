@@ -249,3 +249,30 @@ def test_nd_factories_only():
                  if type(m).__module__.startswith("torch.nn") and ("Conv" in type(m).__name__ or "BatchNorm" in type(m).__name__)}
         assert all(name.endswith(f"{n_dims}d") for name in convs), convs
     assert nd.ntuple(2, 3) == (2, 2, 2)
+
+
+@pytest.mark.parametrize("n_dims", [1, 2, 3])
+def test_channel_norm_normalises_each_position_alone_the_same_in_training_and_eval(n_dims):
+    """The default norm's output at a position depends only on that position's channels: a crop gives the
+    crop of the whole input's output, and training mode gives what eval mode gives (no running statistics)."""
+    norm = nd.norm("channel", n_dims, 6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(2, 6, *([12] * n_dims)) * 3 + 1
+    crop = (slice(None), slice(None), *([slice(2, 7)] * n_dims))
+    whole = norm.train()(x)
+    torch.testing.assert_close(norm(x[crop]), whole[crop])
+    torch.testing.assert_close(norm.eval()(x), whole)
+    plain = nd.norm("channel", n_dims, 6)(x)  # weight 1, bias 0: zero mean, unit variance over the channels
+    torch.testing.assert_close(plain.mean(1), torch.zeros_like(plain.mean(1)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(plain.var(1, unbiased=False), torch.ones_like(plain.mean(1)), atol=1e-3, rtol=0)
+
+
+def test_the_default_backbone_norm_is_channel_norm_and_batch_norm_stays_an_option():
+    default = VQVAE(**SMALL)
+    assert any(isinstance(m, nd.ChannelNorm) for m in default.modules())
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in default.modules())
+    batch = VQVAE(**SMALL, norm="batch")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in batch.modules())
+    assert not any(isinstance(m, nd.ChannelNorm) for m in batch.modules())

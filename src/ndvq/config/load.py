@@ -38,7 +38,7 @@ __all__ = [
 QUICKSTART: dict = {
     "model": {"n_dims": 2, "in_channels": 3, "embedding_dim": 16, "n_codes": 128,
               "videogpt": {"n_hiddens": 32, "num_res_blocks": 1, "downsample": [4, 4], "n_head": 0,
-                           "norm": "batch"}},
+                           "norm": "channel"}},
     "data": {"kind": "samples", "patch_size": [32, 32], "sample_patches": 2048},
     "train": {"max_steps": 600, "batch_size": 32, "learning_rate": 1e-3, "lr_schedule": "cosine",
               "warmup_steps": 50, "val_interval": 200, "val_batches": 4, "ckpt_interval": 200,

@@ -127,7 +127,9 @@ class VideoGPTConfig(_Section):
     attn_type: Literal["axial", "full"] = "axial"
     attn_dropout: float = Field(0.0, ge=0, lt=1)
     dropout: float = Field(0.0, ge=0, lt=1)
-    norm: Literal["batch", "group"] = "batch"
+    norm: Literal["channel", "batch", "group"] = Field(
+        "channel", description="channel: layer norm over each position's channels (the same on crops and whole "
+                               "inputs); batch: running statistics; group: per-sample group statistics")
     norm_num_groups: int = Field(32, ge=1, description="groups of norm=group")
 
     _check_ds = field_validator("downsample")(lambda cls, v: _power_of_two_list(v, "model.videogpt.downsample"))

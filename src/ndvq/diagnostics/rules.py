@@ -547,8 +547,8 @@ def rule_gap(view: RunView, th: Thresholds) -> Finding | None:
         fixes.append(fmt_kv("data.augment", True))
     if view.backbone == "videogpt":
         fixes.append(fmt_kv("model.videogpt.dropout", 0.1))
-        if view.cfg("model.videogpt.norm", "batch") == "batch":
-            fixes.append(fmt_kv("model.videogpt.norm", "group"))
+        if view.cfg("model.videogpt.norm", "batch") == "batch":  # runs recorded before the key: batch norm
+            fixes.append(fmt_kv("model.videogpt.norm", "channel"))
     batch_norm = view.backbone == "videogpt" and view.cfg("model.videogpt.norm", "batch") == "batch"
     return Finding("warning", "Validation loss far above training loss",
                    f"val {name} {fmt_num(v)} is {v / t:.2g}x train {name} {fmt_num(t)} {where}",

@@ -238,7 +238,7 @@ class HierarchicalVQVAE(HierarchicalAutoencoder):
                  n_res_layers: int = 2, downsample: int | Sequence[int] = 4, embedding_dim: int = 64,
                  n_codes: int = 512, codebook_beta: float = 0.25, recon_loss_factor: float = 1.0,
                  recon_loss: str = "mse", n_head: int = 2, attn_type: str = "axial", attn_dropout: float = 0.0,
-                 dropout: float = 0.0, norm: str = "batch", num_groups: int = 32, ema_decay: float = 0.99,
+                 dropout: float = 0.0, norm: str = "channel", num_groups: int = 32, ema_decay: float = 0.99,
                  quantizer: dict | None = None, top_downsample: int | Sequence[int] = 2,
                  top_n_codes: int | None = None, top_embedding_dim: int | None = None) -> None:
         cfg = vq_flat_config(locals())

@@ -126,7 +126,8 @@ class VQVAE(Autoencoder):
         attn_type: ``"axial"`` (one attention per spatial axis, VideoGPT) or ``"full"``. Default ``"axial"``.
         attn_dropout: attention dropout. Default 0.0.
         dropout: dropout inside residual blocks. Default 0.0.
-        norm: ``"batch"`` or ``"group"``. Default ``"batch"``.
+        norm: ``"channel"`` (layer norm over each position's channels: no running statistics, the same on a
+            crop and on a whole image), ``"batch"`` or ``"group"``. Default ``"channel"``.
         num_groups: group-norm groups (largest divisor of the channels <= this). Default 32.
         ema_decay: EMA decay of the codebook statistics. Default 0.99.
         quantizer: ``QuantizerConfig`` fields as a dict, e.g. ``{"kind": "fsq", "fsq_levels": [8, 5, 5, 5]}``
@@ -151,7 +152,7 @@ class VQVAE(Autoencoder):
                  n_res_layers: int = 2, downsample: int | Sequence[int] = 4, embedding_dim: int = 64,
                  n_codes: int = 512, codebook_beta: float = 0.25, recon_loss_factor: float = 1.0,
                  recon_loss: str = "mse", n_head: int = 2, attn_type: str = "axial", attn_dropout: float = 0.0,
-                 dropout: float = 0.0, norm: str = "batch", num_groups: int = 32, ema_decay: float = 0.99,
+                 dropout: float = 0.0, norm: str = "channel", num_groups: int = 32, ema_decay: float = 0.99,
                  quantizer: dict | None = None) -> None:
         cfg = vq_flat_config(locals())
         super().__init__(**vq_preset_args(cfg))

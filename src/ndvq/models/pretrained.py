@@ -127,7 +127,24 @@ def _read_folder(directory: str | os.PathLike) -> tuple[Path, dict[str, Any], Pa
         raise CheckpointError(f"{str(cfg_path)!r} is not valid JSON: {' '.join(str(e).split())[:200]}") from None
     if not isinstance(config, dict) or "_class_name" not in config:
         raise CheckpointError(f"{str(cfg_path)!r} must be a JSON object with a '_class_name' entry")
-    return d, config, weights
+    return d, _with_saved_norm(config, weights), weights
+
+
+def _with_saved_norm(config: dict[str, Any], weights: Path) -> dict[str, Any]:
+    """``config`` with ``videogpt.norm="batch"`` where a backbone-options dict saved before the VideoGPT
+    backbone's default norm became ``"channel"`` names no norm and its weights hold batch-norm running
+    statistics (the model they were trained as); every other config unchanged."""
+    options = config.get("videogpt")
+    if config.get("backbone") != "videogpt" or not isinstance(options or {}, dict) or "norm" in (options or {}):
+        return config
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as fh:
+            batch_norm = any(key.endswith(".running_mean") for key in fh.keys())
+    except Exception:  # an unreadable file: loading it reports the error in its own words
+        return config
+    return {**config, "videogpt": {**(options or {}), "norm": "batch"}} if batch_norm else config
 
 
 def read_pretrained_config(directory: str | os.PathLike) -> tuple[str, dict[str, Any]]:

@@ -207,10 +207,12 @@ def model_config_of(name: str, args: Any, where: str):
     if not isinstance(args, dict):
         raise CheckpointError(f"{where}: the model arguments should be a mapping, got {type(args).__name__}")
     try:
+        # an options dict saved as None (a constructor's "its defaults") is the config's default section
+        sections = {k: v for k, v in args.items() if not (v is None and k in ("videogpt", "ldm", "quantizer"))}
         if name == "Autoencoder":
-            section = dict(args)
+            section = sections
         elif name == "HierarchicalAutoencoder":
-            section = {**args, "kind": "hierarchical"}
+            section = {**sections, "kind": "hierarchical"}
         else:
             section = _preset_args(name, args)
         cfg = validate_config({"model": section})

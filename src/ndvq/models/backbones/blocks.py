@@ -41,7 +41,7 @@ __all__ = [
     "NORMS",
 ]
 
-NORMS = ("batch", "group")
+NORMS = ("batch", "group", "channel")
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # input ndim -> memory format
 
 
@@ -149,7 +149,8 @@ class ResidualBlock(nn.Module):
     Args:
         n_dims: spatial axes (1..3).
         channels: channels in and out (the bottleneck has ``channels // 2``).
-        norm: ``"batch"`` or ``"group"``. Default ``"batch"``.
+        norm: ``"channel"`` (layer norm over each position's channels: no running statistics, the same on a
+            crop and on a whole image), ``"batch"`` or ``"group"``. Default ``"channel"``.
         norm_num_groups: groups for group norm (largest divisor of the channels <= this). Default 32.
         dropout: dropout inside the block while training. Default 0.0.
         n_head: attention heads; 0 turns attention off. Default 2.
@@ -157,7 +158,7 @@ class ResidualBlock(nn.Module):
         attn_dropout: dropout on the attention weights. Default 0.0.
     """
 
-    def __init__(self, n_dims: int, channels: int, norm: str = "batch", norm_num_groups: int = 32,
+    def __init__(self, n_dims: int, channels: int, norm: str = "channel", norm_num_groups: int = 32,
                  dropout: float = 0.0, n_head: int = 2, attn_type: str = "axial", attn_dropout: float = 0.0) -> None:
         super().__init__()
         mid = max(1, channels // 2)
@@ -212,7 +213,7 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, n_dims: int, in_channels: int, n_hiddens: int = 128, num_res_blocks: int = 2,
-                 downsample: int | Sequence[int] = 4, norm: str = "batch", norm_num_groups: int = 32,
+                 downsample: int | Sequence[int] = 4, norm: str = "channel", norm_num_groups: int = 32,
                  dropout: float = 0.0, n_head: int = 2, attn_type: str = "axial", attn_dropout: float = 0.0) -> None:
         super().__init__()
         _check_block_args(n_hiddens, num_res_blocks, norm=norm, norm_num_groups=norm_num_groups, dropout=dropout,
@@ -253,7 +254,7 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, n_dims: int, out_channels: int, n_hiddens: int = 128, num_res_blocks: int = 2,
-                 upsample: int | Sequence[int] = 4, norm: str = "batch", norm_num_groups: int = 32,
+                 upsample: int | Sequence[int] = 4, norm: str = "channel", norm_num_groups: int = 32,
                  dropout: float = 0.0, n_head: int = 2, attn_type: str = "axial", attn_dropout: float = 0.0) -> None:
         super().__init__()
         _check_block_args(n_hiddens, num_res_blocks, norm=norm, norm_num_groups=norm_num_groups, dropout=dropout,

@@ -48,7 +48,8 @@ class VideoGPTBackbone(nn.Module):
         attn_type: ``"axial"`` (one attention per spatial axis) or ``"full"``. Default ``"axial"``.
         attn_dropout: attention dropout. Default 0.0.
         dropout: dropout inside residual blocks. Default 0.0.
-        norm: ``"batch"`` or ``"group"``. Default ``"batch"``.
+        norm: ``"channel"`` (layer norm over each position's channels: no running statistics, the same on a
+            crop and on a whole image), ``"batch"`` or ``"group"``. Default ``"channel"``.
         norm_num_groups: group-norm groups (largest divisor of the channels <= this). Default 32.
         latent_channels: channels of the encoder output (the bottleneck's input); None means
             ``embedding_dim``. Default None.
@@ -63,7 +64,7 @@ class VideoGPTBackbone(nn.Module):
 
     def __init__(self, n_dims: int, in_channels: int, out_channels: int, embedding_dim: int, n_hiddens: int = 128,
                  num_res_blocks: int = 2, downsample: int | Sequence[int] = 4, n_head: int = 2,
-                 attn_type: str = "axial", attn_dropout: float = 0.0, dropout: float = 0.0, norm: str = "batch",
+                 attn_type: str = "axial", attn_dropout: float = 0.0, dropout: float = 0.0, norm: str = "channel",
                  norm_num_groups: int = 32, latent_channels: int | None = None, condition_channels: int = 0) -> None:
         super().__init__()
         nd.check_n_dims(n_dims)
