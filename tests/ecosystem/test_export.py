@@ -48,7 +48,8 @@ def exported(request, tmp_path_factory):
     torch.manual_seed(0)
     x = real_inputs(n_dims)
     model = _model(n_dims)
-    fit_briefly(model, x)
+    # the 1D model (channel norm, one input channel) spreads its codes later: 3 distinct after 20 steps, ~50 after 60
+    fit_briefly(model, x, steps=60 if n_dims == 1 else 20)
     out = tmp_path_factory.mktemp(f"onnx{n_dims}d")
     return model, x, export_model(model, out, fmt="onnx"), out
 
@@ -72,7 +73,7 @@ def test_onnx_encoder_codes_match_on_real_data(exported):
     with torch.no_grad():
         ref = _batched(model.encode, x)
     got = _batched(lambda b: _ort(enc, b)[0], x)
-    assert ref.unique().numel() >= 8  # codes spread over the codebook (15-19 in 1D, about 100 in 2D and 3D)
+    assert ref.unique().numel() >= 8  # codes spread over the codebook (~50 in 1D, 20-100 in 2D and 3D)
     same = _assert_codes_match(model, x, got, ref)
     print(f"\n{model.n_dims}D: {same:.6%} of {ref.numel()} codes identical, {int((got != ref).sum())} mismatch(es), "
           f"{ref.unique().numel()} distinct codes; median margin nearest -> second-nearest code "
