@@ -192,6 +192,10 @@ def recalibrated(net: torch.nn.Module, x: torch.Tensor, chunk: int = 256) -> tor
     return net
 
 
+def _has_batch_norm(net: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
 def _due_restarts(net) -> torch.Tensor | None:
     """``[K]`` mask of the codes the default vector quantizer re-seeds at its next training step (None for
     other bottlenecks and the reference)."""
@@ -298,9 +302,10 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
         held = evaluate(avg, test, k)
         res["average"] = dict(psnr=held["psnr"], psnr_patch=held["psnr_patch"], ssim=held["ssim"], usage=held["used"],
                               alive=evaluate(avg, fresh_crops(k, quick), k, with_ssim=False)["used"],
-                              psnr_recalibrated=evaluate(_closure_of(net, recalibrated(ema, train[:2048])), test, k,
-                                                         with_ssim=False)["psnr"],
                               trace=res.pop("trace_ema"))
+        if _has_batch_norm(net):
+            res["average"]["psnr_recalibrated"] = evaluate(_closure_of(net, recalibrated(ema, train[:2048])), test, k,
+                                                           with_ssim=False)["psnr"]
     held = evaluate(encode_decode, test, k)
     res.update(psnr=held["psnr"], psnr_patch=held["psnr_patch"], ssim=held["ssim"], usage=held["used"],
                alive=evaluate(encode_decode, fresh_crops(k, quick), k, with_ssim=False)["used"])
@@ -314,7 +319,7 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
         tag = zlib.crc32(json.dumps(res["overrides"], sort_keys=True).encode())  # one file per variant
         res["state"] = str(Path(state_dir) / f"{model}-{k}-{steps}-{seed}-{order}-{tag:08x}.pt")
         torch.save(net.state_dict(), res["state"])
-    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+    if _has_batch_norm(net):
         res["psnr_recalibrated"] = evaluate(_closure(model, recalibrated(net, train[:2048])), test, k,
                                             with_ssim=False)["psnr"]
     return res
