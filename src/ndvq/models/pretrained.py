@@ -134,8 +134,8 @@ def _with_saved_norm(config: dict[str, Any], weights: Path) -> dict[str, Any]:
     """``config`` with ``videogpt.norm="batch"`` where a backbone-options dict saved before the VideoGPT
     backbone's default norm became ``"channel"`` names no norm and its weights hold batch-norm running
     statistics (the model they were trained as); every other config unchanged."""
-    options = config.get("videogpt")
-    if config.get("backbone") != "videogpt" or not isinstance(options or {}, dict) or "norm" in (options or {}):
+    options = config.get("videogpt") or {}
+    if config.get("backbone") != "videogpt" or not isinstance(options, dict) or "norm" in options:
         return config
     try:
         from safetensors import safe_open
@@ -144,7 +144,7 @@ def _with_saved_norm(config: dict[str, Any], weights: Path) -> dict[str, Any]:
             batch_norm = any(key.endswith(".running_mean") for key in fh.keys())
     except Exception:  # an unreadable file: loading it reports the error in its own words
         return config
-    return {**config, "videogpt": {**(options or {}), "norm": "batch"}} if batch_norm else config
+    return {**config, "videogpt": {**options, "norm": "batch"}} if batch_norm else config
 
 
 def read_pretrained_config(directory: str | os.PathLike) -> tuple[str, dict[str, Any]]:
