@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,19 @@ def _make_data(root: Path, kind: str) -> list[str]:
         for i in range(count):
             writer(root / split / f"{kind}{i}{suffix}", i + (100 if split == "test" else 0))
     return [f"data.kind={kind}", f"data.root={root}", *over]
+
+
+def test_a_corrupt_file_is_named_once_on_the_console(tmp_path, capsys):
+    over = _make_data(tmp_path / "data", "image")
+    good = tmp_path / "data" / "train" / "image0.png"
+    (tmp_path / "data" / "train" / "broken.png").write_bytes(good.read_bytes()[:60])  # truncated
+    with warnings.catch_warnings(record=True) as shown:  # what would reach the console as Python warnings
+        warnings.simplefilter("always")
+        code, _, err = run(["train", *TINY, *over, f"run.root={tmp_path / 'runs'}", "run.name=r"], capsys)
+    assert code == 0, err
+    named = [ln for ln in err.splitlines() if "broken.png" in ln]
+    assert len(named) == 1 and "skipping unreadable" in named[0], err  # the log line on stderr
+    assert not [w for w in shown if "broken.png" in str(w.message)]  # and not the same again as a warning
 
 
 @pytest.mark.parametrize("kind", ["samples", *MODALITIES])

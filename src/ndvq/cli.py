@@ -20,9 +20,12 @@ SIGTERM (a checkpoint is saved first). Set ``NDVQ_DEBUG=1`` to see every traceba
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from ndvq.convert import register as register_convert
@@ -345,6 +348,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"ndvq {args.command} takes no key=value overrides, got {overrides}")
     if overrides:
         args.overrides = [*(args.overrides or []), *overrides]
+    with _console():
+        return _dispatch(args)
+
+
+@contextlib.contextmanager
+def _console():
+    """The command's console: ndvq's log warnings on stderr, one line each, and the Python warnings that
+    repeat them (``ndvq.data.common.warn_skip`` / ``warn_data`` raise both) silenced."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("ndvq")
+    log.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"ndvq(\.data)?: ", category=RuntimeWarning)
+            yield
+    finally:
+        log.removeHandler(handler)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; map its errors to one line and an exit code (the module docstring)."""
     if os.environ.get("NDVQ_DEBUG"):
         return args.func(args) or 0
     try:
