@@ -100,8 +100,8 @@ def build(model: str, k: int, overrides: dict | None = None):
             warnings.simplefilter("ignore")
             from nd_vq_vae import NDimVQVAE
         net = NDimVQVAE(embedding_dim=ARCH["embedding_dim"], n_codes=k, n_dims=2, downsample=[4, 4],
-                        n_hiddens=ARCH["n_hiddens"], n_res_layers=ARCH["n_res_layers"], codebook_beta=0.25,
-                        input_shape=[3, 32, 32])
+                        n_hiddens=ARCH["n_hiddens"], n_res_layers=ARCH["n_res_layers"],
+                        codebook_beta=overrides.get("codebook_beta", OLD_BETA), input_shape=[3, 32, 32])
 
         def step_loss(x):
             recon_loss, _, vq = net(x)  # its training_step: recon_loss + commitment_loss
@@ -293,6 +293,7 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
     batches = [train[torch.randint(0, len(train), (32,), generator=g)] for _ in range(steps)]
     res = {"model": model, "k": k, "seed": seed, "order": order, "steps": steps,
            "norm": overrides.get("norm", default_norm()) if model in NORM_MODELS else None,
+           "beta": _beta_of(net),
            "overrides": {**overrides, **switches}}
     res.update(_train(net, step_loss, encode_decode, batches, test, k, probes, restarts_until,
                       switches.get("lr_schedule", "constant"), switches.get("weight_ema")))
@@ -365,6 +366,23 @@ METRICS = (("psnr", "held-out PSNR (dB)", 1.0), ("ssim", "held-out SSIM", 1.0), 
            ("usage", "held-out usage %", 100.0))
 
 
+#: The commitment weight of every run that records none (ndvq's default before 2026-12-03; the reference's).
+OLD_BETA = 0.25
+
+
+def _beta_of(net) -> float | None:
+    """The commitment weight of ndvq's quantizer in ``net`` (None for FSQ, the unquantized backbone and the
+    reference, whose 0.25 is fixed in :func:`build`)."""
+    return getattr(getattr(getattr(net, "bottleneck", None), "quantizer", None), "beta", None)
+
+
+def setting(r: dict) -> str:
+    """The group a run's defaults put it in: its norm (VideoGPT models), then its commitment weight when it
+    is not :data:`OLD_BETA` (``"channel, beta 0.5"``; runs stored before runs recorded it used 0.25)."""
+    beta = r.get("beta", OLD_BETA if r["model"] in ("ndvq", "ldm-vq") else None)
+    return (r.get("norm") or "") + (f", beta {beta:g}" if beta not in (None, OLD_BETA) else "")
+
+
 def default_norm() -> str:
     """The norm ``ndvq.VQVAE`` builds by default (asked of its signature)."""
     import inspect
@@ -375,18 +393,22 @@ def default_norm() -> str:
 
 
 def groups(results: dict) -> dict[tuple, list[dict]]:
-    """Runs grouped by (K, steps, model, norm, variant), each group sorted by (seed, order); ``norm`` is the
-    VideoGPT backbone's (``""`` for the reference and the LDM backbone)."""
+    """Runs grouped by (K, steps, model, setting, variant), each group sorted by (seed, order); the setting
+    (:func:`setting`) is the VideoGPT backbone's norm and a commitment weight other than 0.25 (``""`` for
+    the reference)."""
     out: dict[tuple, list[dict]] = {}
     for r in results.values():
-        key = (r["k"], r["steps"], MODELS.index(r["model"]), r.get("norm") or "", r.get("variant", ""))
+        key = (r["k"], r["steps"], MODELS.index(r["model"]), setting(r), r.get("variant", ""))
         out.setdefault(key, []).append(r)
     return {key: sorted(v, key=lambda r: (r["seed"], r["order"])) for key, v in sorted(out.items())}
 
 
 def label(model: str, norm: str = "", variant: str = "") -> str:
-    """A tokenizer's name in the tables: ``"ndvq VQVAE (VideoGPT + VQ), channel norm (weight average 0.99)"``."""
-    return LABELS[model] + (f", {norm} norm" if norm else "") + (f" ({variant})" if variant else "")
+    """A tokenizer's name in the tables: ``"ndvq VQVAE (VideoGPT + VQ), channel norm, beta 0.5 (weight average
+    0.99)"``; ``norm`` is a :func:`setting`."""
+    name, _, rest = norm.partition(", ")
+    return (LABELS[model] + (f", {name} norm" if name else "") + (f", {rest}" if rest else "")
+            + (f" ({variant})" if variant else ""))
 
 
 def _stats(runs: list[dict], key: str, scale: float) -> tuple[float, float, float]:
@@ -451,19 +473,19 @@ def per_run_table(results: dict) -> str:
 
 def diagnosis_table(results: dict) -> str:
     """Each diagnosis run (a ``--variant``) next to the run without it of the same K, steps, norm, seed and order."""
-    default = {(r["k"], r["steps"], r.get("norm"), r["seed"], r["order"]): r for r in results.values()
+    default = {(r["k"], r["steps"], setting(r), r["seed"], r["order"]): r for r in results.values()
                if r["model"] == "ndvq" and not r.get("variant")}
     rows = []
-    for r in sorted(results.values(), key=lambda r: (r["k"], r.get("norm") or "", r.get("variant", ""), r["seed"],
+    for r in sorted(results.values(), key=lambda r: (r["k"], setting(r), r.get("variant", ""), r["seed"],
                                                       r["order"])):
-        base = default.get((r["k"], r["steps"], r.get("norm"), r["seed"], r["order"]))
+        base = default.get((r["k"], r["steps"], setting(r), r["seed"], r["order"]))
         if not r.get("variant") or r["model"] != "ndvq" or base is None:
             continue
-        rows.append([f"{r['k']:,}", r["steps"], r.get("norm") or "", r["seed"], r["order"], r["variant"],
+        rows.append([f"{r['k']:,}", r["steps"], setting(r), r["seed"], r["order"], r["variant"],
                      f"{json.dumps(r['overrides'])}",
                      f"{base['psnr']:.2f}", f"{r['psnr']:.2f}", f"{r['psnr'] - base['psnr']:+.2f}",
                      f"{100 * base['alive']:.1f} -> {100 * r['alive']:.1f}"])
-    return markdown_table(["K", "steps", "norm", "seed", "order", "variant", "ndvq arguments", "default PSNR (dB)",
+    return markdown_table(["K", "steps", "setting", "seed", "order", "variant", "ndvq arguments", "default PSNR (dB)",
                            "variant PSNR (dB)", "difference (dB)", "alive %"], rows)
 
 
@@ -486,7 +508,7 @@ def write_doc(path: Path, results: dict, info: dict, command: str) -> None:
         "",
         "## Targets (issue 18)",
         "",
-        markdown_table(["K", "steps", "ndvq norm", "runs (ndvq vs reference)", "target", "measured", ""],
+        markdown_table(["K", "steps", "ndvq setting", "runs (ndvq vs reference)", "target", "measured", ""],
                        targets(main)),
         "",
         "## Summary (min / mean / max over runs)",
@@ -526,9 +548,10 @@ def _task(kwargs: dict) -> dict:
 
 
 def run_key(r: dict) -> str:
-    """One results entry per (model, variant, K, steps, seed, order) and, for the VideoGPT models, norm."""
+    """One results entry per (model, variant, K, steps, seed, order) and, for the VideoGPT models, norm
+    (and a commitment weight other than 0.25: :func:`setting`)."""
     return json.dumps([r["model"], r.get("variant", ""), r["k"], r["steps"], r["seed"], r["order"]]
-                      + ([r["norm"]] if r.get("norm") else []))
+                      + ([setting(r)] if setting(r) else []))
 
 
 def run_all(tasks: list[dict], jobs: int, threads: int, results: dict, save=None, log=print) -> dict:

@@ -181,3 +181,19 @@ def test_runs_record_their_norm_and_each_norm_is_its_own_row_read_against_the_sa
     assert "ndvq VQVAE (VideoGPT + VQ), channel norm |" in summary and "ndvq VQVAE (VideoGPT + VQ), batch norm |" in summary
     torch.manual_seed(0)
     assert quality.train_run("ndvq", 16, 0, 0, steps=2, quick=True)["norm"] == "channel"
+
+
+def test_runs_record_their_commitment_weight_and_runs_stored_without_one_read_as_0_25():
+    """ndvq's default beta changed (0.25 -> 0.5): runs stored before runs recorded it keep their keys and
+    groups; a 0.5 run is its own row, read against the same reference."""
+    old = {**_run("ndvq", 24.4, 0.99, 0), "norm": "channel"}  # stored before "beta" was recorded: 0.25
+    new = {**_run("ndvq", 25.1, 0.99, 0), "norm": "channel", "beta": 0.5}
+    ref = _run("reference", 24.0, 0.9, 0)
+    results = {quality.run_key(r): r for r in (old, new, ref)}
+    assert len(results) == 3 and quality.run_key(old) == quality.run_key({**old, "beta": 0.25})
+    worst = {row[2]: row[6] for row in quality.targets(results) if row[4].startswith("worst")}
+    assert worst == {"channel": "**not met**", "channel, beta 0.5": "met"}
+    assert "ndvq VQVAE (VideoGPT + VQ), channel norm, beta 0.5 |" in quality.summary_table(results)
+    torch.manual_seed(0)
+    assert quality.train_run("ndvq", 16, 0, 0, steps=2, quick=True)["beta"] == 0.5
+    assert quality.train_run("ndvq", 16, 0, 0, steps=2, quick=True, overrides={"codebook_beta": 0.25})["beta"] == 0.25

@@ -51,7 +51,7 @@ def test_schema_defaults_are_todays_models():
     assert (m.kind, m.n_dims, m.in_channels, m.out_channels, m.embedding_dim, m.n_codes) == ("vqvae", 2, "auto", None, 64, 512)
     assert (v.n_hiddens, v.num_res_blocks, v.downsample, v.n_head, v.attn_type, v.attn_dropout, v.dropout, v.norm,
             v.norm_num_groups) == (128, 2, [4, 4], 2, "axial", 0.0, 0.0, "channel", 32)
-    assert (m.quantizer.beta, m.quantizer.ema_decay, m.quantizer.fsq_levels) == (0.25, 0.99, [8, 5, 5, 5])
+    assert (m.quantizer.beta, m.quantizer.ema_decay, m.quantizer.fsq_levels) == (None, 0.99, [8, 5, 5, 5])  # beta: the kind's
     kl = validate_config({"model": {"kind": "klvae"}})
     k = kl.model.ldm
     assert (kl.model.embedding_dim, k.channels, k.num_res_blocks, k.norm_num_groups, k.norm_eps) == (4, [64, 128, 256], 2, 32, 1e-6)

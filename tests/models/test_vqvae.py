@@ -47,7 +47,7 @@ def test_shapes_and_decode_encode_consistency(n_dims, ds, channels):
     assert out.counts.shape == (1, 16)
     for v in (out.loss, out.recon_loss, out.commitment_loss, out.perplexity, out.usage):
         assert v.ndim == 0 and torch.isfinite(v)
-    torch.testing.assert_close(out.loss, out.recon_loss + 0.25 * out.commitment_loss)
+    torch.testing.assert_close(out.loss, out.recon_loss + 0.5 * out.commitment_loss)  # the default beta
     model.eval()
     codes = model.encode(x)
     assert codes.shape == (2, *latent)
@@ -80,7 +80,7 @@ def test_recon_loss_factor_l1_and_norms():
     model = make(2, 1, 4, recon_loss="l1", recon_loss_factor=2.0, norm="group", num_groups=4, n_head=0)
     out = model(x)
     torch.testing.assert_close(out.recon_loss, (out.reconstruction - x).abs().mean())
-    torch.testing.assert_close(out.loss, 2.0 * out.recon_loss + 0.25 * out.commitment_loss)
+    torch.testing.assert_close(out.loss, 2.0 * out.recon_loss + 0.5 * out.commitment_loss)  # the default beta
     assert model.backbone.encoder.res_stack[0].attn is None  # n_head=0 turns attention off
     assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from ndvq.errors import ConfigError
 from ndvq.quantizers import build_quantizer
 
 DIM, CODES = 8, 32
@@ -200,3 +201,19 @@ def test_residual_levels_refine_and_unit_length_levels_are_refused():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_quantizer("residual", 16, 16, num_quantizers=4)  # the default: cosine in an 8-d projection of 16
+
+
+def test_each_kind_has_its_own_default_commitment_weight_and_a_given_one_wins():
+    from ndvq import VQVAE
+    from ndvq.quantizers import default_beta
+
+    # the default vector quantizer commits at 0.5 (issue 18: runs end higher and steadier than at 0.25)
+    assert [default_beta(k) for k in ("vq", "lfq", "simvq", "residual", "grouped", "fsq")] == [0.5, 0.25, 0.25, 0.25, 0.25, None]
+    assert build_quantizer("vq", 8, 16).beta == 0.5 and build_quantizer("lfq", 4, 16).beta == 0.25
+    assert build_quantizer("vq", 8, 16, beta=0.1).beta == 0.1
+    small = dict(n_hiddens=8, n_res_layers=1, embedding_dim=4, n_codes=16, n_head=0)
+    assert VQVAE(**small).bottleneck.quantizer.beta == 0.5
+    assert VQVAE(**small, quantizer={"kind": "lfq"}).bottleneck.quantizer.beta == 0.25
+    assert VQVAE(**small, codebook_beta=0.25).bottleneck.quantizer.beta == 0.25  # the old default, asked for
+    with pytest.raises(ConfigError, match="quantizer kind must be one of"):
+        default_beta("pq")

@@ -72,7 +72,8 @@ def _power_of_two_list(v: list[int], name: str) -> list[int]:
 class QuantizerConfig(_Section):
     """``model.quantizer``: options of the quantizer bottlenecks (see docs/quantizers.md)."""
 
-    beta: float = Field(0.25, ge=0, description="commitment weight of the quantizer's own loss")
+    beta: float | None = Field(None, ge=0, description="commitment weight of the quantizer's own loss; null: the "
+                                "kind's default (0.5 for vq, 0.25 for lfq, simvq, residual, grouped)")
     ema_decay: float = Field(0.99, gt=0, lt=1, description="decay of EMA-updated codebooks")
     # --- vector quantizer (vq; also used per level/group by residual and grouped) ---
     update: Literal["ema", "gradient"] = "ema"

@@ -31,6 +31,7 @@ from ndvq.diagnostics.view import (
     fmt_kv,
     fmt_num,
 )
+from ndvq.quantizers import default_beta
 from ndvq.quantizers.residual import unit_length_lookup
 
 __all__ = [
@@ -370,7 +371,8 @@ def rule_dead_codes(view: RunView, th: Thresholds) -> Finding | None:
 def rule_commitment(view: RunView, th: Thresholds) -> Finding | None:
     if view.continuous or view.bottleneck == "fsq" or not view.train.has("commitment_loss") or len(view.train) < th.min_records:
         return None
-    beta = float(view.cfg("model.quantizer.beta", 0.25))
+    beta = view.cfg("model.quantizer.beta")
+    beta = float(default_beta(view.bottleneck) if beta is None else beta)  # null: the kind's default
     st, c = view.recent("train", "commitment_loss")
     recon = view.recent_median("train", view.recon_name)
     if not len(c) or not math.isfinite(recon) or recon <= 0:

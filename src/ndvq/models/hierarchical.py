@@ -236,7 +236,7 @@ class HierarchicalVQVAE(HierarchicalAutoencoder):
 
     def __init__(self, n_dims: int = 2, in_channels: int = 3, out_channels: int | None = None, n_hiddens: int = 128,
                  n_res_layers: int = 2, downsample: int | Sequence[int] = 4, embedding_dim: int = 64,
-                 n_codes: int = 512, codebook_beta: float = 0.25, recon_loss_factor: float = 1.0,
+                 n_codes: int = 512, codebook_beta: float | None = None, recon_loss_factor: float = 1.0,
                  recon_loss: str = "mse", n_head: int = 2, attn_type: str = "axial", attn_dropout: float = 0.0,
                  dropout: float = 0.0, norm: str = "channel", num_groups: int = 32, ema_decay: float = 0.99,
                  quantizer: dict | None = None, top_downsample: int | Sequence[int] = 2,

@@ -83,11 +83,12 @@ def vq_preset_args(cfg: dict) -> dict:
                 quantizer={**options, "beta": cfg["codebook_beta"], "ema_decay": cfg["ema_decay"]})
 
 
-def check_recon_args(recon_loss: str, recon_loss_factor: float = 1.0, codebook_beta: float = 0.0) -> None:
-    """The presets' loss arguments: a known ``recon_loss``, ``recon_loss_factor > 0``, ``codebook_beta >= 0``."""
+def check_recon_args(recon_loss: str, recon_loss_factor: float = 1.0, codebook_beta: float | None = None) -> None:
+    """The presets' loss arguments: a known ``recon_loss``, ``recon_loss_factor > 0``, ``codebook_beta >= 0``
+    (or None: the quantizer's default)."""
     if recon_loss not in RECON_LOSSES:
         raise ConfigError(f"recon_loss must be one of {RECON_LOSSES}, got {recon_loss!r}")
-    if not recon_loss_factor > 0 or not codebook_beta >= 0:
+    if not recon_loss_factor > 0 or not (codebook_beta is None or codebook_beta >= 0):
         raise ConfigError(f"need recon_loss_factor > 0 and codebook_beta >= 0, got {recon_loss_factor}, "
                           f"{codebook_beta}")
 
@@ -119,7 +120,9 @@ class VQVAE(Autoencoder):
             axis, e.g. ``(1, 4, 4)`` keeps time and shrinks space, ``(4,)`` for audio. Default 4 (every axis).
         embedding_dim: code vector width ``D``. Default 64.
         n_codes: codebook size ``K``. Default 512.
-        codebook_beta: commitment weight. Default 0.25.
+        codebook_beta: commitment weight; None means the quantizer kind's own
+            (:func:`ndvq.quantizers.default_beta`: 0.5 for the default vector quantizer, 0.25 for
+            ``lfq``/``simvq``/``residual``/``grouped``). Default None.
         recon_loss_factor: weight of the reconstruction loss in ``loss``. Default 1.0.
         recon_loss: ``"mse"`` (= ``"l2"``) or ``"l1"``. Default ``"mse"``.
         n_head: attention heads in the residual blocks; 0 turns attention off. Default 2.
@@ -150,7 +153,7 @@ class VQVAE(Autoencoder):
 
     def __init__(self, n_dims: int = 2, in_channels: int = 3, out_channels: int | None = None, n_hiddens: int = 128,
                  n_res_layers: int = 2, downsample: int | Sequence[int] = 4, embedding_dim: int = 64,
-                 n_codes: int = 512, codebook_beta: float = 0.25, recon_loss_factor: float = 1.0,
+                 n_codes: int = 512, codebook_beta: float | None = None, recon_loss_factor: float = 1.0,
                  recon_loss: str = "mse", n_head: int = 2, attn_type: str = "axial", attn_dropout: float = 0.0,
                  dropout: float = 0.0, norm: str = "channel", num_groups: int = 32, ema_decay: float = 0.99,
                  quantizer: dict | None = None) -> None:

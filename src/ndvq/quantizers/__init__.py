@@ -29,6 +29,7 @@ from .usage import CodeUsageTracker
 from .vq import VectorQuantizer
 
 __all__ = [
+    "default_beta",
     "Quantizer",
     "QuantizerOutput",
     "VectorQuantizer",
@@ -81,7 +82,20 @@ def _rename_aliases(options: dict) -> dict:
     return options
 
 
-def build_quantizer(kind: str, dim: int, n_codes: int, beta: float = 0.25, ema_decay: float = 0.99,
+def default_beta(kind: str) -> float | None:
+    """The commitment weight a quantizer ``kind`` uses when none is given: its class's own default
+    (None for ``fsq``, which has no commitment loss)."""
+    import inspect
+
+    classes = {"vq": VectorQuantizer, "fsq": FSQ, "lfq": LFQ, "simvq": SimVQ, "residual": ResidualVQ,
+               "grouped": GroupedVQ}
+    if kind not in classes:
+        raise ConfigError(f"quantizer kind must be one of {QUANTIZER_KINDS}, got {kind!r}")
+    param = inspect.signature(classes[kind]).parameters.get("beta")
+    return None if param is None else param.default
+
+
+def build_quantizer(kind: str, dim: int, n_codes: int, beta: float | None = None, ema_decay: float = 0.99,
                     **options) -> Quantizer:
     """Build a quantizer by name.
 
@@ -90,7 +104,8 @@ def build_quantizer(kind: str, dim: int, n_codes: int, beta: float = 0.25, ema_d
         dim: token dimension ``D``.
         n_codes: codes per codebook (ignored by ``fsq``, whose size is ``prod(fsq_levels)``; for ``lfq``
             a power of two, ``2**bits``; for ``grouped`` the codes per group).
-        beta: commitment weight. Default 0.25.
+        beta: commitment weight; None means the kind's own default (:func:`default_beta`: 0.5 for
+            ``vq``, 0.25 for ``lfq``, ``simvq``, ``residual``, ``grouped``). Default None.
         ema_decay: EMA decay for EMA-updated codebooks. Default 0.99.
         **options: ``QuantizerConfig`` fields other than ``kind`` (see :data:`ALL_OPTIONS`), e.g.
             ``fsq_levels=[8, 5, 5, 5]`` for ``fsq`` (the old name ``levels`` still works, with a
@@ -104,6 +119,7 @@ def build_quantizer(kind: str, dim: int, n_codes: int, beta: float = 0.25, ema_d
     if unknown:
         raise TypeError(f"build_quantizer got unknown options {unknown}; expected a subset of {sorted(ALL_OPTIONS)}")
     vq_opts = _pick(options, VQ_OPTIONS)
+    beta = default_beta(kind) if beta is None else beta
     if kind == "vq":
         return VectorQuantizer(dim, n_codes, beta=beta, ema_decay=ema_decay, **vq_opts)
     if kind == "fsq":

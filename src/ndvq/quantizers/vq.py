@@ -72,7 +72,8 @@ class VectorQuantizer(Quantizer):
     Args:
         dim: token dimension ``D``.
         n_codes: codes ``K`` (initial size when ``grow_to`` is set).
-        beta: commitment weight. Default 0.25.
+        beta: commitment weight. Default 0.5 (0.25 before 2026-12-03: a stiffer pull of the encoder onto
+            its codes ends runs higher and steadier, docs/benchmarks-quality.md).
         ema_decay: EMA decay of codebook statistics. Default 0.99.
         update: ``"ema"`` (codebook follows EMA means) or ``"gradient"`` (codebook loss). Default "ema".
         codebook_lr: separate learning rate for a gradient-updated codebook (read by the trainer via
@@ -131,7 +132,7 @@ class VectorQuantizer(Quantizer):
         (torch.Size([2, 8, 8, 16]), torch.Size([2, 8, 8]))
     """
 
-    def __init__(self, dim: int, n_codes: int, beta: float = 0.25, ema_decay: float = 0.99,
+    def __init__(self, dim: int, n_codes: int, beta: float = 0.5, ema_decay: float = 0.99,
                  update: str = "ema", codebook_lr: float | None = None, init: str = "kmeans",
                  kmeans_iters: int = 10, kmeans_batches: int = 1, restart: str = "batch",
                  restart_interval: int = 1, restart_share: float = 0.5, restart_threshold: float | None = None,
