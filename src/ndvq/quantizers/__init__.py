@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 from ndvq.errors import ConfigError
@@ -85,8 +86,6 @@ def _rename_aliases(options: dict) -> dict:
 def default_beta(kind: str) -> float | None:
     """The commitment weight a quantizer ``kind`` uses when none is given: its class's own default
     (None for ``fsq``, which has no commitment loss)."""
-    import inspect
-
     classes = {"vq": VectorQuantizer, "fsq": FSQ, "lfq": LFQ, "simvq": SimVQ, "residual": ResidualVQ,
                "grouped": GroupedVQ}
     if kind not in classes:
