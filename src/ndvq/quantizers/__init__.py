@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 QUANTIZER_KINDS = ("vq", "fsq", "lfq", "simvq", "residual", "grouped")
+_CLASSES = dict(zip(QUANTIZER_KINDS, (VectorQuantizer, FSQ, LFQ, SimVQ, ResidualVQ, GroupedVQ)))  # kind -> class
 
 #: Options of the vector quantizer (also passed to each level/group of residual and grouped).
 VQ_OPTIONS = (
@@ -86,11 +87,9 @@ def _rename_aliases(options: dict) -> dict:
 def default_beta(kind: str) -> float | None:
     """The commitment weight a quantizer ``kind`` uses when none is given: its class's own default
     (None for ``fsq``, which has no commitment loss)."""
-    classes = {"vq": VectorQuantizer, "fsq": FSQ, "lfq": LFQ, "simvq": SimVQ, "residual": ResidualVQ,
-               "grouped": GroupedVQ}
-    if kind not in classes:
+    if kind not in _CLASSES:
         raise ConfigError(f"quantizer kind must be one of {QUANTIZER_KINDS}, got {kind!r}")
-    param = inspect.signature(classes[kind]).parameters.get("beta")
+    param = inspect.signature(_CLASSES[kind]).parameters.get("beta")
     return None if param is None else param.default
 
 
