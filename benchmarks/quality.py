@@ -208,12 +208,14 @@ def _due_restarts(net) -> torch.Tensor | None:
 
 # ----------------------------------------------------------------------------------- one run
 def _train(net, step_loss, encode_decode, batches, test: torch.Tensor, k: int, probes: int,
-           restarts_until: int | None, lr_schedule: str = "constant", weight_ema: float | None = None) -> dict:
+           restarts_until: int | None, lr_schedule: str = "constant", weight_ema: float | None = None,
+           min_lr_ratio: float = 0.0, warmup_steps: int = 0) -> dict:
     """Adam (lr 3e-4) over ``batches`` (an iterator of ``[32, 3, 32, 32]``); held-out PSNR at ``probes``
     evenly spaced steps; the step at which each code was last re-seeded (default vector quantizer).
 
-    ``lr_schedule="cosine"`` decays the learning rate from 3e-4 to 0 over the steps (``ndvq.run.optim``'s
-    rule); ``weight_ema`` keeps an exponential moving average of the weights beside the trained model
+    ``lr_schedule="cosine"`` decays the learning rate from 3e-4 to ``min_lr_ratio`` times that over the steps
+    after ``warmup_steps`` of linear warm-up (``ndvq.run.optim``'s rule; the shipped configs use a 0.1 floor
+    and 50 warm-up steps); ``weight_ema`` keeps an exponential moving average of the weights beside the trained model
     (``torch.optim.swa_utils.AveragedModel``; its buffers - codebook, norm statistics - are the live
     model's, copied at every update) and returns it as ``"ema"``.
     """
@@ -225,7 +227,7 @@ def _train(net, step_loss, encode_decode, batches, test: torch.Tensor, k: int, p
     if lr_schedule != "constant":
         from ndvq.run.optim import lr_lambda
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(lr_schedule, 0, steps, 0.0, steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(lr_schedule, warmup_steps, steps, min_lr_ratio, steps))
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(weight_ema)) if weight_ema else None
     if ema is not None:
         ema.module.eval()  # only ever evaluated: norms use its running statistics, the codebook stays put
@@ -276,7 +278,8 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
         steps: training steps.
         overrides: ``ndvq.VQVAE`` arguments changed from the defaults (diagnosis); the extra key
             ``restarts_until`` stops dead-code restarts at that step, ``lr_schedule`` (``"cosine"``) decays the
-            learning rate to 0, ``weight_ema`` (a decay) also measures a moving average of the weights. Default None.
+            learning rate to ``min_lr_ratio`` (default 0) of 3e-4 after ``warmup_steps`` (default 0),
+            ``weight_ema`` (a decay) also measures a moving average of the weights. Default None.
         probes: held-out PSNR also at this many evenly spaced steps before the end. Default 0.
         quick: small data (smoke run). Default False.
         state_dir: save the trained weights there (``<model>-<k>-<steps>-<seed>-<order>-<overrides crc>.pt``).
@@ -286,7 +289,8 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
     train, test = d["train"], d["test"]
     torch.manual_seed(seed)
     overrides = dict(overrides or {})
-    switches = {key: overrides.pop(key) for key in ("restarts_until", "lr_schedule", "weight_ema") if key in overrides}
+    switches = {key: overrides.pop(key) for key in ("restarts_until", "lr_schedule", "min_lr_ratio", "warmup_steps",
+                                                    "weight_ema") if key in overrides}
     restarts_until = switches.get("restarts_until")
     net, step_loss, encode_decode = build(model, k, overrides)
     g = torch.Generator().manual_seed(1000 + order)
@@ -296,7 +300,8 @@ def train_run(model: str, k: int, seed: int, order: int, steps: int, overrides: 
            "beta": _beta_of(net),
            "overrides": {**overrides, **switches}}
     res.update(_train(net, step_loss, encode_decode, batches, test, k, probes, restarts_until,
-                      switches.get("lr_schedule", "constant"), switches.get("weight_ema")))
+                      switches.get("lr_schedule", "constant"), switches.get("weight_ema"),
+                      switches.get("min_lr_ratio", 0.0), switches.get("warmup_steps", 0)))
     ema = res.pop("ema", None)
     if ema is not None:  # the weight average, measured like the run itself (run_all stores it as its own entry)
         avg = _closure_of(net, ema)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -84,7 +83,6 @@ def test_compiled_model_runs_a_training_step_like_eager():
         model(x)
     torch.testing.assert_close(compiled_net.quantizer.embed, eager.quantizer.embed)
     compiled = torch.compile(compiled_net, backend="aot_eager", fullgraph=True)
-    t0 = time.perf_counter()
     outs = []
     for model, fwd in ((eager, eager), (compiled_net, compiled)):
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -93,7 +91,6 @@ def test_compiled_model_runs_a_training_step_like_eager():
         out.loss.backward()
         opt.step()
         outs.append(out)
-    assert time.perf_counter() - t0 < 60
     torch.testing.assert_close(outs[1].loss, outs[0].loss, rtol=1e-4, atol=1e-5)
     assert torch.equal(outs[1].indices, outs[0].indices)
     for (name, p), p2 in zip(eager.named_parameters(), compiled_net.parameters()):
