@@ -83,6 +83,23 @@ def test_weight_average_switch_returns_an_average_with_the_live_buffers():
         assert torch.equal(a, b), name  # codebook and norm statistics: the trained model's
 
 
+def test_schedule_switches_reach_the_optimiser():
+    """A cosine schedule with a floor of 1.0 is the constant rate; warm-up or a lower floor changes the weights."""
+    batches = [torch.rand(4, 3, 16, 16) * 2 - 1 for _ in range(4)]
+
+    def trained(**schedule):
+        torch.manual_seed(0)
+        model = _tiny()
+        quality._train(model, lambda x: model(x).loss, quality._closure("ndvq", model), batches, batches[0], 32,
+                       probes=0, restarts_until=None, **schedule)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    constant = trained()
+    assert torch.equal(trained(lr_schedule="cosine", min_lr_ratio=1.0), constant)
+    assert not torch.allclose(trained(lr_schedule="cosine", min_lr_ratio=1.0, warmup_steps=2), constant)
+    assert not torch.allclose(trained(lr_schedule="cosine", min_lr_ratio=0.1), constant)
+
+
 def _run(model: str, psnr: float, alive: float, order: int, k: int = 512) -> dict:
     return {"model": model, "k": k, "steps": 1000, "seed": 0, "order": order, "variant": "", "psnr": psnr,
             "psnr_patch": psnr, "ssim": 0.5, "usage": 0.9, "alive": alive, "train_s": 1.0}
