@@ -45,6 +45,22 @@ def test_interrupted_and_resumed_matches_straight_run(tmp_path, tiny_data):
         assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-5, atol=1e-6), k
 
 
+def test_a_config_naming_no_schedule_decays_the_rate_to_its_floor(tmp_path, tiny_data):
+    """The default schedule (cosine since 2026-12-03): the logged rate falls every step and ends at
+    ``min_lr_ratio`` of the learning rate on the run's last step."""
+    own = tmp_path / "own.yaml"  # a user's config: the built-in run's (no argument) names its schedule
+    own.write_text("model: {kind: vqvae, n_dims: 2, in_channels: 3}\ntrain: {max_steps: 6, learning_rate: 1.0e-3}\n")
+    over = TINY + [f"run.root={tmp_path}", "run.name=default", "train.log_interval=1", "train.val_interval=100",
+                   "train.ckpt_interval=100"]
+    cfg = load_config(own, over)
+    assert "lr_schedule" not in own.read_text() and cfg.train.warmup_steps == 0
+    run_dir = loop.train(cfg).run_dir
+    recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in recs if r["split"] == "train"]
+    assert len(lrs) == 6 and all(b < a for a, b in zip(lrs, lrs[1:])), lrs
+    assert lrs[0] < 1e-3 and lrs[-1] == pytest.approx(1e-4), lrs  # the scheduler has stepped once per step
+
+
 def test_weight_average_is_delivered_and_resumes_exactly(tmp_path, tiny_data):
     """train.weight_ema: checkpoints' "model" (what eval/encode/export load) is the moving average, the trained
     weights ride along for --resume, and an interrupted + resumed run ends with the straight run's average."""

@@ -305,7 +305,9 @@ class TrainConfig(_Section):
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    lr_schedule: Literal["constant", "cosine", "cyclic"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "cyclic"] = Field(
+        "cosine", description="cosine: after warmup_steps, decay to min_lr_ratio at the run's last step (the "
+        "default since 2026-12-03, constant before: runs end steadier, docs/benchmarks-quality.md)")
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine/cyclic floor as a fraction of learning_rate")
     cycle_steps: int = Field(1000, ge=1, description="period of the cyclic schedule")
