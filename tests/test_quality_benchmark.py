@@ -214,3 +214,21 @@ def test_runs_record_their_commitment_weight_and_runs_stored_without_one_read_as
     torch.manual_seed(0)
     assert quality.train_run("ndvq", 16, 0, 0, steps=2, quick=True)["beta"] == 0.5
     assert quality.train_run("ndvq", 16, 0, 0, steps=2, quick=True, overrides={"codebook_beta": 0.25})["beta"] == 0.25
+
+
+def test_the_page_reads_today_s_defaults_first_and_the_earlier_settings_apart(tmp_path):
+    """The first targets table is the setting ndvq builds today (asked of a built model, not a literal);
+    the runs of earlier defaults are read in a table of their own."""
+    today = quality.default_setting()
+    built = {"norm": quality.default_norm(), "beta": quality._beta_of(VQVAE(n_dims=2, in_channels=3, n_codes=16))}
+    assert today == quality.setting({"model": "ndvq", **built}) != "batch"
+    runs = [{**_run("ndvq", 25.2, 0.99, 0), **built},
+            {**_run("ndvq", 24.2, 0.99, 0), "norm": "batch"}, _run("reference", 24.0, 0.9, 0)]
+    results = {quality.run_key(r): r for r in runs}
+    assert {row[2] for row in quality.targets(results, lambda s: s == "batch")} == {"batch"}
+    page = tmp_path / "quality.md"
+    quality.write_doc(page, results, {"date": "today"}, "python -m benchmarks.quality")
+    first, rest = page.read_text().split("## Targets of the earlier defaults", 1)
+    first = first.split(f"## Targets (issue 18), today's defaults ({today})", 1)[1]
+    assert f"| {today} |" in first and "| batch |" not in first
+    assert "| batch |" in rest.split("## Summary", 1)[0] and f"| {today} |" not in rest.split("## Summary", 1)[0]
