@@ -169,3 +169,6 @@ def test_weight_average_is_refused_with_sharded_parameters():
     with pytest.raises(ConfigError, match="train.weight_ema=0.99 needs whole parameters .* train.strategy=fsdp"):
         load_config(None, ["train.weight_ema=0.99", "train.strategy=fsdp"])
     assert load_config(None, ["train.weight_ema=0.99", "train.strategy=ddp"]).train.weight_ema == 0.99
+    # the default average (not named by the user) is off under fsdp instead of refusing a config that never set it
+    assert load_config(None, ["train.strategy=fsdp"]).train.weight_ema is None
+    assert load_config(None, []).train.weight_ema == 0.99

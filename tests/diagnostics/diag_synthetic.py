@@ -76,7 +76,7 @@ def scenario(name: str, seed: int = 0) -> tuple[list[dict], dict]:
     elif name == "lr_constant":
         lr = np.full(len(t), 3e-4)
         recon = _curve(t, rate=12) * (1 + 0.02 * rng.standard_normal(len(t)))
-        cfg_over["train"]["lr_schedule"] = "constant"
+        cfg_over["train"].update(lr_schedule="constant", weight_ema=None)  # the last weights, not an average
     elif name == "low_perplexity":
         perp = 10 + 20 * (1 - np.exp(-8 * t))
     elif name == "high_perplexity":

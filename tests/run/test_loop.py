@@ -45,20 +45,25 @@ def test_interrupted_and_resumed_matches_straight_run(tmp_path, tiny_data):
         assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-5, atol=1e-6), k
 
 
-def test_a_config_naming_no_schedule_decays_the_rate_to_its_floor(tmp_path, tiny_data):
-    """The default schedule (cosine since 2026-12-03): the logged rate falls every step and ends at
-    ``min_lr_ratio`` of the learning rate on the run's last step."""
+def test_a_config_naming_no_schedule_keeps_the_rate_and_delivers_the_weight_average(tmp_path, tiny_data):
+    """The default schedule (constant, with train.weight_ema 0.99, since 2026-12-03; cosine the day before): the
+    logged rate stays at the learning rate, and the checkpoint's model is the average of every step's weights
+    (the trained weights ride along as train_model)."""
     own = tmp_path / "own.yaml"  # a user's config: the built-in run's (no argument) names its schedule
     own.write_text("model: {kind: vqvae, n_dims: 2, in_channels: 3}\ntrain: {max_steps: 6, learning_rate: 1.0e-3}\n")
     over = TINY + [f"run.root={tmp_path}", "run.name=default", "train.log_interval=1", "train.val_interval=100",
                    "train.ckpt_interval=100"]
     cfg = load_config(own, over)
-    assert "lr_schedule" not in own.read_text() and cfg.train.warmup_steps == 0
+    assert "lr_schedule" not in own.read_text() and "weight_ema" not in own.read_text()
+    assert cfg.train.warmup_steps == 0 and cfg.train.weight_ema == 0.99
     run_dir = loop.train(cfg).run_dir
     recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in recs if r["split"] == "train"]
-    assert len(lrs) == 6 and all(b < a for a, b in zip(lrs, lrs[1:])), lrs
-    assert lrs[0] < 1e-3 and lrs[-1] == pytest.approx(1e-4), lrs  # the scheduler has stepped once per step
+    assert lrs == [pytest.approx(1e-3)] * 6, lrs
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["state"]["weight_ema_updates"] == 6 and "train_model" in ckpt
+    weights = [k for k, v in ckpt["model"].items() if v.is_floating_point() and "weight" in k]
+    assert any(not torch.equal(ckpt["model"][k], ckpt["train_model"][k]) for k in weights)  # an average
 
 
 def test_weight_average_is_delivered_and_resumes_exactly(tmp_path, tiny_data):
@@ -89,7 +94,8 @@ def test_weight_average_is_delivered_and_resumes_exactly(tmp_path, tiny_data):
             assert torch.allclose(a[key][k].float(), b[key][k].float(), rtol=1e-5, atol=1e-6), (key, k)
     loaded = load_model(straight.run_dir).model.state_dict()
     assert all(torch.equal(loaded[k], a["model"][k]) for k in weights)
-    plain = load_checkpoint(loop.train(load_config(None, over[:-1] + ["run.name=plain", "train.max_steps=2"])).run_dir)
+    plain = load_checkpoint(loop.train(load_config(None, over[:-1] + ["run.name=plain", "train.max_steps=2",
+                                                                       "train.weight_ema=null"])).run_dir)
     assert "train_model" not in plain and plain["state"]["weight_ema_updates"] == 0
 
 

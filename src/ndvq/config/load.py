@@ -40,7 +40,7 @@ QUICKSTART: dict = {
               "videogpt": {"n_hiddens": 32, "num_res_blocks": 1, "downsample": [4, 4], "n_head": 0,
                            "norm": "channel"}},
     "data": {"kind": "samples", "patch_size": [32, 32], "sample_patches": 2048},
-    "train": {"max_steps": 600, "batch_size": 32, "learning_rate": 1e-3, "lr_schedule": "cosine",
+    "train": {"max_steps": 600, "batch_size": 32, "learning_rate": 1e-3, "lr_schedule": "constant",
               "warmup_steps": 50, "val_interval": 200, "val_batches": 4, "ckpt_interval": 200,
               "sample_interval": 200, "log_interval": 20, "usage_window": 50},
 }

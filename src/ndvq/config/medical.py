@@ -43,7 +43,9 @@ Mapping (medical key -> ndvq key):
 ``autoencoder_train.val_interval`` (epochs)   ``train.val_every_epochs`` (validation, checkpoint, samples)
 ``autoencoder_train.lr``                      ``train.learning_rate`` (x world size: ``train.scale_lr_by_world_size``),
                                               held constant (``train.lr_schedule`` constant: the recipe names
-                                              no schedule; set ``train.lr_schedule=cosine`` to decay)
+                                              no schedule; set ``train.lr_schedule=cosine`` to decay), no
+                                              weight average (``train.weight_ema`` null: the recipe keeps
+                                              none, and a copy of a large model's weights costs memory)
 ``autoencoder_train.perceptual_weight``       ``loss.perceptual_weight``
 ``autoencoder_train.kl_weight``               ``loss.kl_weight``
 ``autoencoder_train.recon_loss`` l1 / l2      ``loss.recon_loss`` l1 / mse
@@ -300,7 +302,7 @@ def _train_sections(at: dict, n_dims: int, n_levels: int) -> tuple[dict, dict, l
     ratio = at["fake_3d_ratio"]
     ratio = (0.5 if n_dims == 3 else None) if ratio is None else _float(ratio, k + "fake_3d_ratio", strict=True, hi=1.0)
     train = {"batch_size": batch, "num_epochs": epochs, "max_steps": None, "learning_rate": lr,
-             "lr_schedule": "constant", "scale_lr_by_world_size": True, "val_every_epochs": val_every, "val_batches": None}
+             "lr_schedule": "constant", "weight_ema": None, "scale_lr_by_world_size": True, "val_every_epochs": val_every, "val_batches": None}
     loss = {"recon_loss": "l1" if recon == "l1" else "mse", "perceptual_weight": perc_w, "kl_weight": kl_w,
             "perceptual_network": network, "perceptual_fake_3d_ratio": ratio}
     return train, loss, patch

@@ -306,16 +306,18 @@ class TrainConfig(_Section):
     beta2: float = Field(0.999, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     lr_schedule: Literal["constant", "cosine", "cyclic"] = Field(
-        "cosine", description="cosine: after warmup_steps, decay to min_lr_ratio at the run's last step (the "
-        "default since 2026-12-03, constant before: runs end steadier, docs/benchmarks-quality.md)")
+        "constant", description="constant (after warmup_steps; with the default weight_ema the delivered weights "
+        "are their moving average) or cosine: decay to min_lr_ratio at the run's last step, which costs quality on "
+        "a short run of a large codebook (docs/benchmarks-quality.md)")
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine/cyclic floor as a fraction of learning_rate")
     cycle_steps: int = Field(1000, ge=1, description="period of the cyclic schedule")
     grad_clip: float | None = Field(1.0, gt=0)
     weight_ema: float | None = Field(
-        None, gt=0, lt=1, description="keep a moving average of the weights with this decay (e.g. 0.99, ~100 steps); "
-        "validation, samples and every checkpoint's model (eval, encode, export, compress) use the average, "
-        "which removes the step-to-step jitter of the last weights (docs/training.md)")
+        0.99, gt=0, lt=1, description="keep a moving average of the weights with this decay (0.99: ~100 steps; null: "
+        "off); validation, samples and every checkpoint's model (eval, encode, export, compress) use the average, "
+        "which removes the step-to-step jitter of the last weights (docs/training.md); off by default under "
+        "strategy=fsdp")
     grad_accum: int = Field(1, ge=1)
     precision: Literal["32", "32-true", "bf16-mixed", "16-mixed"] = "32"
     seed: int = 0
@@ -350,6 +352,9 @@ class TrainConfig(_Section):
         if self.max_steps is None and self.num_epochs is None:
             raise ValueError("set train.max_steps or train.num_epochs (both are None)")
         if self.weight_ema is not None and self.strategy == "fsdp":  # sharded parameters: no whole copy to average
+            if "weight_ema" not in self.model_fields_set:  # the default, not the user's choice: off
+                self.__dict__["weight_ema"] = None  # through __dict__: assigning would re-run this validator
+                return self
             raise ValueError(f"train.weight_ema={self.weight_ema} needs whole parameters on every device; it does not "
                              "work with train.strategy=fsdp (use ddp, or set train.weight_ema=null)")
         return self

@@ -645,23 +645,22 @@ def rule_slow(view: RunView, th: Thresholds) -> Finding | None:
 
 
 def rule_lr_constant(view: RunView, th: Thresholds) -> Finding | None:
-    if len(view.train) < th.min_records or not view.train.has("lr"):
-        return None
+    if len(view.train) < th.min_records or not view.train.has("lr") or view.cfg("train.weight_ema") is not None:
+        return None  # a run that keeps a weight average delivers the average, not the bouncing last weights
     _, lr = view.train.get("lr", view.warm_end)
     if len(lr) < 2 or lr.min() <= 0 or lr.max() / lr.min() >= th.lr_constant:
         return None
     drop, a, b, s0, s1 = view.improvement("train", view.recon_name)
     if not math.isfinite(drop) or drop >= th.plateau:
         return None
-    fixes = [fmt_kv("train.lr_schedule", "cosine"), _lower_lr(view)]
-    if view.cfg("train.weight_ema") is None:  # or keep the rate and deliver an average of the bouncing weights
-        fixes.append(fmt_kv("train.weight_ema", 0.99))
+    fixes = [fmt_kv("train.weight_ema", 0.99), fmt_kv("train.lr_schedule", "cosine"), _lower_lr(view)]
     return Finding("info", "Learning rate never decayed",
                    f"lr stayed at {fmt_num(float(lr[-1]))} from step {int(view.warm_end)} to {int(view.last_step)} while the loss "
                    f"flattened ({-100 * drop:+.3g}% over steps {int(s0)}-{int(s1)})",
                    "a constant learning rate keeps the weights bouncing around the minimum, so the last weights are a "
                    "lottery ticket (+-0.1-0.2 dB between runs that differ only in batch order, docs/benchmarks-quality.md); "
-                   "decaying the rate lets the loss settle lower, a moving average of the weights removes the bounce",
+                   "a moving average of the weights (the default since 2026-12-03) removes the bounce and keeps the "
+                   "constant rate's progress; decaying the rate settles it too, at a cost on a short run",
                    fixes, "lr_constant")
 
 
