@@ -158,6 +158,40 @@ def test_a_corrupt_file_is_named_once_on_the_console(tmp_path, capsys):
     assert not [w for w in shown if "broken.png" in str(w.message)]  # and not the same again as a warning
 
 
+def test_a_short_clip_beside_a_long_file_fits_the_window_and_names_a_corrupt_file_once(tmp_path, capsys):
+    """The audio example on a short clip, two longer files and a corrupt one: the window left at its default
+    shrinks to the largest one padded within the warning (the split is built again with it), and the corrupt
+    file is named once."""
+    import soundfile as sf
+
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    for name, seconds in (("short", 0.3), ("long", 2.3), ("longer", 2.6)):
+        t = np.arange(int(seconds * 8000)) / 8000
+        sf.write(wavs / f"{name}.wav", 0.5 * np.sin(2 * np.pi * 220 * t), 8000)
+    (wavs / "broken.wav").write_bytes(b"RIFF\x00\x00junk")
+    code, out, err = run(["train", "-c", Path(__file__).parents[1] / "configs" / "audio" / "example.yaml", f"data.root={wavs}",
+                          "data.train_split=1.0", *TINY, "model.n_dims=1", "model.videogpt.downsample=[16]",
+                          "train.num_workers=0", f"run.root={tmp_path / 'runs'}", "run.name=r"], capsys)
+    assert code == 0, err
+    assert "data.segment_length 16384 -> 8192" in out, out  # the largest window padded <= 25% on average
+    named = [ln for ln in err.splitlines() if "broken.wav" in ln]
+    assert len(named) == 1 and "skipping unreadable" in named[0], err
+
+
+@pytest.mark.parametrize("kind", list(MODALITIES))
+def test_a_run_with_no_validation_split_trains_per_modality(kind, tmp_path, capsys):
+    """data.train_split=1 on one folder: every file trains and the empty val split is no error (an audio
+    folder used to end in an IndexError: the val split asked the majority rate of no files)."""
+    writer, suffix, n, over, _ = MODALITIES[kind]
+    (tmp_path / "data").mkdir()
+    for i in range(n):
+        writer(tmp_path / "data" / f"{kind}{i}{suffix}", i)
+    code, _, err = run(["train", *TINY, f"data.kind={kind}", f"data.root={tmp_path / 'data'}", *over,
+                        "data.train_split=1.0", f"run.root={tmp_path / 'runs'}", "run.name=r"], capsys)
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("kind", ["samples", *MODALITIES])
 def test_two_step_train_per_modality(kind, tmp_path, capsys):
     if kind == "samples":

@@ -355,10 +355,21 @@ def main(argv: list[str] | None = None) -> int:
 @contextlib.contextmanager
 def _console():
     """The command's console: ndvq's log warnings on stderr, one line each, and the Python warnings that
-    repeat them (``ndvq.data.common.warn_skip`` / ``warn_data`` raise both) silenced."""
+    repeat them (``ndvq.data.common.warn_skip`` / ``warn_data`` raise both) silenced. A data note is printed
+    once per command (a split built again, e.g. with a fitted window, says the same things again)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    said: set[str] = set()
+
+    def once(record: logging.LogRecord) -> bool:
+        if not record.name.startswith("ndvq.data"):
+            return True
+        new = record.getMessage() not in said
+        said.add(record.getMessage())
+        return new
+
+    handler.addFilter(once)
     log = logging.getLogger("ndvq")
     log.addHandler(handler)
     try:

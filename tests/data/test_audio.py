@@ -50,6 +50,26 @@ def test_rms_normalisation_and_short_file(tmp_path):
     assert len(short) == 1 and torch.all(short[0]["data"][:, 800:] == 0)  # zero-padded
 
 
+def test_the_suggested_window_is_the_largest_that_keeps_the_padding_below_the_warning(tmp_path):
+    """A short clip beside a longer file: the suggestion is the largest window whose padding is within the
+    start summary's warning threshold, never the window in effect (it used to read 'try
+    data.segment_length=16384' at segment_length 16384)."""
+    from ndvq.data.audio import window_padding
+    from ndvq.data.common import PADDING_WARN_SHARE
+
+    write_audio(tmp_path / "short.wav", seconds=0.3, rate=8000)  # 2400 samples
+    write_audio(tmp_path / "long.wav", seconds=2.3, rate=8000)  # 18400 samples
+    ds = create_dataset("audio", "all", root=tmp_path, segment_length=16384)
+    assert ds.padding_share() > PADDING_WARN_SHARE and ds.suggested_fix == "data.segment_length=8192"
+    fitted = create_dataset("audio", "all", root=tmp_path, segment_length=8192)
+    assert fitted.padding_share() == pytest.approx(window_padding([2400, 18400], 8192, 8192))
+    assert fitted.padding_share() <= PADDING_WARN_SHARE < window_padding([2400, 18400], 16384, 16384)
+    for k in range(3):  # mostly long files: the window in effect already keeps the padding low
+        write_audio(tmp_path / f"longer{k}.wav", seconds=2.5, rate=8000)
+    ds = create_dataset("audio", "all", root=tmp_path, segment_length=16384)
+    assert ds.padding_share() <= PADDING_WARN_SHARE and ds.suggested_fix is None
+
+
 def test_pad_multiple_gives_whole_files(tmp_path):
     write_audio(tmp_path / "a.wav", seconds=0.25, rate=8000)  # 2000 samples
     train = create_dataset("audio", "train", root=tmp_path, segment_length=768, train_split=1.0)

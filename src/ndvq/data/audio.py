@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ndvq.data.common import FileDataset, split_files, split_positions, warn_data, warn_skip
+from ndvq.data.common import (
+    PADDING_WARN_SHARE,
+    FileDataset,
+    split_files,
+    split_positions,
+    warn_data,
+    warn_skip,
+)
 from ndvq.errors import DataError
 
 __all__ = ["AudioFolder", "read_window", "AUDIO_EXTENSIONS"]
@@ -62,6 +69,23 @@ def read_window(path: str | Path, start: int, length: int, source_rate: int, tar
     if len(a) < length:
         a = np.concatenate([a, np.zeros((length - len(a), a.shape[1]), np.float32)])
     return a
+
+
+def window_padding(lengths: Sequence[int], window: int, hop: int) -> float:
+    """Mean share of padding per window over files of ``lengths`` samples cut into ``window``-sample
+    windows every ``hop`` samples (a file shorter than the window is one zero-padded window; a longer
+    file's windows are whole, its tail shorter than a hop is left out)."""
+    shares = []
+    for n in lengths:
+        shares += [1 - n / window] if n < window else [0.0] * ((n - window) // hop + 1)
+    return sum(shares) / max(len(shares), 1)
+
+
+def fitting_window(lengths: Sequence[int], window: int, hop: int, limit: float = PADDING_WARN_SHARE) -> int:
+    """The largest window (``window`` or a power of two below it, at least 16 samples) whose mean padding
+    (:func:`window_padding`, the hop shrunk with the window) is within ``limit``; 16 when none is."""
+    sizes = [window] + [2 ** p for p in range(int(math.log2(max(window - 1, 16))), 3, -1) if 2 ** p < window]
+    return next((w for w in sizes if window_padding(lengths, w, min(hop, w)) <= limit), sizes[-1])
 
 
 class AudioFolder(FileDataset):
@@ -113,7 +137,8 @@ class AudioFolder(FileDataset):
         self._check_files(root)
         self._keep_channels(channels)
         rates = Counter(m["rate"] for m in self.meta)
-        self.sample_rate = int(sample_rate) if sample_rate else rates.most_common(1)[0][0]
+        # the files' majority rate; an empty split (no validation: train_split=1) keeps the given rate or 0
+        self.sample_rate = int(sample_rate) if sample_rate else (rates.most_common(1)[0][0] if rates else 0)
         moved = {r: n for r, n in rates.items() if r != self.sample_rate}
         if moved:
             self.note(", ".join(f"{n} file(s) at {r} Hz" for r, n in sorted(moved.items()))
@@ -125,12 +150,15 @@ class AudioFolder(FileDataset):
             self.windows += self._file_windows(k, m["length"], train_split)
         short = sum(m["length"] < self.segment_length for m in self.meta)
         if short and not self.whole:
-            median = sorted(m["length"] for m in self.meta)[len(self.meta) // 2]
-            fit = min(2 ** max(int(math.log2(max(median, 16))), 4), self.segment_length)
-            self.suggested_fix = f"data.segment_length={fit}"
+            lengths = [m["length"] for m in self.meta]
+            fit = fitting_window(lengths, self.segment_length, self.hop_length)
+            smaller = fit < self.segment_length  # else even the smallest window leaves as much padding
+            self.suggested_fix = f"data.segment_length={fit}" if smaller else None
             self.note(f"{short} of {len(self.meta)} file(s) are shorter than data.segment_length="
-                      f"{self.segment_length} samples at {self.sample_rate} Hz and are zero-padded; "
-                      f"data.segment_length={fit} fits inside half of them", warn=short * 2 > len(self.meta))
+                      f"{self.segment_length} samples at {self.sample_rate} Hz and are zero-padded"
+                      + (f"; data.segment_length={fit} keeps the padding within {PADDING_WARN_SHARE:.0%} of a window"
+                         if smaller else ""),
+                      warn=short * 2 > len(self.meta))
 
     def _headers(self, files):
         import soundfile as sf
@@ -149,8 +177,8 @@ class AudioFolder(FileDataset):
 
     def _keep_channels(self, channels: int | None) -> None:
         """Files whose channel count differs from ``channels`` (default: the majority) are skipped (mono=False)."""
-        if self.mono:
-            self.channels = 1
+        if self.mono or not self.meta:
+            self.channels = 1 if self.mono or not channels else int(channels)
             return
         want = int(channels or Counter(m["channels"] for m in self.meta).most_common(1)[0][0])
         keep = [k for k, m in enumerate(self.meta) if m["channels"] == want]

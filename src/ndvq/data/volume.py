@@ -182,7 +182,7 @@ class VolumeFolder(FileDataset):
             m = self.meta[0]
             m["z"] = split_positions(int(m["shape"][-1]), split, train_split)
             m["shape"] = (*m["shape"][:2], m["z"][1] - m["z"][0])
-        self.channels = self.meta[0]["channels"]
+        self.channels = self.meta[0]["channels"] if self.meta else int(channels or 1)  # empty: no validation split
         self._maps: dict[int, tuple[float, float]] = {}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.cache_bytes = int(cache_mb * 2**20)
