@@ -152,7 +152,7 @@ class AudioFolder(FileDataset):
         if short and not self.whole:
             lengths = [m["length"] for m in self.meta]
             fit = fitting_window(lengths, self.segment_length, self.hop_length)
-            smaller = fit < self.segment_length  # else even the smallest window leaves as much padding
+            smaller = fit < self.segment_length  # else the window in effect already keeps the padding within it
             self.suggested_fix = f"data.segment_length={fit}" if smaller else None
             self.note(f"{short} of {len(self.meta)} file(s) are shorter than data.segment_length="
                       f"{self.segment_length} samples at {self.sample_rate} Hz and are zero-padded"
