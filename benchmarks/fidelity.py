@@ -40,7 +40,7 @@ TINY = ["model.videogpt.n_hiddens=16", "model.videogpt.num_res_blocks=1", "model
 #: modality -> (file builder, data options "before" (the issue's report), "after" (the suggested fix), model)
 CASES = {
     "audio": (lambda d: rf.speech_clips(d, n=12, long_seconds=3.0),
-              {"sample_rate": 16000, "segment_length": 16384}, {"segment_length": 8192},
+              {"sample_rate": 16000, "segment_length": 16384}, {"segment_length": 4096},
               ["model.n_dims=1", "model.in_channels=1", "model.videogpt.downsample=[4]"]),
     "series": (lambda d: rf.mixed_csvs(d, n5=6),
                {"segment_length": 256}, {"segment_length": 64},
