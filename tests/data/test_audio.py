@@ -89,3 +89,17 @@ def test_corrupt_audio_skipped_and_empty_error(tmp_path):
     (tmp_path / "e").mkdir()
     with pytest.raises(ValueError, match=r"\.wav.*\.flac"):
         create_dataset("audio", "train", root=tmp_path / "e")
+
+
+def test_every_split_runs_at_the_whole_folder_s_majority_rate(tmp_path):
+    """Train files mostly at 8000 Hz, the val file at 16000 Hz: validation runs at the rate training does
+    (each split used to pick its own majority, so this val split ran at 16000 Hz)."""
+    for i in range(3):
+        write_audio(tmp_path / "train" / f"a{i}.wav", seconds=0.5, rate=8000)
+    write_audio(tmp_path / "train" / "b.wav", seconds=0.5, rate=16000)
+    write_audio(tmp_path / "test" / "c.wav", seconds=0.5, rate=16000)
+    splits = {s: create_dataset("audio", s, root=tmp_path, segment_length=1000) for s in ("train", "val", "all")}
+    assert {s: ds.sample_rate for s, ds in splits.items()} == {"train": 8000, "val": 8000, "all": 8000}
+    write_audio(tmp_path / "test" / "d.wav", seconds=0.5, rate=16000)  # a tie: the higher rate, for every split
+    assert {create_dataset("audio", s, root=tmp_path, segment_length=1000).sample_rate
+            for s in ("train", "val", "all")} == {16000}
