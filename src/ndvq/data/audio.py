@@ -137,16 +137,19 @@ class AudioFolder(FileDataset):
         self._check_files(root)
         self._keep_channels(channels)
         rates = Counter(m["rate"] for m in self.meta)
+        tie = False
         if sample_rate:
             self.sample_rate = int(sample_rate)
         else:  # the whole folder's majority, so every split runs at the rate training does
             everything = split_files(root, "all", extensions or AUDIO_EXTENSIONS, val_dir, train_split, split_seed,
                                      subfolders)[0] if split != "all" else []
-            self.sample_rate = self._majority_rate(rates, everything)
+            self.sample_rate, tie = self._majority_rate(rates, everything)
         moved = {r: n for r, n in rates.items() if r != self.sample_rate}
         if moved:
             self.note(", ".join(f"{n} file(s) at {r} Hz" for r, n in sorted(moved.items()))
-                      + f" resampled to {self.sample_rate} Hz" + ("" if sample_rate else " (the most common rate)"),
+                      + f" resampled to {self.sample_rate} Hz"
+                      + ("" if sample_rate else " (the highest of the folder's most common rates)" if tie
+                         else " (the folder's most common rate)"),
                       warn=not sample_rate)
         self.windows: list[tuple[int, int, int]] = []  # (file number, start, real samples) at the target rate
         for k, m in enumerate(self.meta):
@@ -179,10 +182,10 @@ class AudioFolder(FileDataset):
             yield f, {"frames": int(info.frames), "rate": int(info.samplerate), "channels": int(info.channels),
                       "subtype": str(info.subtype)}
 
-    def _majority_rate(self, rates: Counter, everything: list[Path]) -> int:
-        """The most common sample rate of this split's files (``rates``) and the folder's other files
-        (``everything`` less this split's, headers read quietly: an unreadable one is named by its own split);
-        a tie goes to the higher rate (nothing is lost); 0 for no files (an empty val split)."""
+    def _majority_rate(self, rates: Counter, everything: list[Path]) -> tuple[int, bool]:
+        """``(rate, tie)``: the most common sample rate of this split's files (``rates``) and the folder's other
+        files (``everything`` less this split's, headers read quietly: an unreadable one is named by its own
+        split); a tie goes to the higher rate (nothing is lost); 0 for no files (an empty val split)."""
         import soundfile as sf
 
         rates = Counter(rates)
@@ -193,7 +196,10 @@ class AudioFolder(FileDataset):
                     rates[int(sf.info(str(f)).samplerate)] += 1
                 except Exception:  # noqa: BLE001, S112 - the file's own split names it
                     continue
-        return max(rates, key=lambda r: (rates[r], r)) if rates else 0
+        if not rates:
+            return 0, False
+        best = max(rates, key=lambda r: (rates[r], r))
+        return best, sum(n == rates[best] for n in rates.values()) > 1
 
     def _keep_channels(self, channels: int | None) -> None:
         """Files whose channel count differs from ``channels`` (default: the majority) are skipped (mono=False)."""
