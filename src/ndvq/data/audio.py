@@ -75,10 +75,14 @@ def window_padding(lengths: Sequence[int], window: int, hop: int) -> float:
     """Mean share of padding per window over files of ``lengths`` samples cut into ``window``-sample
     windows every ``hop`` samples (a file shorter than the window is one zero-padded window; a longer
     file's windows are whole, its tail shorter than a hop is left out)."""
-    shares = []
-    for n in lengths:
-        shares += [1 - n / window] if n < window else [0.0] * ((n - window) // hop + 1)
+    shares = [1 - min(n, window) / window for n in lengths for _ in window_starts(0, n, window, hop)]
     return sum(shares) / max(len(shares), 1)
+
+
+def window_starts(lo: int, hi: int, window: int, hop: int) -> range:
+    """First samples of the ``window``-sample windows cut every ``hop`` samples from samples ``lo:hi`` (one
+    window when the span is shorter than a window; a tail shorter than a hop is left out)."""
+    return range(lo, lo + max(hi - lo - window, 0) + 1, hop)
 
 
 def fitting_window(lengths: Sequence[int], window: int, hop: int, limit: float = PADDING_WARN_SHARE) -> int:
@@ -219,9 +223,8 @@ class AudioFolder(FileDataset):
         lo, hi = split_positions(n, self.split, train_split) if self.single_file else (0, n)
         if self.whole:
             return [(k, lo, hi - lo)]
-        span = hi - lo
-        starts = list(range(lo, lo + max(span - self.segment_length, 0) + 1, self.hop_length))
-        return [(k, s, min(self.segment_length, hi - s)) for s in starts]
+        return [(k, s, min(self.segment_length, hi - s))
+                for s in window_starts(lo, hi, self.segment_length, self.hop_length)]
 
     def __len__(self) -> int:
         return len(self.windows)
