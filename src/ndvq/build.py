@@ -44,11 +44,19 @@ def model_spec(cfg: Config) -> tuple[str, dict[str, Any]]:
 
 
 def resolve_auto(cfg: Config, dataset) -> Config:
-    """``cfg`` with ``model.in_channels="auto"`` replaced by the dataset's channel count."""
-    if cfg.model.in_channels != "auto":
-        return cfg
+    """``cfg`` with what the train split ``dataset`` decided pinned: ``model.in_channels="auto"`` replaced by
+    its channel count, and the unset ``data.*`` options of its ``pinned_options()`` (channels, the audio
+    sample rate) set, so the val split and later ``eval`` / ``encode`` of other files read items as
+    training did."""
     channels = int(getattr(dataset, "channels", None) or 3)
-    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"in_channels": channels})})
+    update: dict[str, Any] = {}
+    if cfg.model.in_channels == "auto":
+        update["model"] = cfg.model.model_copy(update={"in_channels": channels})
+    pins = getattr(dataset, "pinned_options", dict)()
+    pins = {k: v for k, v in pins.items() if getattr(cfg.data, k) is None}
+    if pins and cfg.data.shards is None:
+        update["data"] = cfg.data.model_copy(update=pins)
+    return cfg.model_copy(update=update) if update else cfg
 
 
 def build_model(cfg: Config) -> nn.Module:
@@ -166,15 +174,24 @@ def fit_items(cfg: Config, train_ds, downsample: tuple[int, ...]) -> tuple[Confi
     return cfg.model_copy(update={"data": data}), line
 
 
-def check_data_fits_model(cfg: Config, dataset, model: nn.Module) -> None:
-    """One-line :class:`ConfigError` when the data's dimensionality or channels do not fit the model."""
+def check_data_fits_model(cfg: Config, dataset, model: nn.Module, trained: bool = False) -> None:
+    """One-line :class:`ConfigError` when the data's dimensionality or channels do not fit the model.
+
+    Args:
+        cfg: the config the data was read with.
+        dataset: the data.
+        model: the model.
+        trained: the model is a trained run's (eval / encode / compress): the fix is on the data side.
+            Default False (training: either side).
+    """
     n_dims, channels = getattr(dataset, "n_dims", None), getattr(dataset, "channels", None)
     if n_dims is not None and n_dims != model.n_dims:
-        raise ConfigError(f"data.kind={cfg.data.kind!r} gives {n_dims}D items but model.n_dims={model.n_dims}; "
-                          f"set model.n_dims={n_dims}")
+        fix = "pass the data.kind it was trained on" if trained else f"set model.n_dims={n_dims}"
+        raise ConfigError(f"data.kind={cfg.data.kind!r} gives {n_dims}D items but model.n_dims={model.n_dims}; {fix}")
     if channels is not None and channels != model.in_channels:
-        raise ConfigError(f"the data has {channels} channel(s) but model.in_channels={model.in_channels}; "
-                          f"set model.in_channels={channels} or model.in_channels=auto (or data.channels={model.in_channels})")
+        fix = (f"pass data.channels={model.in_channels}" if trained else
+               f"set model.in_channels={channels} or model.in_channels=auto (or data.channels={model.in_channels})")
+        raise ConfigError(f"the data has {channels} channel(s) but model.in_channels={model.in_channels}; {fix}")
 
 
 # ---------------------------------------------------------------------------------------- memory

@@ -103,3 +103,39 @@ def test_every_split_runs_at_the_whole_folder_s_majority_rate(tmp_path):
     write_audio(tmp_path / "test" / "d.wav", seconds=0.5, rate=16000)  # a tie: the higher rate, for every split
     assert {create_dataset("audio", s, root=tmp_path, segment_length=1000).sample_rate
             for s in ("train", "val", "all")} == {16000}
+
+
+def test_every_split_keeps_the_whole_folder_s_majority_channel_count(tmp_path):
+    """mono=False: train files mostly stereo, the val file mono. The val split skips it (the folder's majority is
+    stereo) rather than running with 1 channel; the skip names the file and the count."""
+    for i in range(3):
+        write_audio(tmp_path / "train" / f"s{i}.wav", seconds=0.5, rate=8000, channels=2)
+    write_audio(tmp_path / "train" / "m.wav", seconds=0.5, rate=8000, channels=1)
+    write_audio(tmp_path / "test" / "v.wav", seconds=0.5, rate=8000, channels=1)
+    write_audio(tmp_path / "test" / "w.wav", seconds=0.5, rate=8000, channels=2)
+    with pytest.warns(RuntimeWarning, match="m.wav"):
+        train = create_dataset("audio", "train", root=tmp_path, segment_length=1000, mono=False)
+    with pytest.warns(RuntimeWarning, match=r"v\.wav.*1 channel\(s\), the folder's majority 2"):
+        val = create_dataset("audio", "val", root=tmp_path, segment_length=1000, mono=False)
+    assert (train.channels, val.channels) == (2, 2) and [f.name for f in val.files] == ["w.wav"]
+
+
+def test_short_val_files_suggest_no_window_and_the_warning_names_no_change(tmp_path):
+    """Long train files, one short val clip: the val split suggests no window (the train split's to choose), and
+    the start warning offers no fix when the train split's would be the window in effect (it read 'try
+    data.segment_length=2048' at segment_length 2048)."""
+    from types import SimpleNamespace
+
+    from ndvq.config import validate_config
+    from ndvq.run.progress import padding_fix, start_warnings
+
+    for i in range(3):
+        write_audio(tmp_path / "train" / f"a{i}.wav", seconds=1.0, rate=8000)
+    write_audio(tmp_path / "test" / "short.wav", seconds=0.1, rate=8000)  # 800 samples
+    splits = {s: create_dataset("audio", s, root=tmp_path, segment_length=2048) for s in ("train", "val")}
+    assert splits["val"].suggested_fix is None and "1 of 1 val file(s) are shorter" in splits["val"].notes[-1]
+    cfg = validate_config({"data": {"kind": "audio", "root": str(tmp_path), "segment_length": 2048}})
+    assert padding_fix(splits["train"]) == "data.segment_length=2048" and padding_fix(splits["train"], cfg.data) is None
+    session = SimpleNamespace(cfg=cfg, total=100, intervals=(10, 10, 10))
+    [line] = start_warnings(session, splits)
+    assert "val window is padding" in line and "try" not in line and "is kept" in line

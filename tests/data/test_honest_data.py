@@ -138,3 +138,38 @@ def test_series_majority_columns_and_outliers(tmp_path):
     with pytest.warns(RuntimeWarning, match="gdp.csv"):
         ds = create_dataset("series", "all", root=tmp_path / "s", segment_length=64)
     assert ds.channels == 5 and len(ds.files) == 3 and ds.columns == rf._COLUMNS
+
+
+def test_the_train_split_s_channels_and_rate_hold_for_validation_and_later_reads(tmp_path):
+    """An RGB train split with a grayscale val image: the val item reaches the model with 3 channels (it used to
+    arrive with 1 and end the run at its first validation); audio pins its rate, so a model trained at
+    8000 Hz reads a folder at 16000 Hz resampled to 8000 Hz. Series keep their own rule (statistics)."""
+    from ndvq import build
+    from ndvq.config import validate_config
+
+    for i in range(3):
+        write_png(tmp_path / "img" / "train" / f"c{i}.png", 32, 32, seed=i)
+    write_png(tmp_path / "img" / "test" / "g.png", 32, 32, mode="L")
+    cfg = validate_config({"data": {"kind": "image", "root": str(tmp_path / "img")}, "model": {"in_channels": "auto"}})
+    assert build.build_dataset(cfg, "val").channels == 1  # the val split alone would read it as it is
+    pinned = build.resolve_auto(cfg, build.build_dataset(cfg, "train"))
+    assert (pinned.model.in_channels, pinned.data.channels) == (3, 3)
+    assert build.build_dataset(pinned, "val")[0]["data"].shape == (3, 32, 32)
+    explicit = validate_config({"data": {"kind": "image", "root": str(tmp_path / "img"), "channels": 1}})
+    assert build.resolve_auto(explicit, build.build_dataset(explicit, "train")).data.channels == 1  # a set value stays
+
+    for i in range(2):
+        write_audio(tmp_path / "a8" / f"a{i}.wav", seconds=0.5, rate=8000)
+    write_audio(tmp_path / "a16" / "b.wav", seconds=0.5, rate=16000)
+    audio = validate_config({"data": {"kind": "audio", "root": str(tmp_path / "a8"), "segment_length": 1000,
+                                      "train_split": 1.0}})
+    audio = build.resolve_auto(audio, build.build_dataset(audio, "train"))
+    assert (audio.data.sample_rate, audio.data.channels) == (8000, 1)
+    other = build.build_dataset(audio.model_copy(update={"data": audio.data.model_copy(
+        update={"root": str(tmp_path / "a16")})}), "all")
+    assert other.sample_rate == 8000 and other.item_info(0)["source_rate"] == 16000
+
+    (tmp_path / "s").mkdir()
+    np.save(tmp_path / "s" / "s.npy", np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32))
+    series = validate_config({"data": {"kind": "series", "root": str(tmp_path / "s"), "segment_length": 50}})
+    assert build.resolve_auto(series, build.build_dataset(series, "train")).data.channels is None

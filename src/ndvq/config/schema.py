@@ -241,7 +241,8 @@ class DataConfig(_Section):
     split_seed: int = 0
     subfolders: list[str] | None = Field(None, description="only these subfolders of root (image, volume)")
     extensions: list[str] | None = Field(None, description="file extensions to read; default depends on kind")
-    channels: int | None = Field(None, ge=1, description="convert to this many channels (image: 1 gray, 3 RGB, 4 RGBA)")
+    channels: int | None = Field(None, ge=1, description="convert to this many channels (image: 1 gray, 3 RGB, 4 RGBA); "
+                                  "null: the train split's, recorded in the run's config")
     resolution: list[int] | None = Field(None, description="resize/crop target (image, video)")
     patch_size: list[int] | None = Field(None, description="random crop/patch size for training; centre patch for val (image, volume)")
     patches_per_item: int = Field(1, ge=1, description="random patches cut from each file per epoch of the train split (image, volume with patch_size)")
@@ -251,7 +252,7 @@ class DataConfig(_Section):
     frame_stride: int = Field(1, ge=1, description="take every n-th frame (video)")
     clip_stride: int | None = Field(None, ge=1, description="frames between clip starts (video); default sequence_length*frame_stride")
     sample_rate: int | None = Field(None, ge=1, description="resample to this rate (audio; stated in the start "
-                                                             "summary); null: the files' own rate (the most common one)")
+                                                             "summary); null: the folder's most common rate, recorded in the run's config")
     mono: bool = True
     segment_length: int = Field(16384, ge=1, description="samples per window (audio) / time steps per window (series)")
     hop_length: int | None = Field(None, ge=1, description="hop between windows (audio, series); default segment_length")

@@ -71,6 +71,15 @@ def read_window(path: str | Path, start: int, length: int, source_rate: int, tar
     return a
 
 
+def majority(votes: Counter) -> tuple[int, bool]:
+    """``(value, tie)``: the most common value of ``votes``, a tie going to the highest (nothing is lost: the
+    higher rate, the more channels); ``(0, False)`` for no votes (an empty val split)."""
+    if not votes:
+        return 0, False
+    best = max(votes, key=lambda v: (votes[v], v))
+    return best, sum(n == votes[best] for n in votes.values()) > 1
+
+
 def window_padding(lengths: Sequence[int], window: int, hop: int) -> float:
     """Mean share of padding per window over files of ``lengths`` samples cut into ``window``-sample
     windows every ``hop`` samples (a file shorter than the window is one zero-padded window; a longer
@@ -139,15 +148,19 @@ class AudioFolder(FileDataset):
             self.files.append(f)
             self.meta.append(m)
         self._check_files(root)
-        self._keep_channels(channels)
+        # the folder's other files (those of the other split) vote on the rate and channel count too, so every
+        # split runs at what training does
+        votes_needed = split != "all" and (not sample_rate or not (self.mono or channels))
+        others = [] if not votes_needed else self._quiet_headers(
+            split_files(root, "all", extensions or AUDIO_EXTENSIONS, val_dir, train_split, split_seed, subfolders)[0])
+        self._keep_channels(channels, others)
         rates = Counter(m["rate"] for m in self.meta)
         tie = False
         if sample_rate:
             self.sample_rate = int(sample_rate)
-        else:  # the whole folder's majority, so every split runs at the rate training does
-            everything = split_files(root, "all", extensions or AUDIO_EXTENSIONS, val_dir, train_split, split_seed,
-                                     subfolders)[0] if split != "all" else []
-            self.sample_rate, tie = self._majority_rate(rates, everything)
+        else:
+            votes = rates + Counter(m["rate"] for m in others if self.mono or m["channels"] == self.channels)
+            self.sample_rate, tie = majority(votes)
         moved = {r: n for r, n in rates.items() if r != self.sample_rate}
         if moved:
             self.note(", ".join(f"{n} file(s) at {r} Hz" for r, n in sorted(moved.items()))
@@ -163,13 +176,21 @@ class AudioFolder(FileDataset):
         if short and not self.whole:
             lengths = [m["length"] for m in self.meta]
             fit = fitting_window(lengths, self.segment_length, self.hop_length)
-            smaller = fit < self.segment_length  # else the window in effect already keeps the padding within it
+            # no suggestion when the window in effect already keeps the padding within it, nor for the val split
+            # (the window is the train split's to choose: a smaller one fitted to short val files costs training)
+            smaller = fit < self.segment_length and split != "val"
             self.suggested_fix = f"data.segment_length={fit}" if smaller else None
-            self.note(f"{short} of {len(self.meta)} file(s) are shorter than data.segment_length="
+            which = "" if split == "all" else f" {split}"
+            self.note(f"{short} of {len(self.meta)}{which} file(s) are shorter than data.segment_length="
                       f"{self.segment_length} samples at {self.sample_rate} Hz and are zero-padded"
                       + (f"; data.segment_length={fit} keeps the padding within {PADDING_WARN_SHARE:.0%} of a window"
                          if smaller else ""),
                       warn=short * 2 > len(self.meta))
+
+    def pinned_options(self) -> dict:
+        """The channel count and the sample rate (a model trained at one rate reads other files resampled
+        to it; ``decode`` writes them back at their own)."""
+        return {**super().pinned_options(), **({"sample_rate": self.sample_rate} if self.sample_rate else {})}
 
     def _headers(self, files):
         import soundfile as sf
@@ -186,37 +207,36 @@ class AudioFolder(FileDataset):
             yield f, {"frames": int(info.frames), "rate": int(info.samplerate), "channels": int(info.channels),
                       "subtype": str(info.subtype)}
 
-    def _majority_rate(self, rates: Counter, everything: list[Path]) -> tuple[int, bool]:
-        """``(rate, tie)``: the most common sample rate of this split's files (``rates``) and the folder's other
-        files (``everything`` less this split's, headers read quietly: an unreadable one is named by its own
-        split); a tie goes to the higher rate (nothing is lost); 0 for no files (an empty val split)."""
+    def _quiet_headers(self, everything: list[Path]) -> list[dict]:
+        """Headers of the files in ``everything`` that are not this split's, read quietly (an unreadable one
+        is named by its own split)."""
         import soundfile as sf
 
-        rates = Counter(rates)
         mine = {str(f) for f in self.files} | {path for path, _ in self.skipped}
+        out = []
         for f in everything:
             if str(f) not in mine:
                 try:
-                    rates[int(sf.info(str(f)).samplerate)] += 1
+                    info = sf.info(str(f))
                 except Exception:  # noqa: BLE001, S112 - the file's own split names it
                     continue
-        if not rates:
-            return 0, False
-        best = max(rates, key=lambda r: (rates[r], r))
-        return best, sum(n == rates[best] for n in rates.values()) > 1
+                out.append({"rate": int(info.samplerate), "channels": int(info.channels)})
+        return out
 
-    def _keep_channels(self, channels: int | None) -> None:
-        """Files whose channel count differs from ``channels`` (default: the majority) are skipped (mono=False)."""
-        if self.mono or not self.meta:
-            self.channels = 1 if self.mono or not channels else int(channels)
+    def _keep_channels(self, channels: int | None, others: list[dict]) -> None:
+        """With ``mono=False``, files whose channel count differs from ``channels`` (default: the whole folder's
+        majority, this split's files and ``others``; a tie goes to more channels) are skipped with a warning."""
+        if self.mono:
+            self.channels = 1
             return
-        want = int(channels or Counter(m["channels"] for m in self.meta).most_common(1)[0][0])
+        want = int(channels) if channels else majority(Counter(m["channels"] for m in self.meta + others))[0]
         keep = [k for k, m in enumerate(self.meta) if m["channels"] == want]
+        why = "expected" if channels else "the folder's majority"
         for k in sorted(set(range(len(self.meta))) - set(keep)):
-            self.skipped.append((str(self.files[k]), f"has {self.meta[k]['channels']} channel(s), expected {want}"))
-            warn_data(f"skipping {str(self.files[k])!r}: has {self.meta[k]['channels']} channel(s), the majority {want}")
+            self.skipped.append((str(self.files[k]), f"has {self.meta[k]['channels']} channel(s), {why} {want}"))
+            warn_data(f"skipping {str(self.files[k])!r}: has {self.meta[k]['channels']} channel(s), {why} {want}")
         self.files, self.meta = [self.files[k] for k in keep], [self.meta[k] for k in keep]
-        self.channels = want
+        self.channels = want or 1  # 0: no file anywhere (the folder's check has named that)
 
     def _file_windows(self, k: int, n: int, train_split: float) -> list[tuple[int, int, int]]:
         """Windows ``(k, start, real length)`` of a file of ``n`` samples (one whole-file item when ``whole``)."""

@@ -386,6 +386,13 @@ class FileDataset(torch.utils.data.Dataset):
         self.split = "train"
         self._bad: set[str] = set()
 
+    def pinned_options(self) -> dict:
+        """The ``data.*`` options this (train) split decided that every other read for the same model must
+        share: ``{"channels": ...}`` here (audio adds its sample rate). The training run records them in its
+        config, so the val split and a later ``eval`` / ``encode`` of other files give items the model was
+        trained on (a grayscale val image of an RGB run reached the model with 1 channel)."""
+        return {"channels": int(self.channels)} if self.channels else {}
+
     # ------------------------------------------------------------------ items
     def _load(self, i: int):  # pragma: no cover - abstract
         raise NotImplementedError

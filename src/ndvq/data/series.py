@@ -186,10 +186,11 @@ class SeriesFolder(FileDataset):
             self._check_distribution()
         short = sum(a.shape[0] < self.segment_length for _, a in self.series)
         if short and not self.whole:
-            self.suggested_fix = f"data.segment_length={max(min(a.shape[0] for _, a in self.series), 1)}"
-            self.note(f"{short} of {len(self.series)} series are shorter than data.segment_length="
-                      f"{self.segment_length} and are padded; e.g. data.segment_length="
-                      f"{max(min(a.shape[0] for _, a in self.series), 1)} fits every series",
+            fit = max(min(a.shape[0] for _, a in self.series), 1)
+            self.suggested_fix = f"data.segment_length={fit}" if split != "val" else None  # the train split's to choose
+            self.note(f"{short} of {len(self.series)}{'' if split == 'all' else ' ' + split} series are shorter than "
+                      f"data.segment_length={self.segment_length} and are padded"
+                      + (f"; e.g. data.segment_length={fit} fits every series" if self.suggested_fix else ""),
                       warn=short * 2 > len(self.series))
 
     # ------------------------------------------------------------------ reading
@@ -225,6 +226,11 @@ class SeriesFolder(FileDataset):
                 names.append(key)
                 columns.append(list(cols[:width]))
         return series, names, columns
+
+    def pinned_options(self) -> dict:
+        """None: the train split's column count travels in its saved statistics, and the other splits skip
+        files of another width (``data.channels`` would keep their first columns instead)."""
+        return {}
 
     def _saved_stats(self) -> dict | None:
         """The train split's statistics saved in ``stats_dir`` (val / all splits), else None."""

@@ -335,7 +335,8 @@ def _audio_png(x: np.ndarray, y: np.ndarray, rate: int, path: Path) -> Path:
         axes[b, 0].set_ylim(-1.05, 1.05)
         nfft = int(min(512, 2 ** np.floor(np.log2(max(a.size // 4, 16)))))
         for col, sig, name in ((1, a, "input"), (2, r, "recon")):
-            axes[b, col].specgram(sig, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap="magma")
+            with np.errstate(divide="ignore"):  # silent frames (padding) are log10(0): drawn blank, no warning
+                axes[b, col].specgram(sig, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap="magma")
             axes[b, col].set_title(f"item {b} {name} spectrogram", fontsize=7)
         axes[b, 0].set_title(f"item {b} waveform", fontsize=7)
     axes[0, 0].legend(fontsize=6)

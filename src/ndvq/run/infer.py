@@ -220,7 +220,7 @@ def evaluate(path: str | Path, data: str | Path | None = None, split: str | None
     model, cfg = run.model, data_config(run.config, data, overrides)
     split = split or ("all" if data is not None else "val")
     ds = build.build_dataset(cfg, split, stats_dir=run.run_dir, pad_multiple=model.downsample)
-    build.check_data_fits_model(cfg, ds, model)
+    build.check_data_fits_model(cfg, ds, model, trained=True)
     rng, chunk, clip = getattr(ds, "data_range", None), piece_length(cfg, ds, model), ds.modality != "series"
     sums: dict[str, float] = {}
     counts, n, n_elements, n_codes, bits = None, 0, 0, 0, 0.0
@@ -285,7 +285,7 @@ def encode(path: str | Path, out: str | Path, data: str | Path | None = None, sp
     run = load_run_model(path)
     model, cfg = run.model, data_config(run.config, data, overrides)
     ds = build.build_dataset(cfg, split, stats_dir=run.run_dir, pad_multiple=model.downsample)
-    build.check_data_fits_model(cfg, ds, model)
+    build.check_data_fits_model(cfg, ds, model, trained=True)
     per_grid: list[list[np.ndarray]] = []
     names, in_shapes, padded, lat_shapes, infos = [], [], [], [], []
     chunk = piece_length(cfg, ds, model)

@@ -218,18 +218,24 @@ def data_notes(datasets: dict) -> list[str]:
     return out
 
 
-def padding_fix(ds) -> str:
-    """The config change that removes most of the padding of ``ds`` (the dataset's own suggestion first)."""
-    if getattr(ds, "suggested_fix", None):
-        return ds.suggested_fix
-    idx = range(0, len(ds), max(len(ds) // 4096, 1))
-    if ds.modality in ("audio", "series"):
-        longest = max(ds.extent(i)[0][0] for i in idx)
-        return f"data.segment_length={max(2 ** int(math.log2(max(longest, 2))), 16)}"
-    if ds.modality == "video":
-        return "data.sequence_length=<frames of the shortest video>"
-    shape = [min(ds.extent(i)[0][a] for i in idx) for a in range(ds.n_dims)]
-    return f"data.patch_size={[2 ** int(math.log2(max(s, 1))) for s in shape]}"
+def padding_fix(ds, data=None) -> str | None:
+    """The config change that removes most of the padding of ``ds`` (the dataset's own suggestion first);
+    None when it is the value ``data`` (the run's ``cfg.data``, default None: not checked) already has."""
+    from ndvq.config.load import parse_overrides
+
+    fix = getattr(ds, "suggested_fix", None)
+    if not fix:
+        idx = range(0, len(ds), max(len(ds) // 4096, 1))
+        if ds.modality in ("audio", "series"):
+            longest = max(ds.extent(i)[0][0] for i in idx)
+            fix = f"data.segment_length={max(2 ** int(math.log2(max(longest, 2))), 16)}"
+        elif ds.modality == "video":
+            return "data.sequence_length=<frames of the shortest video>"
+        else:
+            shape = [min(ds.extent(i)[0][a] for i in idx) for a in range(ds.n_dims)]
+            fix = f"data.patch_size={[2 ** int(math.log2(max(s, 1))) for s in shape]}"
+    [(key, value)] = parse_overrides([fix])
+    return None if data is not None and getattr(data, key.split(".")[-1], None) == value else fix
 
 
 def start_warnings(session, datasets: dict) -> list[str]:
@@ -238,11 +244,14 @@ def start_warnings(session, datasets: dict) -> list[str]:
     the run (the last step validates, writes samples and checkpoints anyway)."""
     t, total, out = session.cfg.train, session.total, []
     train = datasets.get("train") or next(iter(datasets.values()))
-    for split, ds in datasets.items():
-        share = ds.padding_share() if hasattr(ds, "padding_share") else None
-        if share is not None and share > PADDING_WARN_SHARE:  # one fix for every split: the train split's
-            out.append(f"{share:.0%} of the average {split} {'window' if ds.n_dims == 1 else 'item'} is padding "
-                       f"(excluded from losses and metrics, but computed); try {padding_fix(train)}")
+    shares = {split: ds.padding_share() for split, ds in datasets.items() if hasattr(ds, "padding_share")}
+    padded = {split: share for split, share in shares.items() if share is not None and share > PADDING_WARN_SHARE}
+    fix = padding_fix(train, session.cfg.data) if padded else None  # one fix for every split: the train split's
+    for split, share in padded.items():
+        unit = "window" if datasets[split].n_dims == 1 else "item"
+        out.append(f"{share:.0%} of the average {split} {unit} is padding (excluded from losses and metrics, but "
+                   "computed); " + (f"try {fix}" if fix else f"its items are shorter than the {unit}, which fits "
+                                                            "the train split and is kept"))
     if t.warmup_steps and t.warmup_steps >= total:
         out.append(f"train.warmup_steps={t.warmup_steps} >= the run's {total} steps: the learning rate never "
                    f"leaves warm-up; lower train.warmup_steps (e.g. {max(total // 10, 1)})")

@@ -62,8 +62,9 @@ def setup(fabric, cfg: Config, run_dir: Path, resume, hooks: Hooks) -> Session:
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)  # series statistics are saved here
     stats = run_dir if rank0 else None
-    train_ds, val_ds = build.build_dataset(cfg, "train", stats), build.build_dataset(cfg, "val", stats)
-    cfg = build.resolve_auto(cfg, train_ds)
+    train_ds = build.build_dataset(cfg, "train", stats)
+    cfg = build.resolve_auto(cfg, train_ds)  # the val split reads items as the train split does
+    val_ds = build.build_dataset(cfg, "val", stats)
     net = build.build_model(cfg)
     fitted = build.fit_items(cfg, train_ds, net.downsample) if ckpt is None else None
     if fitted is not None:  # a default window / patch that is mostly padding: the size that fits the items
