@@ -288,14 +288,24 @@ def test_a_failing_compress_leaves_no_partial_file(runs, tmp_path, monkeypatch):
     assert (tmp_path / "p").is_dir() and not list((tmp_path / "p").iterdir())
 
 
-def test_an_unreadable_input_is_named_with_its_read_error_and_nothing_is_written(runs, tmp_path, capsys):
+def test_an_unreadable_input_is_named_with_its_read_error_and_costs_only_itself(runs, tmp_path, capsys):
+    """A truncated input among good ones: the good ones are compressed (and decompress), the bad one is named
+    with its read error and the exit code says not everything was done (it used to refuse the whole batch)."""
     run = runs("image")
     good = Path(run.files[0])
     broken = tmp_path / f"broken{good.suffix}"
     broken.write_bytes(good.read_bytes()[:300])  # a truncated image: found by the scan, skipped when read
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
     out = tmp_path / "o"
-    code, err = _cli(["compress", run.run_dir, good, broken, "--out", out], capsys)
-    last = err.strip().splitlines()[-1]
-    assert code == 2 and str(broken) in last and "could not be read" in last, err
-    assert "is not a" not in last  # it is an image file of this run's kind: the message says why it failed
-    assert not out.exists() or not any(out.iterdir())
+    missing = tmp_path / "missing.png"
+    code, err = _cli(["compress", run.run_dir, missing, good, broken, text, "--out", out], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and str(text) in lines[-1] and "is not an image file" in lines[-1], err
+    assert "2 more input(s)" in lines[-1] and "the other 1 file(s) were compressed" in lines[-1]
+    assert f"{str(missing)!r} does not exist" in lines[-3]  # named in input order
+    assert f"{str(broken)!r} could not be read: OSError" in lines[-2] and "ndvq-compress-" not in err
+    assert sorted(p.name for p in out.iterdir()) == [f"{good.stem}.ndvq"]
+    assert decompress_files(sorted(out.iterdir()), tmp_path / "back")[0].name == good.name
+    code, err = _cli(["compress", run.run_dir, broken, "--out", tmp_path / "none"], capsys)  # nothing usable
+    assert code == 2 and str(broken) in err.strip().splitlines()[-1] and "ndvq-compress-" not in err, err

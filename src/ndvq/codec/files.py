@@ -18,9 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +43,7 @@ from ndvq.codec.histogram import (
     unpack_counts,
 )
 from ndvq.codec.levels import FirstLevels, check_levels
+from ndvq.data.common import warn_data
 from ndvq.errors import CodesError, ConfigError, DataError
 from ndvq.prior.layout import TokenLayout, layout_for
 from ndvq.run.codesfile import codes_fingerprint
@@ -103,12 +108,14 @@ def _layout(model, spatial, block, levels: int | None) -> TokenLayout:
                        lay.column_axis)
 
 
-def _link_inputs(files: list[Path], tmp: Path) -> dict[str, int]:
-    """Symlinks ``tmp/<i>/<name>`` to the inputs; ``{link path: input index}``."""
+def _link_inputs(files: list[Path], tmp: Path, failed: list[tuple[int, str]]) -> dict[str, int]:
+    """Symlinks ``tmp/<i>/<name>`` to the inputs; ``{link path: input index}``; a missing input adds
+    ``(input index, a line naming it)`` to ``failed``."""
     where = {}
     for i, f in enumerate(files):
         if not f.is_file():
-            raise DataError(f"input {str(f)!r} does not exist" if not f.exists() else f"input {str(f)!r} is not a file")
+            failed.append((i, f"input {str(f)!r} does not exist" if not f.exists() else f"input {str(f)!r} is not a file"))
+            continue
         (tmp / f"{i:06d}").mkdir()
         link = tmp / f"{i:06d}" / f.name
         link.symlink_to(f.resolve())
@@ -117,33 +124,76 @@ def _link_inputs(files: list[Path], tmp: Path) -> dict[str, int]:
     return where
 
 
-def _items(loaded, files: list[Path], overrides):
-    """``(input index, item, info, dataset, config)`` for every input file, in input order."""
+def _not_compressed(failed: list[tuple[int, str]], rest: str) -> DataError:
+    """The error for the inputs not compressed (``failed``: ``(input index, line)``), the others warned about
+    in input order, the last in the error line, followed by ``rest`` (what was written)."""
+    lines = [line for _, line in sorted(failed)]
+    for line in lines[:-1]:
+        warn_data(line)
+    more = f" (and {len(lines) - 1} more input(s) not compressed, named above)" if len(lines) > 1 else ""
+    return DataError(f"{lines[-1]}{more}; {rest}")
+
+
+@contextlib.contextmanager
+def _quiet_about(tmp: Path):
+    """The data layer's warnings naming a temporary link under ``tmp`` left out (logger and Python warnings):
+    compress names those inputs itself, by the path it was given."""
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return str(tmp) not in record.getMessage()
+
+    logger, drop = logging.getLogger("ndvq.data"), _Drop()
+    logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=f".*{re.escape(str(tmp))}", category=RuntimeWarning)
+            yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _items(loaded, files: list[Path], overrides, failed: list[tuple[int, str]]):
+    """``(input index, item, info, dataset, config)`` for every readable input file, in input order; each one
+    that cannot be compressed (missing, unreadable, not of the run's data kind) adds ``(input index, a line
+    naming it)`` to ``failed``."""
     model = loaded.model
-    with tempfile.TemporaryDirectory(prefix="ndvq-compress-") as tmp:
-        where = _link_inputs(files, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="ndvq-compress-") as tmp, _quiet_about(Path(tmp)):
+        where = _link_inputs(files, Path(tmp), failed)
+        if not where:
+            raise _not_compressed(failed, "nothing written")
         cfg = data_config(loaded.config, Path(tmp), overrides)
-        ds = build.build_dataset(cfg, "all", stats_dir=loaded.run_dir, pad_multiple=model.downsample)
-        build.check_data_fits_model(cfg, ds, model)
+        try:
+            ds = build.build_dataset(cfg, "all", stats_dir=loaded.run_dir, pad_multiple=model.downsample)
+        except DataError as e:  # no input is usable: the error in the inputs' own names
+            for _, line in sorted(failed):
+                warn_data(line)
+            text = str(e).replace(f"{str(tmp)!r}", "the inputs")
+            for link, i in where.items():
+                text = text.replace(link, str(files[i]))
+            raise DataError(text) from None
+        build.check_data_fits_model(cfg, ds, model, trained=True)
         found = {}
         for j in range(len(ds)):
             info = ds.item_info(j) if hasattr(ds, "item_info") else {}
             i = where.get(str(info.get("path")))
             if i is not None and i not in found:
                 found[i] = (j, info)
-        missing = [i for i in range(len(files)) if i not in found]
-        if missing:
-            unreadable = {where.get(path): why for path, why in getattr(ds, "skipped", [])}
-            name = str(files[missing[0]])
-            if missing[0] in unreadable:  # found by the scan, then skipped: say why, not "not a file"
-                raise DataError(f"{name!r} could not be read: {unreadable[missing[0]]}")
-            raise DataError(f"{name!r} is not a {ds.modality} file this run reads (data.kind="
-                            f"{cfg.data.kind!r}, extensions {cfg.data.extensions or 'default'})")
+        unreadable = {where.get(path): why for path, why in getattr(ds, "skipped", [])}
+        article, linked = "an" if ds.modality[:1] in "aeiou" else "a", set(where.values())
         for i, f in enumerate(files):
+            if i not in found:  # missing (named by _link_inputs), skipped by the scan (say why), or another kind
+                if i in linked:
+                    failed.append((i, f"{str(f)!r} could not be read: {unreadable[i]}" if i in unreadable else
+                                   f"{str(f)!r} is not {article} {ds.modality} file this run reads (data.kind="
+                                   f"{cfg.data.kind!r}, extensions {cfg.data.extensions or 'default'})"))
+                continue
             j, info = found[i]
+            n_skipped = len(getattr(ds, "skipped", []))
             item = ds.try_item(j) if hasattr(ds, "try_item") else ds[j]
             if item is None:
-                raise DataError(f"{str(f)!r} could not be read: {ds.skipped[-1][1] if ds.skipped else 'unreadable'}")
+                why = ds.skipped[-1][1] if len(ds.skipped) > n_skipped else "unreadable"
+                failed.append((i, f"{str(f)!r} could not be read: {why}"))
+                continue
             item.setdefault("valid", torch.tensor(item["data"].shape[1:], dtype=torch.long))
             yield i, item, info, ds, cfg
 
@@ -198,6 +248,10 @@ def compress_files(run, files, out_dir, levels: int | None = None, prior: str = 
         levels: keep the first ``levels`` residual levels (residual quantizers only). Default None: all.
         prior: ``"auto" | "prior" | "none"`` (:func:`token_model_for`). Default ``"auto"``.
         overrides: ``data.*=value`` overrides, as for ``ndvq encode``. Default ().
+
+    Raises:
+        DataError: an input could not be compressed (unreadable, or not of the run's data kind), raised after
+            the other inputs were written; it names that input (others are warned about by name).
     """
     loaded = load_run_model(run)
     model = loaded.model
@@ -210,9 +264,9 @@ def compress_files(run, files, out_dir, levels: int | None = None, prior: str = 
     token_model, meta = token_model_for(loaded.run_dir, prior, loaded=loaded, fingerprint=fp)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, used = [], set()
+    written, used, failed = [], set(), []
     device = next(model.parameters()).device
-    for i, item, info, ds, cfg in _items(loaded, files, overrides):
+    for i, item, info, ds, cfg in _items(loaded, files, overrides, failed):
         chunk = piece_length(cfg, ds, model)
         grids = [g[0].cpu() for g in encode_whole(model, item["data"][None].to(device), chunk)]  # [*L(, G)] each
         if levels is not None:
@@ -230,6 +284,9 @@ def compress_files(run, files, out_dir, levels: int | None = None, prior: str = 
         blob = pack(header, words)
         atomic_write(path, lambda fh, blob=blob: fh.write(blob))
         written.append(path)
+    if failed:  # the others are written: one bad input costs only itself
+        raise _not_compressed(failed, f"the other {len(written)} file(s) were compressed into {str(out_dir)!r}"
+                              if written else "nothing written")
     return written
 
 
