@@ -115,7 +115,7 @@ def test_every_split_keeps_the_whole_folder_s_majority_channel_count(tmp_path):
     write_audio(tmp_path / "test" / "w.wav", seconds=0.5, rate=8000, channels=2)
     with pytest.warns(RuntimeWarning, match="m.wav"):
         train = create_dataset("audio", "train", root=tmp_path, segment_length=1000, mono=False)
-    with pytest.warns(RuntimeWarning, match=r"v\.wav.*1 channel\(s\), the folder's majority 2"):
+    with pytest.warns(RuntimeWarning, match=r"v\.wav.*1 channel\(s\), the majority 2"):
         val = create_dataset("audio", "val", root=tmp_path, segment_length=1000, mono=False)
     assert (train.channels, val.channels) == (2, 2) and [f.name for f in val.files] == ["w.wav"]
 

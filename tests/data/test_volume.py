@@ -112,3 +112,25 @@ def test_compressed_volumes_are_cached_within_budget(vols):
     tiny = create_dataset("volume", "all", root=vols, patch_size=[8, 8, 8])
     tiny.cache_bytes = 10  # smaller than any volume: nothing kept
     assert torch.equal(tiny[gz]["data"], first) and not tiny._cache
+
+
+def test_a_tiny_outlier_does_not_shrink_the_suggested_patch_and_channels_follow_the_majority(tmp_path):
+    """Three 32^3 volumes and a 4x5x7 one: the suggestion keeps the padding within the warning's share without
+    shrinking to the outlier (it read data.patch_size=[4, 4, 4], smaller than a 4x downsampling); the val split
+    suggests nothing. A 2-channel volume sorted first no longer sets the count: the majority does."""
+    from ndvq.data.common import PADDING_WARN_SHARE, patch_padding
+
+    root = tmp_path / "r"
+    for i in range(3):
+        write_nifti(root / f"b{i}.nii", shape=(32, 32, 32), seed=i)
+    write_nifti(root / "c_tiny.nii", shape=(4, 5, 7))
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 32, 2), np.float32), np.eye(4)), str(root / "a_two.nii"))
+    with pytest.warns(RuntimeWarning, match=r"a_two\.nii.*2 channel\(s\), the majority 1"):
+        ds = create_dataset("volume", "all", root=root, patch_size=[64, 64, 64])
+    assert ds.channels == 1 and len(ds.files) == 4
+    shapes = [(32, 32, 32)] * 3 + [(4, 5, 7)]
+    assert ds.suggested_fix == "data.patch_size=[32, 32, 32]"
+    assert patch_padding(shapes, [32, 32, 32]) <= PADDING_WARN_SHARE < patch_padding(shapes, [64, 32, 32])
+    write_nifti(tmp_path / "v" / "small.nii", shape=(8, 8, 8))
+    val = create_dataset("volume", "val", root=root, val_dir=tmp_path / "v", patch_size=[64, 64, 64])
+    assert val.suggested_fix is None and "val volume(s) are smaller" in val.notes[-1]

@@ -31,9 +31,9 @@ import torch
 from ndvq.data.common import (
     PADDING_WARN_SHARE,
     FileDataset,
+    majority,
     split_files,
     split_positions,
-    warn_data,
     warn_skip,
 )
 from ndvq.errors import DataError
@@ -69,15 +69,6 @@ def read_window(path: str | Path, start: int, length: int, source_rate: int, tar
     if len(a) < length:
         a = np.concatenate([a, np.zeros((length - len(a), a.shape[1]), np.float32)])
     return a
-
-
-def majority(votes: Counter) -> tuple[int, bool]:
-    """``(value, tie)``: the most common value of ``votes``, a tie going to the highest (nothing is lost: the
-    higher rate, the more channels); ``(0, False)`` for no votes (an empty val split)."""
-    if not votes:
-        return 0, False
-    best = max(votes, key=lambda v: (votes[v], v))
-    return best, sum(n == votes[best] for n in votes.values()) > 1
 
 
 def window_padding(lengths: Sequence[int], window: int, hop: int) -> float:
@@ -153,7 +144,11 @@ class AudioFolder(FileDataset):
         votes_needed = split != "all" and (not sample_rate or not (self.mono or channels))
         others = [] if not votes_needed else self._quiet_headers(
             split_files(root, "all", extensions or AUDIO_EXTENSIONS, val_dir, train_split, split_seed, subfolders)[0])
-        self._keep_channels(channels, others)
+        if self.mono:
+            self.channels = 1
+        else:  # the folder's majority channel count (or data.channels); files of another count are skipped
+            self.meta = self._keep_channel_count(self.meta, channels, others)
+            self.channels = self.channels or 1  # 0: no file anywhere (the folder's check has named that)
         rates = Counter(m["rate"] for m in self.meta)
         tie = False
         if sample_rate:
@@ -222,21 +217,6 @@ class AudioFolder(FileDataset):
                     continue
                 out.append({"rate": int(info.samplerate), "channels": int(info.channels)})
         return out
-
-    def _keep_channels(self, channels: int | None, others: list[dict]) -> None:
-        """With ``mono=False``, files whose channel count differs from ``channels`` (default: the whole folder's
-        majority, this split's files and ``others``; a tie goes to more channels) are skipped with a warning."""
-        if self.mono:
-            self.channels = 1
-            return
-        want = int(channels) if channels else majority(Counter(m["channels"] for m in self.meta + others))[0]
-        keep = [k for k, m in enumerate(self.meta) if m["channels"] == want]
-        why = "expected" if channels else "the folder's majority"
-        for k in sorted(set(range(len(self.meta))) - set(keep)):
-            self.skipped.append((str(self.files[k]), f"has {self.meta[k]['channels']} channel(s), {why} {want}"))
-            warn_data(f"skipping {str(self.files[k])!r}: has {self.meta[k]['channels']} channel(s), {why} {want}")
-        self.files, self.meta = [self.files[k] for k in keep], [self.meta[k] for k in keep]
-        self.channels = want or 1  # 0: no file anywhere (the folder's check has named that)
 
     def _file_windows(self, k: int, n: int, train_split: float) -> list[tuple[int, int, int]]:
         """Windows ``(k, start, real length)`` of a file of ``n`` samples (one whole-file item when ``whole``)."""

@@ -30,6 +30,7 @@ import math
 import os
 import random
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -158,6 +159,38 @@ def cache_dir() -> Path:
 #: Above this mean share of padding per item the start summary warns, and a window / patch size the user
 #: did not set is shrunk to the dataset's ``suggested_fix`` (``ndvq.build.fit_items``).
 PADDING_WARN_SHARE = 0.25
+
+
+def patch_padding(shapes: Sequence[Sequence[int]], patch: Sequence[int]) -> float:
+    """Mean share of padding in a ``patch``-sized crop of items of ``shapes`` (an item smaller than the patch
+    along an axis is padded along it)."""
+    kept = [math.prod(min(s, p) / p for s, p in zip(shape, patch)) for shape in shapes]
+    return 1 - sum(kept) / max(len(kept), 1)
+
+
+def fitting_patch(shapes: Sequence[Sequence[int]], patch: Sequence[int], limit: float = PADDING_WARN_SHARE,
+                  floor: int = 8) -> list[int]:
+    """``patch`` shrunk until its mean padding over items of ``shapes`` (:func:`patch_padding`) is within
+    ``limit``: one axis at a time, the one whose items fill it least, to the next power of two below (never
+    below ``floor``; the smallest reached when no size is within the limit). A few small outliers cost a
+    little padding instead of shrinking every patch to the smallest item."""
+    fit = [int(p) for p in patch]
+    while patch_padding(shapes, fit) > limit:
+        axes = [a for a in range(len(fit)) if fit[a] > floor]
+        if not axes:
+            break
+        a = min(axes, key=lambda a: sum(min(s[a], fit[a]) for s in shapes) / fit[a])
+        fit[a] = max(floor, 2 ** int(math.log2(fit[a] - 1)))
+    return fit
+
+
+def majority(votes: Counter) -> tuple[int, bool]:
+    """``(value, tie)``: the most common value of ``votes``, a tie going to the highest (nothing is lost: the
+    higher rate, the more channels); ``(0, False)`` for no votes (an empty val split)."""
+    if not votes:
+        return 0, False
+    best = max(votes, key=lambda v: (votes[v], v))
+    return best, sum(n == votes[best] for n in votes.values()) > 1
 
 
 def warn_skip(path, err: BaseException | str, what: str = "file") -> None:
@@ -392,6 +425,22 @@ class FileDataset(torch.utils.data.Dataset):
         config, so the val split and a later ``eval`` / ``encode`` of other files give items the model was
         trained on (a grayscale val image of an RGB run reached the model with 1 channel)."""
         return {"channels": int(self.channels)} if self.channels else {}
+
+    def _keep_channel_count(self, meta: list[dict], channels: int | None, voters: Sequence[dict] = ()) -> list[dict]:
+        """``meta`` (a dict with ``"channels"`` per file of ``files``) less the files of another channel count than
+        ``channels`` (default None: the majority of ``meta`` and ``voters``, e.g. the folder's other split; a tie
+        goes to more channels), which leave ``files`` with a warning naming them; sets ``channels`` (0: no file)."""
+        want = int(channels) if channels else majority(Counter(m["channels"] for m in [*meta, *voters]))[0]
+        why = "expected data.channels=" if channels else "the majority "
+        keep = []
+        for k, (f, m) in enumerate(zip(self.files, meta)):
+            if m["channels"] == want:
+                keep.append(k)
+                continue
+            self.skipped.append((str(f), f"has {m['channels']} channel(s), {why}{want}"))
+            warn_data(f"skipping {str(f)!r}: has {m['channels']} channel(s), {why}{want}")
+        self.files, self.channels = [self.files[k] for k in keep], want
+        return [meta[k] for k in keep]
 
     # ------------------------------------------------------------------ items
     def _load(self, i: int):  # pragma: no cover - abstract

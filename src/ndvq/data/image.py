@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from ndvq.data.common import (
+    PADDING_WARN_SHARE,
     FileDataset,
     augment_nd,
     center_crop,
     fit_and_crop,
+    fitting_patch,
     random_crop,
     split_files,
     warn_skip,
@@ -221,12 +223,13 @@ class ImageFolder(FileDataset):
             return
         small = [k for k in range(len(sizes)) if any(s < p for s, p in zip(self._shape_of(k), self.patch_size))]
         if small:
-            fit = [min(self._shape_of(k)[a] for k in range(len(sizes))) for a in range(2)]
-            fit = [min(p, 2 ** int(np.log2(max(f, 1)))) for p, f in zip(self.patch_size, fit)]
-            self.suggested_fix = f"data.patch_size={fit}"
-            self.note(f"{len(small)} of {len(sizes)} image(s) are smaller than data.patch_size="
-                      f"{list(self.patch_size)} and are padded; data.patch_size={fit} fits every image",
-                      warn=True)
+            fit = fitting_patch([self._shape_of(k) for k in range(len(sizes))], self.patch_size)
+            smaller = fit != list(self.patch_size) and self.split != "val"  # the train split's to choose
+            self.suggested_fix = f"data.patch_size={fit}" if smaller else None
+            self.note(f"{len(small)} of {len(sizes)}{'' if self.split == 'all' else ' ' + self.split} image(s) are "
+                      f"smaller than data.patch_size={list(self.patch_size)} and are padded"
+                      + (f"; data.patch_size={fit} keeps the padding within {PADDING_WARN_SHARE:.0%} of an item"
+                         if smaller else ""), warn=True)
 
     def extent(self, i: int) -> tuple[list[int], list[int]]:
         shape = list(self._shape_of(i // self.patches_per_item))

@@ -33,9 +33,11 @@ import numpy as np
 import torch
 
 from ndvq.data.common import (
+    PADDING_WARN_SHARE,
     FileDataset,
     augment_nd,
     crop_box,
+    fitting_patch,
     pad_to,
     split_files,
     split_positions,
@@ -116,7 +118,8 @@ class VolumeFolder(FileDataset):
         split: ``"train" | "val" | "all"``. Default ``"train"``.
         val_dir, train_split, split_seed, subfolders: as for images. Defaults None, 0.9, 0, None.
         extensions: Default ``nii nii.gz npy``.
-        channels: expected channel count. Default None: the first file's (others are skipped).
+        channels: expected channel count. Default None: the count most files have (others are skipped
+            with a warning naming them).
         patch_size: ``[X, Y, Z]`` (or ``[S]``) patch size. Default None: whole volumes.
         patches_per_item: random patches per volume per epoch (train). Default 1.
         intensity: ``"percentile" | "ct" | "zscore" | "none"``. Default ``"percentile"``.
@@ -163,10 +166,6 @@ class VolumeFolder(FileDataset):
         for f in files:
             try:
                 _, shape, c, _, affine = _open(f)
-                if channels is not None and c != channels:
-                    raise DataError(f"has {c} channel(s), expected data.channels={channels}")
-                if self.meta and c != self.meta[0]["channels"]:
-                    raise DataError(f"has {c} channel(s), the first volume has {self.meta[0]['channels']}")
             except Exception as e:  # noqa: BLE001 - an unreadable file is skipped, never fatal
                 self.skipped.append((str(f), f"{type(e).__name__}: {e}"))
                 warn_skip(f, e)
@@ -177,6 +176,7 @@ class VolumeFolder(FileDataset):
                 continue
             self.files.append(f)
             self.meta.append({"shape": shape, "channels": c, "affine": affine, "z": (0, int(shape[-1]))})
+        self.meta = self._keep_channel_count(self.meta, channels)
         self._check_files(root)
         if self.single_file:  # one volume: split along its last axis (val = the last slices)
             m = self.meta[0]
@@ -192,10 +192,13 @@ class VolumeFolder(FileDataset):
                              f"batched; set data.patch_size=[X, Y, Z]")
         small = [m for m in self.meta if self.patch_size and any(s < q for s, q in zip(m["shape"], self.patch_size))]
         if small:
-            fit = [min(self.patch_size[a], 2 ** int(np.log2(min(m["shape"][a] for m in self.meta)))) for a in range(3)]
-            self.suggested_fix = f"data.patch_size={fit}"
-            self.note(f"{len(small)} of {len(self.meta)} volume(s) are smaller than data.patch_size="
-                      f"{list(self.patch_size)} and are padded; data.patch_size={fit} fits every volume", warn=True)
+            fit = fitting_patch([m["shape"] for m in self.meta], self.patch_size)
+            smaller = fit != list(self.patch_size) and split != "val"  # the train split's to choose
+            self.suggested_fix = f"data.patch_size={fit}" if smaller else None
+            self.note(f"{len(small)} of {len(self.meta)}{'' if split == 'all' else ' ' + split} volume(s) are smaller "
+                      f"than data.patch_size={list(self.patch_size)} and are padded"
+                      + (f"; data.patch_size={fit} keeps the padding within {PADDING_WARN_SHARE:.0%} of an item"
+                         if smaller else ""), warn=True)
 
     def extent(self, i: int) -> tuple[list[int], list[int]]:
         shape = [int(s) for s in self.meta[i // self.patches_per_item]["shape"]]

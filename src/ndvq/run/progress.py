@@ -243,10 +243,11 @@ def start_warnings(session, datasets: dict) -> list[str]:
     fix), ``warmup_steps >= `` the run's steps, validation / sample / checkpoint intervals larger than
     the run (the last step validates, writes samples and checkpoints anyway)."""
     t, total, out = session.cfg.train, session.total, []
-    train = datasets.get("train") or next(iter(datasets.values()))
+    train = "train" if "train" in datasets else next(iter(datasets))
     shares = {split: ds.padding_share() for split, ds in datasets.items() if hasattr(ds, "padding_share")}
     padded = {split: share for split, share in shares.items() if share is not None and share > PADDING_WARN_SHARE}
-    fix = padding_fix(train, session.cfg.data) if padded else None  # one fix for every split: the train split's
+    # one fix for every split, the train split's, when it needs one: a size that fits the train split is kept
+    fix = padding_fix(datasets[train], session.cfg.data) if train in padded else None
     for split, share in padded.items():
         unit = "window" if datasets[split].n_dims == 1 else "item"
         out.append(f"{share:.0%} of the average {split} {unit} is padding (excluded from losses and metrics, but "
