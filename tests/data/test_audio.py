@@ -54,8 +54,7 @@ def test_the_suggested_window_is_the_largest_that_keeps_the_padding_below_the_wa
     """A short clip beside a longer file: the suggestion is the largest window whose padding is within the
     start summary's warning threshold, never the window in effect (it used to read 'try
     data.segment_length=16384' at segment_length 16384)."""
-    from ndvq.data.audio import window_padding
-    from ndvq.data.common import PADDING_WARN_SHARE
+    from ndvq.data.common import PADDING_WARN_SHARE, window_padding
 
     write_audio(tmp_path / "short.wav", seconds=0.3, rate=8000)  # 2400 samples
     write_audio(tmp_path / "long.wav", seconds=2.3, rate=8000)  # 18400 samples

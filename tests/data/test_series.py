@@ -78,3 +78,35 @@ def test_bad_files_skipped_and_channel_mismatch(tmp_path):
     names = " ".join(str(w.message) for w in rec)
     assert "bad.npy" in names and "z_two_channels.npy" in names
     assert len(ds.files) == 2 and len(ds.skipped) == 2
+
+
+def test_missing_values_are_left_out_of_the_loss_and_written_back_missing(tmp_path):
+    """A CSV with a gap in one column: the item marks the gap (``observed``), the batch mask leaves it out of the
+    loss and PSNR (a wrong value there changes nothing), ``item_info`` records it and the written file has NaN
+    exactly there; the start note counts it. It used to be read as the mean, counted as data and written back
+    as a reconstructed number."""
+    from ndvq import metrics as M
+    from ndvq.data import write_item
+    from ndvq.data.common import valid_mask
+    from ndvq.data.series import missing_runs, read_series
+
+    t = np.arange(120, dtype=np.float32)
+    a = np.stack([np.sin(t / 7), np.cos(t / 5) * 3 + 10], 1)
+    a[40:46, 1] = np.nan
+    a[100, 0] = np.nan
+    np.savetxt(tmp_path / "g.csv", a, delimiter=",", header="u,v", comments="", fmt="%.6g")
+    ds = create_dataset("series", "all", root=tmp_path, segment_length=50, hop_length=50)
+    assert any("7 missing value(s) (NaN / inf) in 1 of 1 series" in note for note in ds.notes)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+    mask = valid_mask(batch)
+    assert mask.shape == batch["data"].shape and int((~mask).sum()) == 6  # the gap; step 100 is past both windows
+    y = batch["data"].clone()
+    y[~mask] = 1e3  # wrong only where values are missing
+    assert torch.all(M.mse(batch["data"], y, mask) == 0)
+    whole = create_dataset("series", "all", root=tmp_path, segment_length=50, pad_multiple=[4])
+    item, info = whole[0], whole.item_info(0)
+    assert info["missing"] == [[0, 100, 1], [1, 40, 6]] == missing_runs(a)
+    assert item["observed"].shape == item["data"].shape  # padded with the data (120 -> 120, a multiple of 4)
+    [out] = write_item("series", item["data"][:, :120], tmp_path / "out" / "g", info)
+    back = read_series(out)[0][1]
+    assert np.array_equal(np.isnan(back), np.isnan(a)) and np.allclose(back[~np.isnan(a)], a[~np.isnan(a)], atol=1e-4)

@@ -31,10 +31,12 @@ import torch
 from ndvq.data.common import (
     PADDING_WARN_SHARE,
     FileDataset,
+    fitting_window,
     majority,
     split_files,
     split_positions,
     warn_skip,
+    window_starts,
 )
 from ndvq.errors import DataError
 
@@ -69,27 +71,6 @@ def read_window(path: str | Path, start: int, length: int, source_rate: int, tar
     if len(a) < length:
         a = np.concatenate([a, np.zeros((length - len(a), a.shape[1]), np.float32)])
     return a
-
-
-def window_padding(lengths: Sequence[int], window: int, hop: int) -> float:
-    """Mean share of padding per window over files of ``lengths`` samples cut into ``window``-sample
-    windows every ``hop`` samples (a file shorter than the window is one zero-padded window; a longer
-    file's windows are whole, its tail shorter than a hop is left out)."""
-    shares = [1 - min(n, window) / window for n in lengths for _ in window_starts(0, n, window, hop)]
-    return sum(shares) / max(len(shares), 1)
-
-
-def window_starts(lo: int, hi: int, window: int, hop: int) -> range:
-    """First samples of the ``window``-sample windows cut every ``hop`` samples from samples ``lo:hi`` (one
-    window when the span is shorter than a window; a tail shorter than a hop is left out)."""
-    return range(lo, lo + max(hi - lo - window, 0) + 1, hop)
-
-
-def fitting_window(lengths: Sequence[int], window: int, hop: int, limit: float = PADDING_WARN_SHARE) -> int:
-    """The largest window (``window`` or a power of two below it, at least 16 samples) whose mean padding
-    (:func:`window_padding`, the hop shrunk with the window) is within ``limit``; 16 when none is."""
-    sizes = [window] + [2 ** p for p in range(int(math.log2(max(window - 1, 16))), 3, -1) if 2 ** p < window]
-    return next((w for w in sizes if window_padding(lengths, w, min(hop, w)) <= limit), sizes[-1])
 
 
 class AudioFolder(FileDataset):

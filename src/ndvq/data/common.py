@@ -4,7 +4,8 @@ Every dataset in :mod:`ndvq.data` derives from :class:`FileDataset`, which gives
 
 * ``dataset[i] -> {"data": FloatTensor[C, *S], "index": i, "valid": LongTensor[n_dims]}``: ``valid``
   is the real extent of the item per spatial axis; everything past it (padding, always at the end of
-  each axis) is not data. :func:`valid_mask` turns a batch's ``valid`` into a ``[B, 1, *S]`` mask;
+  each axis) is not data. Series items add ``"observed"`` (``BoolTensor[C, *S]``, False at missing
+  values). :func:`valid_mask` turns a batch's ``valid`` (and ``observed``) into a mask;
 * ``whole=True`` (eval / encode / decode): one item per file at its own size (audio / series / video
   whole files, images / volumes whole), padded at the end to ``pad_multiple``;
 * a file that fails while an item is
@@ -84,11 +85,13 @@ def split_positions(n: int, split: str, train_split: float) -> tuple[int, int]:
 
 
 def valid_mask(batch, shape: Sequence[int] | None = None) -> torch.Tensor | None:
-    """``[B, 1, *S]`` bool mask of the real (unpadded) elements of a batch.
+    """``[B, 1, *S]`` bool mask of the real (unpadded) elements of a batch; ``[B, C, *S]`` when the batch
+    marks missing values (``batch["observed"]``, series: False where the source had NaN).
 
     Args:
-        batch: a collated batch dict (``batch["valid"]`` ``[B, n_dims]`` and ``batch["data"]``
-            ``[B, C, *S]``), or the ``valid`` tensor itself (then ``shape`` is needed).
+        batch: a collated batch dict (``batch["valid"]`` ``[B, n_dims]``, ``batch["data"]``
+            ``[B, C, *S]``, optionally ``batch["observed"]`` ``[B, C, *S]``), or the ``valid`` tensor
+            itself (then ``shape`` is needed).
         shape: spatial shape ``S``. Default None: ``batch["data"].shape[2:]``.
 
     Returns None when the batch carries no ``valid`` (every element is real).
@@ -100,6 +103,7 @@ def valid_mask(batch, shape: Sequence[int] | None = None) -> torch.Tensor | None
     valid = batch.get("valid") if isinstance(batch, dict) else batch
     if valid is None:
         return None
+    observed = batch.get("observed") if isinstance(batch, dict) else None
     shape = list(shape if shape is not None else batch["data"].shape[2:])
     valid = torch.as_tensor(valid).reshape(-1, len(shape))
     mask = torch.ones(valid.shape[0], 1, *shape, dtype=torch.bool, device=valid.device)
@@ -108,7 +112,7 @@ def valid_mask(batch, shape: Sequence[int] | None = None) -> torch.Tensor | None
         view[2 + a] = s
         idx = torch.arange(s, device=valid.device).view(view)  # [1, 1, .., s, .., 1]
         mask = mask & (idx < valid[:, a].view(-1, *([1] * (len(shape) + 1))))
-    return mask
+    return mask if observed is None else mask & observed.to(device=mask.device, dtype=torch.bool)  # [B, C, *S]
 
 
 def code_mask(valid, downsample: Sequence[int], latent_shape: Sequence[int]) -> torch.Tensor:
@@ -159,6 +163,27 @@ def cache_dir() -> Path:
 #: Above this mean share of padding per item the start summary warns, and a window / patch size the user
 #: did not set is shrunk to the dataset's ``suggested_fix`` (``ndvq.build.fit_items``).
 PADDING_WARN_SHARE = 0.25
+
+
+def window_padding(lengths: Sequence[int], window: int, hop: int) -> float:
+    """Mean share of padding per window over files of ``lengths`` samples cut into ``window``-sample
+    windows every ``hop`` samples (a file shorter than the window is one zero-padded window; a longer
+    file's windows are whole, its tail shorter than a hop is left out)."""
+    shares = [1 - min(n, window) / window for n in lengths for _ in window_starts(0, n, window, hop)]
+    return sum(shares) / max(len(shares), 1)
+
+
+def window_starts(lo: int, hi: int, window: int, hop: int) -> range:
+    """First samples of the ``window``-sample windows cut every ``hop`` samples from samples ``lo:hi`` (one
+    window when the span is shorter than a window; a tail shorter than a hop is left out)."""
+    return range(lo, lo + max(hi - lo - window, 0) + 1, hop)
+
+
+def fitting_window(lengths: Sequence[int], window: int, hop: int, limit: float = PADDING_WARN_SHARE) -> int:
+    """The largest window (``window`` or a power of two below it, at least 16 samples) whose mean padding
+    (:func:`window_padding`, the hop shrunk with the window) is within ``limit``; 16 when none is."""
+    sizes = [window] + [2 ** p for p in range(int(math.log2(max(window - 1, 16))), 3, -1) if 2 ** p < window]
+    return next((w for w in sizes if window_padding(lengths, w, min(hop, w)) <= limit), sizes[-1])
 
 
 def patch_padding(shapes: Sequence[Sequence[int]], patch: Sequence[int]) -> float:
@@ -392,7 +417,8 @@ class FileDataset(torch.utils.data.Dataset):
 
     Subclasses set ``modality``, ``n_dims``, ``channels``, ``files`` (usable files),
     ``skipped`` (``[(path, reason)]``), ``layout`` and implement ``__len__``, ``_load(i)`` (a
-    ``[C, *S]`` float tensor, or ``(tensor, valid extent per axis)`` when the item is padded; may
+    ``[C, *S]`` float tensor, or ``(tensor, valid extent per axis)`` when the item is padded, or
+    ``(tensor, valid, observed)`` with a ``[C, *S]`` bool mask of the values that are not missing; may
     raise for an unreadable file), ``_path(i)``, ``item_info(i)`` and, for the padding share,
     ``extent(i) -> (valid, item_shape)`` without loading. ``pad_multiple`` padding (eval / encode) is
     applied here, after ``_load``, by repeating the edge (``pad_to(mode="replicate")``): a model trained on
@@ -460,10 +486,13 @@ class FileDataset(torch.utils.data.Dataset):
 
     def _item(self, j: int, i: int) -> dict:
         out = self._load(j)
-        x, valid = out if isinstance(out, tuple) else (out, None)
+        x, valid, observed = (*out, None)[:3] if isinstance(out, tuple) else (out, None, None)
         valid = list(x.shape[1:]) if valid is None else [min(int(v), s) for v, s in zip(valid, x.shape[1:])]
         x = pad_to_multiple(x.float(), self.pad_multiple, mode="replicate")
-        return {"data": x.contiguous(), "index": i, "valid": torch.tensor(valid, dtype=torch.long)}
+        item = {"data": x.contiguous(), "index": i, "valid": torch.tensor(valid, dtype=torch.long)}
+        if observed is not None:  # missing values inside the real extent (series): False there
+            item["observed"] = pad_to_multiple(observed.float(), self.pad_multiple, mode="replicate") > 0.5
+        return item
 
     def _fail(self, path, e: BaseException) -> None:
         self._bad.add(str(path))

@@ -5,9 +5,10 @@ per array). Each series is cut into windows of ``segment_length`` steps every ``
 steps. Items are ``[C, segment_length]`` floats, z-scored per channel with the mean and standard
 deviation of the *train split* (``standardize=True``): the train split computes them and saves
 them to ``<stats_dir>/data_stats.json``; the val / all splits load that file when it exists (else
-they compute the train split's statistics from the same folder). Missing values (NaN) become 0
-after standardisation (the channel mean). CSV columns that are not numbers (e.g. timestamps) are
-dropped; a header row gives the channel names.
+they compute the train split's statistics from the same folder). Missing values (NaN / inf) become 0
+after standardisation (the channel mean); items mark them (``"observed"``) so that losses and metrics leave
+them out, and ``item_info`` records them so that decode writes them back missing. CSV columns that are
+not numbers (e.g. timestamps) are dropped; a header row gives the channel names.
 
 Example:
     >>> ds = SeriesFolder("logs/", segment_length=256, stats_dir="runs/x")  # doctest: +SKIP
@@ -27,7 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ndvq.data.common import FileDataset, split_files, split_positions, warn_data, warn_skip
+from ndvq.data.common import (
+    PADDING_WARN_SHARE,
+    FileDataset,
+    fitting_window,
+    split_files,
+    split_positions,
+    warn_data,
+    warn_skip,
+    window_starts,
+)
 from ndvq.errors import DataError
 
 __all__ = ["SeriesFolder", "read_series", "SERIES_EXTENSIONS", "STATS_FILE"]
@@ -118,6 +128,26 @@ def read_series(path: str | Path) -> list[tuple[str, np.ndarray, list[str]]]:
     return [("", a, names)]
 
 
+def missing_runs(a: np.ndarray) -> list[list[int]]:
+    """``[[channel, first step, steps], ...]``: the runs of missing (non-finite) values of ``a [T, C]``, what
+    ``item_info`` records so that decode writes them back missing (:func:`restore_missing`)."""
+    runs = []
+    for c in np.flatnonzero((~np.isfinite(a)).any(0)):
+        gap = np.concatenate([[False], ~np.isfinite(a[:, c]), [False]])
+        edges = np.flatnonzero(np.diff(gap.astype(np.int8)))  # starts and ends of the runs, alternating
+        runs += [[int(c), int(b), int(e - b)] for b, e in zip(edges[::2], edges[1::2])]
+    return runs
+
+
+def restore_missing(a: np.ndarray, runs) -> np.ndarray:
+    """``a [T, C]`` with the runs of :func:`missing_runs` set to NaN (runs past ``a``'s end are cut)."""
+    a = np.array(a, dtype=np.float32)
+    for c, b, n in runs or ():
+        if 0 <= int(c) < a.shape[1]:
+            a[int(b): int(b) + int(n), int(c)] = np.nan
+    return a
+
+
 class SeriesFolder(FileDataset):
     """Windows of multichannel time series from a folder (whole series with ``pad_multiple``).
 
@@ -184,14 +214,19 @@ class SeriesFolder(FileDataset):
         self.data_range = float(max(np.max(hi - lo), 1e-6))
         if split != "train":
             self._check_distribution()
+        gaps = [int((~np.isfinite(a)).sum()) for _, a in self.series]
+        if sum(gaps):
+            self.note(f"{sum(gaps)} missing value(s) (NaN / inf) in {sum(g > 0 for g in gaps)} of {len(gaps)} series: "
+                      "read as the channel mean, left out of losses and metrics, written back missing by decode")
         short = sum(a.shape[0] < self.segment_length for _, a in self.series)
         if short and not self.whole:
-            fit = max(min(a.shape[0] for _, a in self.series), 1)
-            self.suggested_fix = f"data.segment_length={fit}" if split != "val" else None  # the train split's to choose
+            fit = fitting_window([a.shape[0] for _, a in self.series], self.segment_length, self.hop_length)
+            smaller = fit < self.segment_length and split != "val"  # the val split's: the train split's to choose
+            self.suggested_fix = f"data.segment_length={fit}" if smaller else None
             self.note(f"{short} of {len(self.series)}{'' if split == 'all' else ' ' + split} series are shorter than "
                       f"data.segment_length={self.segment_length} and are padded"
-                      + (f"; e.g. data.segment_length={fit} fits every series" if self.suggested_fix else ""),
-                      warn=short * 2 > len(self.series))
+                      + (f"; data.segment_length={fit} keeps the padding within {PADDING_WARN_SHARE:.0%} of a window"
+                         if smaller else ""), warn=short * 2 > len(self.series))
 
     # ------------------------------------------------------------------ reading
     def _read_all(self, files, width: int | None, fixed: bool = False, quiet: bool = False):
@@ -279,8 +314,8 @@ class SeriesFolder(FileDataset):
         lo, hi = split_positions(n, self.split, train_split) if self.single_file else (0, n)
         if self.whole:
             return [(k, lo, hi - lo)]
-        starts = list(range(lo, lo + max(hi - lo - self.segment_length, 0) + 1, self.hop_length))
-        return [(k, s, min(self.segment_length, hi - s)) for s in starts]
+        return [(k, s, min(self.segment_length, hi - s))
+                for s in window_starts(lo, hi, self.segment_length, self.hop_length)]
 
     # ------------------------------------------------------------------ items
     def __len__(self) -> int:
@@ -298,20 +333,27 @@ class SeriesFolder(FileDataset):
         "standardized", "source_format"}``."""
         k, start, n = self.windows[i]
         path = self.series[k][0]
-        return {"path": str(path), "key": self.names[k], "start": start, "columns": self.columns_of[k],
+        info = {"path": str(path), "key": self.names[k], "start": start, "columns": self.columns_of[k],
                 "item_shape": [n], "source_format": Path(path).suffix.lower().lstrip("."),
                 "mean": self._mean.tolist(), "std": self._std.tolist(), "standardized": self.standardize}
+        gaps = missing_runs(self.series[k][1][start: start + n])
+        return {**info, "missing": gaps} if gaps else info
 
-    def _load(self, i: int) -> tuple[torch.Tensor, list[int]]:
+    def _load(self, i: int) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+        """``(x [C, T], [real steps], observed [C, T])``: ``observed`` is False at missing values (read as
+        the channel mean, 0 after standardisation), which losses and metrics leave out (``valid_mask``)."""
         k, start, n = self.windows[i]
         a = np.asarray(self.series[k][1][start: start + n], np.float32)  # [T, C]
+        observed = np.isfinite(a)
         if self.standardize:
             a = (a - self._mean) / self._std
-        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        a = np.where(observed, a, 0.0 if self.standardize else self._mean).astype(np.float32)
         x = torch.from_numpy(np.ascontiguousarray(a.T))  # [T, C] -> [C, T]
+        seen = torch.from_numpy(np.ascontiguousarray(observed.T))  # [T, C] -> [C, T]
         if not self.whole and x.shape[1] < self.segment_length:
             x = torch.nn.functional.pad(x, (0, self.segment_length - x.shape[1]))
-        return x, [n]
+            seen = torch.nn.functional.pad(seen, (0, self.segment_length - seen.shape[1]))
+        return x, [n], seen
 
 
 def _compute_stats(arrays: list[np.ndarray]) -> dict:

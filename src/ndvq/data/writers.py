@@ -207,8 +207,11 @@ def _destandardize(x: np.ndarray, info: dict) -> np.ndarray:
 
 def _write_series(x: np.ndarray, stem: Path, info: dict) -> Path:
     """CSV with the source's column names when it was a table (``info["source_format"]`` csv/tsv/txt),
-    else NPY ``[T, C]``; values de-standardised to the original units."""
-    a = _destandardize(x, info).astype(np.float32)
+    else NPY ``[T, C]``; values de-standardised to the original units; the source's missing values
+    (``info["missing"]``) written back missing (NaN)."""
+    from ndvq.data.series import restore_missing
+
+    a = restore_missing(_destandardize(x, info), info.get("missing"))
     fmt = str(info.get("source_format") or "")
     if fmt in ("csv", "tsv", "txt"):
         path = stem.with_suffix("." + fmt)

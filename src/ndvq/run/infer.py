@@ -226,13 +226,14 @@ def evaluate(path: str | Path, data: str | Path | None = None, split: str | None
     counts, n, n_elements, n_codes, bits = None, 0, 0, 0, 0.0
     for _, item in _whole_items(ds):
         x = item["data"][None].to(_device())
-        mask = valid_mask(item["valid"][None], x.shape[2:]).to(x.device)
+        mask = valid_mask({"data": x, "valid": item["valid"][None],
+                           **({"observed": item["observed"][None]} if "observed" in item else {})}).to(x.device)
         grids, y, per_item = _forward_whole(model, x, chunk)
         y = y.float().clamp(-1, 1) if clip else y.float()
         per_item.update(_item_metrics(x, y, mask, rng))
         for k, v in per_item.items():
             sums[k] = sums.get(k, 0.0) + float(v.sum())
-        real = int(mask.sum()) * x.shape[1]
+        real = int(mask.expand_as(x).sum())
         n_elements += real
         if model.codebook_sizes:
             c, kept, b = code_stats(model, grids, x.shape, item["valid"][None])
