@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -134,3 +136,27 @@ def test_a_tiny_outlier_does_not_shrink_the_suggested_patch_and_channels_follow_
     write_nifti(tmp_path / "v" / "small.nii", shape=(8, 8, 8))
     val = create_dataset("volume", "val", root=root, val_dir=tmp_path / "v", patch_size=[64, 64, 64])
     assert val.suggested_fix is None and "val volume(s) are smaller" in val.notes[-1]
+
+
+def test_volumes_are_written_back_in_their_own_format_and_number_type(tmp_path):
+    """An int16 CT-like NIfTI comes back int16 (rounded, in range), a scaled int16 NIfTI float32 (its values are
+    not integers), a 3-D NPY as a 3-D NPY of its dtype; they all came back as float32 NIfTI before."""
+    rng = np.random.default_rng(0)
+    ct = rng.integers(-1000, 2000, (10, 12, 6)).astype(np.int16)
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(ct, np.eye(4)), str(tmp_path / "in" / "ct.nii"))
+    scaled = nib.Nifti1Image(ct, np.eye(4))
+    scaled.header.set_slope_inter(0.5, 10)
+    nib.save(scaled, str(tmp_path / "in" / "scaled.nii.gz"))
+    np.save(tmp_path / "in" / "arr.npy", rng.integers(0, 255, (6, 8, 10)).astype(np.uint8))
+    ds = create_dataset("volume", "all", root=tmp_path / "in", pad_multiple=(4, 4, 4), intensity="none")
+    got = {}
+    for i in range(len(ds)):
+        info = ds.item_info(i)
+        [out] = write_item("volume", ds[i]["data"], tmp_path / "out" / Path(info["path"]).name.split(".")[0], info)
+        got[out.name] = np.load(out) if out.suffix == ".npy" else np.asanyarray(nib.load(str(out)).dataobj)
+    assert sorted(got) == ["arr.npy", "ct.nii.gz", "scaled.nii.gz"]
+    assert got["ct.nii.gz"].dtype == np.int16 and np.array_equal(got["ct.nii.gz"], ct)  # intensity none: exact
+    assert got["scaled.nii.gz"].dtype == np.float32 and np.allclose(got["scaled.nii.gz"], ct * 0.5 + 10)
+    assert got["arr.npy"].dtype == np.uint8 and got["arr.npy"].shape == (6, 8, 10)
+    assert np.array_equal(got["arr.npy"], np.load(tmp_path / "in" / "arr.npy"))

@@ -75,6 +75,22 @@ def _open(path: Path):
     return arr, shape[-3:], (shape[0] if arr.ndim == 4 else 1), False, np.eye(4)
 
 
+def stored_format(path: Path) -> dict:
+    """``{"source_format": "nifti" | "npy", "source_ndim", "dtype"}`` of a volume file, from its header:
+    what :func:`ndvq.data.write_item` needs to write a reconstruction back in the source's own format and
+    number type (``dtype``: the stored type, ``float32`` when a NIfTI scaling makes the values non-integer)."""
+    if _is_nifti(path):
+        import nibabel as nib
+
+        img = nib.load(str(path))
+        slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)  # moved off the header
+        scaled = slope != 1 or inter != 0
+        dtype = np.dtype("float32") if scaled else np.dtype(img.get_data_dtype())
+        return {"source_format": "nifti", "source_ndim": len(img.shape), "dtype": dtype.newbyteorder("=").name}
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    return {"source_format": "npy", "source_ndim": int(arr.ndim), "dtype": arr.dtype.newbyteorder("=").name}
+
+
 def _read(src, box: tuple[slice, ...], channels: int, channel_last: bool) -> np.ndarray:
     """The voxels in ``box`` (3 slices) as ``float32 [C, x, y, z]``."""
     if channel_last:
@@ -243,16 +259,15 @@ class VolumeFolder(FileDataset):
 
     def item_info(self, i: int) -> dict:
         """``{"path", "affine" (4x4 of the item: shifted to the patch for centre patches), "shape" (of the
-        volume), "offset", "item_shape" (before padding), "value_map": [scale, offset], "intensity"}``;
-        ``value_map`` is computed on first use."""
+        volume), "offset", "item_shape" (before padding), "value_map": [scale, offset], "intensity"}`` and
+        :func:`stored_format`'s keys; ``value_map`` is computed on first use."""
         k = i // self.patches_per_item
         m = self.meta[k]
         offset = self._box(k, False) if self.split != "train" else (0, 0, 0)
         affine = m["affine"].copy()
         affine[:3, 3] = affine[:3, :3] @ np.asarray(offset, np.float64) + affine[:3, 3]
         info = {"path": str(self.files[k]), "affine": affine, "shape": list(m["shape"]), "offset": list(offset),
-                "item_shape": self.extent(i)[0],
-                "intensity": self.intensity}
+                "item_shape": self.extent(i)[0], "intensity": self.intensity, **stored_format(self.files[k])}
         try:
             src, _, c, cl = self._source(k)
             info["value_map"] = list(self._value_map(k, src, c, cl))

@@ -225,20 +225,41 @@ def _write_series(x: np.ndarray, stem: Path, info: dict) -> Path:
 
 
 def _write_volume(x: np.ndarray, stem: Path, info: dict) -> Path:
-    import nibabel as nib
-
-    v = x
+    """NIfTI (``.nii.gz``, the item's affine) or, for an NPY source, NPY in the source's layout (``[D, H, W]`` or
+    ``[C, D, H, W]``); the intensity map undone and the values in the source's number type (``info["dtype"]``:
+    integers rounded and clipped to its range; default float32)."""
+    v = x if info.get("intensity") == "none" else np.clip(x, -1, 1)  # the range the data layer clamped to
     vm = info.get("value_map")
     if vm is not None:
         scale, offset = float(vm[0]), float(vm[1])
-        v = (np.clip(v, -1, 1) - offset) / scale
+        v = (v - offset) / scale
+    v = _as_stored(v, info.get("dtype"))
+    if info.get("source_format") == "npy":  # [C, D, H, W] as read; a 3-D source without its channel axis
+        path = Path(str(stem) + ".npy")
+        np.save(path, v[0] if int(info.get("source_ndim", 4)) == 3 and v.shape[0] == 1 else v)
+        return path
+    import nibabel as nib
+
     v = v[0] if v.shape[0] == 1 else np.moveaxis(v, 0, -1)  # [C, X, Y, Z] -> [X, Y, Z(, C)]
     affine = np.asarray(info.get("affine", np.eye(4)), np.float64)
     if affine.shape != (4, 4):
         raise DataError(f"info['affine'] must be a 4x4 matrix, got shape {affine.shape}")
     path = Path(str(stem) + ".nii.gz")
-    nib.save(nib.Nifti1Image(v.astype(np.float32), affine), str(path))
+    nib.save(nib.Nifti1Image(v, affine), str(path))
     return path
+
+
+def _as_stored(v: np.ndarray, dtype: str | None) -> np.ndarray:
+    """``v`` in the number type ``dtype`` (integers rounded and clipped to its range; None, floats and anything
+    unknown: float32, or float64 for a float64 source)."""
+    try:
+        t = np.dtype(dtype) if dtype else np.dtype("float32")
+    except TypeError:
+        t = np.dtype("float32")
+    if t.kind in "iu":
+        lim = np.iinfo(t)
+        return np.clip(np.rint(v), lim.min, lim.max).astype(t)
+    return v.astype(np.float64 if t == np.float64 else np.float32)
 
 
 # ------------------------------------------------------------------------------------ samples
