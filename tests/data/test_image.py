@@ -214,3 +214,23 @@ def test_large_jpeg_decoded_at_reduced_scale_gives_same_item_size(tmp_path):
 
     small, _ = read_image(tmp_path / "big.jpg", min_size=(32, 32))
     assert small.shape[0] < 400 and small.shape[0] >= 32  # the draft mode decoded fewer pixels
+
+
+def test_exif_orientation_is_read_upright_and_the_header_agrees(tmp_path):
+    """A phone photograph stored sideways with EXIF orientation 6 is read as viewers show it (turned upright:
+    height and width swap, in the header too) and written back upright; it was read as stored."""
+    from PIL import Image
+
+    from ndvq.data import write_item
+
+    raw = np.zeros((40, 64, 3), np.uint8)
+    raw[:, :8] = 255  # a white band along the stored left edge: the top edge once turned upright (orientation 6)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(raw).save(tmp_path / "side.jpg", exif=exif, quality=95)
+    ds = create_dataset("image", "all", root=tmp_path, pad_multiple=[1, 1])
+    x, info = ds[0]["data"], ds.item_info(0)
+    assert ds.sizes == [(64, 40)] and x.shape == (3, 64, 40)
+    assert x[:, :8].mean() > 0.9 and x[:, 16:].mean() < -0.9  # the band is at the top
+    [out] = write_item("image", x, tmp_path / "out" / "side", info)
+    assert Image.open(out).size == (40, 64)  # (W, H): upright

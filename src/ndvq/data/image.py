@@ -39,6 +39,9 @@ _MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "F"
                   "P": 3, "PA": 4, "RGB": 3, "YCbCr": 3, "CMYK": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 3}
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
 def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in _TIFF
 
@@ -63,7 +66,19 @@ def _header(path: Path) -> tuple[tuple[int, int], int, int | str]:
         if im.mode == "P" and "transparency" in im.info:
             c = 4
         depth = 16 if im.mode.startswith("I") else ("float" if im.mode == "F" else 8)
-        return (im.size[1], im.size[0]), c, depth
+        h, w = im.size[1], im.size[0]
+        return ((w, h) if _orientation(im) >= 5 else (h, w)), c, depth
+
+
+def _orientation(im) -> int:
+    """The file's EXIF orientation (1: upright, 2-4: flipped or turned 180 degrees, 5-8: turned 90 degrees,
+    so height and width swap); 1 without one or for a malformed EXIF block. Images are read upright
+    (``ImageOps.exif_transpose``), as viewers show them."""
+    try:
+        o = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: the pixels as stored
+        return 1
+    return o if 1 <= o <= 8 else 1
 
 
 def _squeeze_tiff_shape(shape, axes) -> tuple[int, ...]:
@@ -76,7 +91,8 @@ def _squeeze_tiff_shape(shape, axes) -> tuple[int, ...]:
 
 
 def read_image(path: str | Path, min_size: tuple[int, int] | None = None) -> tuple[np.ndarray, dict]:
-    """Decode an image to ``float32 [H, W, C]`` in ``[0, 1]`` plus facts about the source.
+    """Decode an image to ``float32 [H, W, C]`` in ``[0, 1]`` plus facts about the source; a photograph
+    with an EXIF orientation is turned upright, as viewers show it (and ``ndvq decode`` writes it).
 
     ``min_size=(H, W)``: the image will be resized to cover ``(H, W)`` anyway, so a JPEG may decode at a
     reduced scale (1/2, 1/4, 1/8) and any 8-bit image is box-reduced by an integer factor that still
@@ -94,11 +110,15 @@ def read_image(path: str | Path, min_size: tuple[int, int] | None = None) -> tup
         if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
             arr = np.moveaxis(arr, 0, -1)
     else:
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         with Image.open(path) as im:
+            orientation = _orientation(im)
             if min_size is not None and im.format == "JPEG":
-                im.draft(im.mode, (int(min_size[1]), int(min_size[0])))
+                size = (int(min_size[1]), int(min_size[0]))  # (W, H) as stored: swapped when the file is turned
+                im.draft(im.mode, size[::-1] if orientation >= 5 else size)
+            if orientation != 1:
+                im = ImageOps.exif_transpose(im)  # upright, as a viewer shows it
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             elif im.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
