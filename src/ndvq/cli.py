@@ -86,7 +86,7 @@ def _positive_int(text: str) -> int:
 
 
 def _data_args(p, split_default: str) -> None:
-    p.add_argument("--data", type=Path, help="data folder (data.root); default: the run's own data config")
+    p.add_argument("--data", type=Path, help="data folder or one file (data.root); default: the run's own data config")
     p.add_argument("--split", choices=["train", "val", "all"], help=f"which split (default: {split_default})")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="items per forward pass (default: 8)")
     p.add_argument("overrides", nargs="*", metavar="data.key=value", help="data overrides, e.g. data.kind=image data.channels=1")

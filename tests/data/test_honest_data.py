@@ -173,3 +173,18 @@ def test_the_train_split_s_channels_and_rate_hold_for_validation_and_later_reads
     np.save(tmp_path / "s" / "s.npy", np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32))
     series = validate_config({"data": {"kind": "series", "root": str(tmp_path / "s"), "segment_length": 50}})
     assert build.resolve_auto(series, build.build_dataset(series, "train")).data.channels is None
+
+
+def test_data_root_may_be_one_file(tmp_path):
+    """``data.root=recording.wav`` reads that file (split by position, as a folder holding only it); a file of
+    another kind is a one-line error naming the extensions. It used to say the root must be a folder."""
+    from ndvq.errors import DataError
+
+    wav = write_audio(tmp_path / "rec.wav", seconds=2.0, rate=8000)
+    train = create_dataset("audio", "train", root=wav, segment_length=1000)
+    val = create_dataset("audio", "val", root=wav, segment_length=1000)
+    assert train.files == val.files == [wav] and train.single_file and len(train) == 14 and len(val) == 1
+    png = write_png(tmp_path / "one.png", 20, 24)
+    assert create_dataset("image", "all", root=png)[0]["data"].shape == (3, 20, 24)
+    with pytest.raises(DataError, match=r"rec\.wav' is a file without one of the extensions \['\.png'"):
+        create_dataset("image", "all", root=wav)

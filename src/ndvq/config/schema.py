@@ -235,7 +235,7 @@ class DataConfig(_Section):
     """``data``: which dataset and how it is read. Options apply to the kinds named in their description."""
 
     kind: Literal["samples", "image", "video", "audio", "series", "volume"] = "samples"
-    root: Path | None = Field(None, description="data folder (all kinds but samples)")
+    root: Path | None = Field(None, description="data folder, or one file (all kinds but samples)")
     val_dir: Path | None = Field(None, description="separate validation folder; overrides train_split")
     train_split: float = Field(0.9, gt=0, le=1, description="fraction of files for training when no test/ folder or val_dir")
     split_seed: int = 0

@@ -242,7 +242,8 @@ def _has_ext(p: Path, exts: tuple[str, ...]) -> bool:
 
 
 def find_files(root: str | Path, extensions: Sequence[str], subfolders: Sequence[str] | None = None) -> list[Path]:
-    """Sorted files under ``root`` (recursively) whose name ends with one of ``extensions``.
+    """Sorted files under ``root`` (recursively) whose name ends with one of ``extensions``; ``[root]`` when
+    ``root`` is such a file.
 
     Args:
         root: the folder searched; a missing folder is a ``FileNotFoundError``.
@@ -252,10 +253,15 @@ def find_files(root: str | Path, extensions: Sequence[str], subfolders: Sequence
     Hidden files and folders (``.name``) are ignored.
     """
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"data folder {str(root)!r} does not exist" if not root.exists()
-                                else f"data root {str(root)!r} is a file, expected a folder")
     exts = _norm_exts(extensions)
+    if root.is_file():  # one file: itself (split by position like a folder holding only it)
+        if subfolders:
+            raise DataError(f"data.subfolders={list(subfolders)} needs a folder; data root {str(root)!r} is a file")
+        if not _has_ext(root, exts):
+            raise DataError(f"data root {str(root)!r} is a file without one of the extensions {list(exts)}")
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {str(root)!r} does not exist")
     bases = [root]
     if subfolders:
         bases = [root / s for s in subfolders]
