@@ -246,7 +246,7 @@ def find_files(root: str | Path, extensions: Sequence[str], subfolders: Sequence
     ``root`` is such a file.
 
     Args:
-        root: the folder searched; a missing folder is a ``FileNotFoundError``.
+        root: the folder searched, or one file; a missing folder is a ``FileNotFoundError``.
         extensions: e.g. ``["png", ".jpg"]`` (case-insensitive; ``"nii.gz"`` works).
         subfolders: only these sub-folders of ``root`` (each must exist). Default None: all of ``root``.
 

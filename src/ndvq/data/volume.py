@@ -78,7 +78,15 @@ def _open(path: Path):
 def stored_format(path: Path) -> dict:
     """``{"source_format": "nifti" | "npy", "source_ndim", "dtype"}`` of a volume file, from its header:
     what :func:`ndvq.data.write_item` needs to write a reconstruction back in the source's own format and
-    number type (``dtype``: the stored type, ``float32`` when a NIfTI scaling makes the values non-integer)."""
+    number type (``dtype``: the stored type, ``float32`` when a NIfTI scaling makes the values non-integer);
+    ``{}`` when the header cannot be read (the writer's defaults then: NIfTI, float32)."""
+    try:
+        return _stored_format(path)
+    except Exception:  # noqa: BLE001 - reading the item names the file; its info only loses the number type
+        return {}
+
+
+def _stored_format(path: Path) -> dict:
     if _is_nifti(path):
         import nibabel as nib
 

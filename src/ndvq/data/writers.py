@@ -254,7 +254,7 @@ def _as_stored(v: np.ndarray, dtype: str | None) -> np.ndarray:
     unknown: float32, or float64 for a float64 source)."""
     try:
         t = np.dtype(dtype) if dtype else np.dtype("float32")
-    except TypeError:
+    except (TypeError, ValueError):
         t = np.dtype("float32")
     if t.kind in "iu":
         lim = np.iinfo(t)

@@ -250,9 +250,10 @@ def start_warnings(session, datasets: dict) -> list[str]:
     fix = padding_fix(datasets[train], session.cfg.data) if train in padded else None
     for split, share in padded.items():
         unit = "window" if datasets[split].n_dims == 1 else "item"
+        tail = (f"try {fix}" if fix else "no smaller size is suggested" if train in padded else
+                f"its items are shorter than the {unit}, which fits the train split and is kept")
         out.append(f"{share:.0%} of the average {split} {unit} is padding (excluded from losses and metrics, but "
-                   "computed); " + (f"try {fix}" if fix else f"its items are shorter than the {unit}, which fits "
-                                                            "the train split and is kept"))
+                   f"computed); {tail}")
     if t.warmup_steps and t.warmup_steps >= total:
         out.append(f"train.warmup_steps={t.warmup_steps} >= the run's {total} steps: the learning rate never "
                    f"leaves warm-up; lower train.warmup_steps (e.g. {max(total // 10, 1)})")
