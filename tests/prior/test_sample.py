@@ -92,3 +92,18 @@ def test_volume_and_series_samples(kind, suffix, tmp_path):
     prompt = next((run.parent / "data" / "test").iterdir()) if kind == "series" else None
     res = sample(run, 2, tmp_path / "s", prompt=prompt)
     assert [p.suffix for p in res.files] == [suffix, suffix] and all(p.stat().st_size > 0 for p in res.files)
+
+
+def test_samples_do_not_copy_one_file_s_missing_values(tmp_path):
+    """The writers' info for generated samples comes from a training item; that item's missing-value runs are
+    its own and must not put NaN into every sample."""
+    import numpy as np
+
+    from ndvq.data import create_dataset
+    from ndvq.prior.sample import _item_info
+
+    a = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
+    a[10:20, 0] = np.nan
+    np.save(tmp_path / "a.npy", a)
+    ds = create_dataset("series", "all", root=tmp_path, segment_length=50)
+    assert ds.item_info(0)["missing"] == [[0, 10, 10]] and "missing" not in _item_info(ds)

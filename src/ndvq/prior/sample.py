@@ -36,7 +36,7 @@ from ndvq.run.codes import decode_grids
 
 __all__ = ["sample", "sample_tile", "SampleResult", "prompt_tokens"]
 
-_DROP_INFO = ("path", "frames", "item_shape", "split", "patch")
+_DROP_INFO = ("path", "frames", "item_shape", "split", "patch", "missing")  # one file's, not the data's
 
 
 @dataclass
