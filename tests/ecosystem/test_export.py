@@ -3,7 +3,7 @@
 Parity on real data (photographs shipped with scikit-image, as 1D rows, 2D patches and 3D panning clips):
 every mismatch a near-tie in the quantizer's search space (the distances differ by < 1e-4; ~1e-7 seen), at
 least 99.9% identical codes (the 1D case differs in 2-6 of 52480 codes depending on the CPU's kernels: 6 on
-an Intel Xeon, where a 99.99% bound failed), decoder within 1e-4.
+an AMD EPYC, where a 99.99% bound failed), decoder within 1e-4.
 """
 
 from __future__ import annotations
