@@ -18,13 +18,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import re
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +39,7 @@ from ndvq.codec.histogram import (
     unpack_counts,
 )
 from ndvq.codec.levels import FirstLevels, check_levels
-from ndvq.data.common import warn_data
+from ndvq.data.common import quiet_data, warn_data
 from ndvq.errors import CodesError, ConfigError, DataError
 from ndvq.prior.layout import TokenLayout, layout_for
 from ndvq.run.codesfile import codes_fingerprint
@@ -134,30 +130,13 @@ def _not_compressed(failed: list[tuple[int, str]], rest: str) -> DataError:
     return DataError(f"{lines[-1]}{more}; {rest}")
 
 
-@contextlib.contextmanager
-def _quiet_about(tmp: Path):
-    """The data layer's warnings naming a temporary link under ``tmp`` left out (logger and Python warnings):
-    compress names those inputs itself, by the path it was given."""
-    class _Drop(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return str(tmp) not in record.getMessage()
-
-    logger, drop = logging.getLogger("ndvq.data"), _Drop()
-    logger.addFilter(drop)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=f".*{re.escape(str(tmp))}", category=RuntimeWarning)
-            yield
-    finally:
-        logger.removeFilter(drop)
-
-
 def _items(loaded, files: list[Path], overrides, failed: list[tuple[int, str]]):
     """``(input index, item, info, dataset, config)`` for every readable input file, in input order; each one
     that cannot be compressed (missing, unreadable, not of the run's data kind) adds ``(input index, a line
     naming it)`` to ``failed``."""
     model = loaded.model
-    with tempfile.TemporaryDirectory(prefix="ndvq-compress-") as tmp, _quiet_about(Path(tmp)):
+    # the data layer's lines naming the temporary links are left out: compress names those inputs by their paths
+    with tempfile.TemporaryDirectory(prefix="ndvq-compress-") as tmp, quiet_data(naming=tmp):
         where = _link_inputs(files, Path(tmp), failed)
         if not where:
             raise _not_compressed(failed, "nothing written")

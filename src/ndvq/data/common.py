@@ -26,10 +26,12 @@ Folder layouts understood by :func:`split_files` (image, video, audio, series, v
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import random
+import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -223,6 +225,24 @@ def warn_skip(path, err: BaseException | str, what: str = "file") -> None:
     msg = f"ndvq.data: skipping unreadable {what} {str(path)!r}: {type(err).__name__ + ': ' if isinstance(err, BaseException) else ''}{err}"
     log.warning(msg)
     warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def quiet_data(naming: str | None = None):
+    """No ``ndvq.data`` log lines or Python warnings from the datasets built inside (``naming``: only those
+    whose message contains it, e.g. a temporary folder the caller names by other paths). Default None: all."""
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return naming is not None and naming not in record.getMessage()
+
+    drop = _Drop()
+    log.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*" + re.escape(naming) if naming is not None else "")
+            yield
+    finally:
+        log.removeFilter(drop)
 
 
 def warn_data(msg: str) -> None:

@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import itertools
 import json
@@ -33,14 +32,13 @@ import random
 import re
 import shutil
 import tempfile
-import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ndvq.data.common import warn_data, warn_skip
+from ndvq.data.common import quiet_data, warn_data, warn_skip
 from ndvq.errors import DataError
 
 __all__ = ["MANIFEST", "SHARD_FIELDS", "ShardDataset", "ShardStream", "shard_dataset", "parse_size", "expand_shards",
@@ -157,21 +155,6 @@ def read_manifest(where: str) -> dict | None:
         return None
 
 
-@contextlib.contextmanager
-def _quiet():
-    """No warnings or ``ndvq.data`` log lines from the per-file datasets (their notes were recorded by
-    the writer; failures are reported once, naming the shard member)."""
-    logger = logging.getLogger("ndvq.data")
-    old = logger.disabled
-    logger.disabled = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.disabled = old
-
-
 def _data_member(sample: dict) -> str:
     names = [k for k in sample if not k.startswith("__") and k != META]
     if len(names) != 1:
@@ -213,7 +196,7 @@ def sample_items(sample: dict, kind: str, options: dict, facts: dict, *, train: 
             (folder / "stats" / "data_stats.json").write_text(json.dumps(facts["stats"]))
             kw["stats_dir"] = folder / "stats"
         split = "train" if train and kind != "series" else "all"
-        with _quiet():
+        with quiet_data():  # their notes were recorded by the writer; failures are reported once, by member
             try:
                 ds = DATASETS[kind](split=split, **kw)
             except Exception as e:  # noqa: BLE001 - the file's header: say why, without the temporary folder
